@@ -1,0 +1,81 @@
+"""Every environment variable and fixed location the project reads, in one place.
+
+Read with the functions below at call time (not at import), so that tests and
+notebooks can change the environment before calling into the runtime.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+# --- Environment variables -------------------------------------------------
+
+#: os.pathsep-separated folders, each a bundle or a folder of bundles; searched first.
+ENV_BUNDLE_PATH = "BUNDLE_PATH"
+#: Overrides the built-in search roots of `runtime.locate()` (os.pathsep-separated
+#: glob patterns such as "/kaggle/input/*"); used by tests and unusual mounts.
+ENV_SEARCH_ROOTS = "OFFLINE_BUNDLE_SEARCH_ROOTS"
+#: Where `bundle build` keeps its content-addressed store.
+ENV_STORE = "OFFLINE_BUNDLE_STORE"
+#: Where `runtime.activate()` builds its writable merged view of the bundles.
+ENV_VIEW_DIR = "OFFLINE_BUNDLE_VIEW_DIR"
+
+# Variables `runtime.activate()` sets so that unmodified library code stays offline.
+OFFLINE_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE")
+
+# --- Bundle format ---------------------------------------------------------
+
+MANIFEST_NAME = "bundle.json"
+KAGGLE_METADATA_NAME = "dataset-metadata.json"
+README_NAME = "README.md"
+#: Files at the top of a bundle that are derived from bundle.json and therefore
+#: not listed in it (nor covered by its digest).
+GENERATED_FILES = frozenset({MANIFEST_NAME, KAGGLE_METADATA_NAME, README_NAME})
+MANIFEST_FORMAT = 1
+
+HF_DIR = "hf"
+TORCH_CHECKPOINTS_DIR = "torch/hub/checkpoints"
+FILES_DIR = "files"
+WHEELS_DIR = "wheels"
+NOTEBOOKS_DIR = "notebooks"
+
+# --- Default search roots, in the order of DESIGN.md -----------------------
+
+DEFAULT_SEARCH_ROOTS = (
+    "/kaggle/input/*",  # older Kaggle mount: /kaggle/input/SLUG/
+    "/kaggle/input/datasets/*/*",  # newer Kaggle mount: /kaggle/input/datasets/OWNER/SLUG/
+    "/opt/bundles/*",  # Docker image
+    "/content/drive/MyDrive/bundles/*",  # Colab Drive
+    "./bundles-dist/*",  # `bundle build` default output
+)
+
+
+def bundle_path_entries() -> list[Path]:
+    """Folders named by $BUNDLE_PATH, in order, empty entries dropped."""
+    raw = os.environ.get(ENV_BUNDLE_PATH, "")
+    return [Path(p).expanduser() for p in raw.split(os.pathsep) if p.strip()]
+
+
+def search_roots() -> tuple[str, ...]:
+    """Glob patterns searched after $BUNDLE_PATH."""
+    raw = os.environ.get(ENV_SEARCH_ROOTS)
+    if raw is None:
+        return DEFAULT_SEARCH_ROOTS
+    return tuple(p for p in raw.split(os.pathsep) if p.strip())
+
+
+def store_dir() -> Path:
+    """The content-addressed store: $OFFLINE_BUNDLE_STORE or the user cache dir."""
+    raw = os.environ.get(ENV_STORE)
+    if raw:
+        return Path(raw).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
+    return base / "offline-bundle" / "store"
+
+
+def view_dir() -> Path | None:
+    """Where activate() builds its merged view; None means a fresh temp dir."""
+    raw = os.environ.get(ENV_VIEW_DIR)
+    return Path(raw).expanduser() if raw else None

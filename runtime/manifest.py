@@ -1,0 +1,296 @@
+"""`bundle.json`: the manifest and lock of a bundle folder.
+
+The single source of truth about a bundle. The builder writes it, the runtime,
+`bundle verify`, publish and image read it. Nothing in this module imports
+anything heavy: it runs inside `runtime.activate()`.
+
+Shape (format 1)::
+
+    {
+      "format": 1,
+      "name": "emotion-vit", "version": "1.0.0", "title": "...",
+      "stacks": ["emotion-vit"],
+      "digest": "<sha256 hex over the sorted file list>",
+      "created": "2026-11-21T10:00:00Z",
+      "artifacts": [
+        {"id": "vit-in21k", "source": "hf", "ref": "google/vit-base-patch16-224-in21k",
+         "revision": "<commit>", "path": "hf/models--google--vit.../snapshots/<commit>",
+         "aliases": [], "fallbacks": ["vit-base"],
+         "files": [{"path": "hf/.../config.json", "size": 123, "sha256": "..."}]}
+      ],
+      "extra_files": [{"path": "wheels/x.whl", "size": 1, "sha256": "..."}]
+    }
+
+`path` is what `runtime.resolve()` returns for the artifact (a snapshot folder
+or a single file), relative to the bundle folder. `extra_files` holds files that
+belong to no artifact (wheels, notebooks). Every path is relative, uses "/",
+and stays inside the bundle folder.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+from runtime.constants import GENERATED_FILES, MANIFEST_FORMAT, MANIFEST_NAME
+
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
+class ManifestError(ValueError):
+    """bundle.json is missing, unreadable or malformed. The message names the file and field."""
+
+
+@dataclass(frozen=True)
+class FileEntry:
+    path: str
+    size: int
+    sha256: str
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": self.path, "size": self.size, "sha256": self.sha256}
+
+
+@dataclass
+class ArtifactEntry:
+    id: str
+    source: str
+    ref: str
+    revision: str | None
+    path: str
+    files: list[FileEntry]
+    aliases: list[str] = field(default_factory=list)
+    fallbacks: list[str] = field(default_factory=list)
+
+    @property
+    def size(self) -> int:
+        return sum(f.size for f in self.files)
+
+    def names(self) -> list[str]:
+        """Every name `runtime.resolve()` accepts for this artifact."""
+        return [self.id, self.ref, *self.aliases]
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "source": self.source,
+            "ref": self.ref,
+            "revision": self.revision,
+            "path": self.path,
+            "aliases": list(self.aliases),
+            "fallbacks": list(self.fallbacks),
+            "files": [f.to_json() for f in sorted(self.files, key=lambda f: f.path)],
+        }
+
+
+@dataclass
+class Manifest:
+    name: str
+    version: str
+    artifacts: list[ArtifactEntry]
+    extra_files: list[FileEntry] = field(default_factory=list)
+    title: str = ""
+    stacks: list[str] = field(default_factory=list)
+    created: str = ""
+    digest: str = ""
+    format: int = MANIFEST_FORMAT
+
+    def all_files(self) -> list[FileEntry]:
+        """Every file of the bundle, sorted by path (generated top-level files excluded)."""
+        files = [f for a in self.artifacts for f in a.files] + list(self.extra_files)
+        return sorted(files, key=lambda f: f.path)
+
+    @property
+    def size(self) -> int:
+        return sum(f.size for f in self.all_files())
+
+    def artifact(self, artifact_id: str) -> ArtifactEntry | None:
+        return next((a for a in self.artifacts if a.id == artifact_id), None)
+
+    def compute_digest(self) -> str:
+        return compute_digest(self.all_files())
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "format": self.format,
+            "name": self.name,
+            "version": self.version,
+            "title": self.title,
+            "stacks": list(self.stacks),
+            "digest": self.digest or self.compute_digest(),
+            "created": self.created,
+            "artifacts": [a.to_json() for a in self.artifacts],
+            "extra_files": [f.to_json() for f in sorted(self.extra_files, key=lambda f: f.path)],
+        }
+
+
+def compute_digest(files: list[FileEntry]) -> str:
+    """sha256 over the sorted file list: one "path\\0size\\0sha256\\n" line per file."""
+    h = hashlib.sha256()
+    for f in sorted(files, key=lambda f: f.path):
+        h.update(f"{f.path}\0{f.size}\0{f.sha256}\n".encode())
+    return h.hexdigest()
+
+
+def check_relative_path(path: Any, where: str) -> str:
+    """Return `path` if it is a safe relative POSIX path inside the bundle, else raise."""
+    if not isinstance(path, str) or not path:
+        raise ManifestError(f"{where}: must be a non-empty string, got {path!r}")
+    if "\\" in path or "\0" in path:
+        raise ManifestError(f"{where}: {path!r} contains a backslash or NUL byte")
+    p = PurePosixPath(path)
+    if p.is_absolute() or re.match(r"^[A-Za-z]:", path):
+        raise ManifestError(f"{where}: {path!r} is absolute; paths must be relative to the bundle")
+    if any(part in ("..", ".", "") for part in path.split("/")):
+        raise ManifestError(f"{where}: {path!r} has '..', '.' or empty parts (path traversal)")
+    return path
+
+
+def _get(obj: dict, key: str, typ: type | tuple, where: str, *, optional: bool = False) -> Any:
+    if key not in obj:
+        if optional:
+            return None
+        raise ManifestError(f"{where}: missing field '{key}'")
+    value = obj[key]
+    if optional and value is None:
+        return None
+    # bool is an int subclass; a size of `true` is a malformed manifest.
+    if not isinstance(value, typ) or (typ is int and isinstance(value, bool)):
+        names = typ.__name__ if isinstance(typ, type) else "/".join(t.__name__ for t in typ)
+        raise ManifestError(f"{where}: field '{key}' must be {names}, got {type(value).__name__}")
+    return value
+
+
+def _file_entry(obj: Any, where: str) -> FileEntry:
+    if not isinstance(obj, dict):
+        raise ManifestError(f"{where}: must be an object with path, size, sha256")
+    path = check_relative_path(_get(obj, "path", str, where), f"{where}.path")
+    size = _get(obj, "size", int, where)
+    if size < 0:
+        raise ManifestError(f"{where}: field 'size' is negative ({size})")
+    sha = _get(obj, "sha256", str, where)
+    if not _SHA256_RE.match(sha):
+        raise ManifestError(f"{where}: field 'sha256' is not 64 lowercase hex digits: {sha!r}")
+    return FileEntry(path=path, size=size, sha256=sha)
+
+
+def _str_list(obj: dict, key: str, where: str) -> list[str]:
+    value = _get(obj, key, list, where, optional=True) or []
+    if not all(isinstance(v, str) for v in value):
+        raise ManifestError(f"{where}: field '{key}' must be a list of strings")
+    return list(value)
+
+
+def manifest_from_json(data: Any, source: str = MANIFEST_NAME) -> Manifest:
+    """Validate parsed JSON and build a Manifest. `source` names the file in errors."""
+    if not isinstance(data, dict):
+        raise ManifestError(f"{source}: top level must be a JSON object")
+    fmt = _get(data, "format", int, source)
+    if fmt > MANIFEST_FORMAT:
+        raise ManifestError(
+            f"{source}: format {fmt} is newer than this runtime understands ({MANIFEST_FORMAT}); "
+            "upgrade offline-bundle"
+        )
+    artifacts: list[ArtifactEntry] = []
+    seen_ids: set[str] = set()
+    seen_paths: set[str] = set()
+    raw_artifacts = _get(data, "artifacts", list, source)
+    for i, raw in enumerate(raw_artifacts):
+        where = f"{source}: artifacts[{i}]"
+        if not isinstance(raw, dict):
+            raise ManifestError(f"{where}: must be an object")
+        art_id = _get(raw, "id", str, where)
+        where = f"{source}: artifact '{art_id}'"
+        if art_id in seen_ids:
+            raise ManifestError(f"{where}: duplicate id")
+        seen_ids.add(art_id)
+        files = [
+            _file_entry(f, f"{where} files[{j}]")
+            for j, f in enumerate(_get(raw, "files", list, where))
+        ]
+        for f in files:
+            if f.path in seen_paths:
+                raise ManifestError(f"{where}: file {f.path!r} is listed twice")
+            seen_paths.add(f.path)
+        artifacts.append(
+            ArtifactEntry(
+                id=art_id,
+                source=_get(raw, "source", str, where),
+                ref=_get(raw, "ref", str, where),
+                revision=_get(raw, "revision", str, where, optional=True),
+                path=check_relative_path(_get(raw, "path", str, where), f"{where}.path"),
+                files=files,
+                aliases=_str_list(raw, "aliases", where),
+                fallbacks=_str_list(raw, "fallbacks", where),
+            )
+        )
+    extra = [
+        _file_entry(f, f"{source}: extra_files[{j}]")
+        for j, f in enumerate(_get(data, "extra_files", list, source, optional=True) or [])
+    ]
+    for f in extra:
+        if f.path in seen_paths:
+            raise ManifestError(f"{source}: file {f.path!r} is listed twice")
+        seen_paths.add(f.path)
+    manifest = Manifest(
+        format=fmt,
+        name=_get(data, "name", str, source),
+        version=_get(data, "version", str, source),
+        title=_get(data, "title", str, source, optional=True) or "",
+        stacks=_str_list(data, "stacks", source),
+        created=_get(data, "created", str, source, optional=True) or "",
+        digest=_get(data, "digest", str, source),
+        artifacts=artifacts,
+        extra_files=extra,
+    )
+    if manifest.digest != manifest.compute_digest():
+        raise ManifestError(
+            f"{source}: field 'digest' does not match the file list (edited by hand or truncated?)"
+        )
+    return manifest
+
+
+def read_manifest(bundle_dir: str | os.PathLike) -> Manifest:
+    """Read and validate `bundle_dir/bundle.json`.
+
+    Raises:
+        ManifestError: the file is missing, not JSON, or fails validation; the
+            message names the file and the field.
+    """
+    path = Path(bundle_dir) / MANIFEST_NAME
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ManifestError(f"{path}: not found; is this a bundle folder?") from None
+    except OSError as e:
+        raise ManifestError(f"{path}: cannot read: {e.strerror}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise ManifestError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    return manifest_from_json(data, str(path))
+
+
+def manifest_to_text(manifest: Manifest) -> str:
+    """Deterministic JSON text (sorted artifacts keep spec order; files sorted by path)."""
+    return json.dumps(manifest.to_json(), indent=2, ensure_ascii=False) + "\n"
+
+
+def write_manifest(bundle_dir: str | os.PathLike, manifest: Manifest) -> Path:
+    """Write bundle.json atomically (temp file + rename); fills in `digest`."""
+    manifest.digest = manifest.compute_digest()
+    path = Path(bundle_dir) / MANIFEST_NAME
+    tmp = path.with_name(f".{MANIFEST_NAME}.tmp-{os.getpid()}")
+    tmp.write_text(manifest_to_text(manifest), encoding="utf-8")
+    os.replace(tmp, path)
+    return path
+
+
+def is_generated(path: str) -> bool:
+    """True for top-level files derived from bundle.json (not listed in it)."""
+    return "/" not in path and path in GENERATED_FILES
