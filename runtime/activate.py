@@ -1,0 +1,314 @@
+"""`runtime.activate()` / `runtime.deactivate()`: switch every library to the attached bundles.
+
+activate() locates the bundles, reads their manifests, size-checks their files,
+builds the merged writable view (runtime.view), points the environment at it and
+patches the constants that huggingface_hub & co. read once at import. With
+strict=True it also turns on the network guard (runtime.guard). It is cheap to
+call again: the same Activation comes back while the attached bundles are unchanged.
+"""
+
+from __future__ import annotations
+
+import atexit
+import html
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from runtime import constants, guard
+from runtime.catalog import AttachedBundle, Problem, attach_all
+from runtime.errors import BundleIntegrityWarning, NoBundleWarning
+from runtime.locate import locate
+from runtime.view import VIEW_HF, VIEW_TORCH, build_view
+
+log = logging.getLogger("runtime")
+
+#: Packages whose import-time copies of HF_HUB_OFFLINE / HF_HUB_CACHE activate() updates.
+#: huggingface_hub.constants is the one that matters (transformers 5.x, timm and
+#: diffusers read it through `huggingface_hub.constants` or `is_offline_mode()`),
+#: the others hold `from huggingface_hub.constants import HF_HUB_OFFLINE` copies.
+PATCHED_PACKAGES = (
+    "huggingface_hub",
+    "transformers",
+    "diffusers",
+    "timm",
+    "datasets",
+    "sentence_transformers",
+    "peft",
+    "accelerate",
+)
+_OFFLINE_ATTRS = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE")
+_CACHE_ATTRS = ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE")
+
+
+@dataclass(frozen=True)
+class ArtifactInfo:
+    """One artifact of an attached bundle, as the Activation summary shows it."""
+
+    id: str
+    source: str
+    ref: str
+    bundle: str
+    path: Path
+    size: int
+    ok: bool
+
+
+@dataclass(repr=False)
+class Activation:
+    """What activate() attached and changed. Prints as a summary (text or notebook HTML)."""
+
+    bundles: list[AttachedBundle]
+    view: Path | None
+    env: dict[str, str]
+    strict: bool
+    problems: list[Problem] = field(default_factory=list)
+    patched: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def artifacts(self) -> list[ArtifactInfo]:
+        return [
+            ArtifactInfo(a.id, a.source, a.ref, b.name, b.file_path(a.path), a.size, b.artifact_ok(a))
+            for b in self.bundles
+            for a in b.manifest.artifacts
+        ]
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def __repr__(self) -> str:
+        mode = "strict offline" if self.strict else "offline"
+        lines = [f"runtime.activate(): {len(self.bundles)} bundle(s), {mode}, view {self.view}"]
+        for b in self.bundles:
+            lines.append(f"  {b.name} {b.version}  {b.path}")
+            for a in b.manifest.artifacts:
+                flag = "ok" if b.artifact_ok(a) else "INCOMPLETE"
+                lines.append(f"    {a.id:<24} {a.source:<11} {_size(a.size):>9}  {flag:<10} {a.ref}")
+        for p in self.problems:
+            lines.append(f"  problem: {p}")
+        for n in self.notes:
+            lines.append(f"  note: {n}")
+        if self.patched:
+            lines.append(f"  patched: {', '.join(self.patched)}")
+        lines.append("  env: " + " ".join(f"{k}={v}" for k, v in self.env.items()))
+        return "\n".join(lines)
+
+    def _repr_html_(self) -> str:
+        e = html.escape
+        mode = "strict offline" if self.strict else "offline"
+        rows = "".join(
+            f"<tr><td>{e(a.bundle)}</td><td><code>{e(a.id)}</code></td><td>{e(a.source)}</td>"
+            f"<td>{e(a.ref)}</td><td style='text-align:right'>{_size(a.size)}</td>"
+            f"<td>{'✅' if a.ok else '❌ incomplete'}</td></tr>"
+            for a in self.artifacts
+        )
+        problems = "".join(f"<li>{e(str(p))}</li>" for p in self.problems)
+        notes = "".join(f"<li>{e(n)}</li>" for n in self.notes)
+        return (
+            f"<div><b>runtime.activate()</b>: {len(self.bundles)} bundle(s), {mode}"
+            f"<table><tr><th>bundle</th><th>id</th><th>source</th><th>ref</th><th>size</th>"
+            f"<th></th></tr>{rows}</table>"
+            + (f"<p><b>Problems</b></p><ul>{problems}</ul>" if problems else "")
+            + (f"<p>Notes</p><ul>{notes}</ul>" if notes else "")
+            + f"<p><small>view {e(str(self.view))}; "
+            + e(" ".join(f"{k}={v}" for k, v in self.env.items()))
+            + "</small></p></div>"
+        )
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return str(n)
+
+
+class _State:
+    """What the current activation changed, so deactivate() can undo exactly that."""
+
+    activation: Activation | None = None
+    key: tuple | None = None
+    saved_env: dict[str, str | None] = {}
+    saved_attrs: dict[tuple[str, str], Any] = {}
+    temp_views: list[Path] = []
+    atexit_registered = False
+
+
+def current() -> Activation | None:
+    """The Activation in force, or None before activate() / after deactivate()."""
+    return _State.activation
+
+
+def _bundles_key(folders: list[Path]) -> tuple:
+    # bundle.json changes (new version attached, rebuilt) show in its mtime/size/inode.
+    key = []
+    for folder in folders:
+        try:
+            st = os.stat(folder / constants.MANIFEST_NAME)
+        except OSError:
+            continue
+        key.append((os.path.realpath(folder), st.st_ino, st.st_mtime_ns, st.st_size))
+    return (tuple(key), os.environ.get(constants.ENV_VIEW_DIR))
+
+
+def _new_view_dir() -> Path:
+    parent = constants.view_dir()
+    if parent is not None:
+        parent.mkdir(parents=True, exist_ok=True)
+    view = Path(tempfile.mkdtemp(prefix="offline-bundle-view-", dir=parent))
+    _State.temp_views.append(view)
+    if not _State.atexit_registered:
+        atexit.register(_remove_views)
+        _State.atexit_registered = True
+    return view
+
+
+def _remove_views() -> None:
+    while _State.temp_views:
+        shutil.rmtree(_State.temp_views.pop(), ignore_errors=True)
+
+
+def _set_env(env: dict[str, str]) -> None:
+    for key, value in env.items():
+        if key not in _State.saved_env:
+            _State.saved_env[key] = os.environ.get(key)
+        os.environ[key] = value
+
+
+def _patch_imported(view: Path) -> list[str]:
+    """Update import-time copies of the offline flags and cache path in loaded libraries."""
+    values: dict[str, Any] = {a: True for a in _OFFLINE_ATTRS}
+    values.update({a: str(view / VIEW_HF) for a in _CACHE_ATTRS})
+    patched: list[str] = []
+    for mod_name, module in list(sys.modules.items()):
+        if module is None or not mod_name.startswith(PATCHED_PACKAGES):
+            continue
+        if mod_name.split(".", 1)[0] not in PATCHED_PACKAGES:
+            continue  # "timmy" is not "timm"
+        namespace = getattr(module, "__dict__", {})  # never trigger a lazy module's __getattr__
+        for attr, value in values.items():
+            old = namespace.get(attr, None)
+            expected = bool if isinstance(value, bool) else str
+            if attr not in namespace or not isinstance(old, expected):
+                continue
+            if (mod_name, attr) not in _State.saved_attrs:
+                _State.saved_attrs[(mod_name, attr)] = old
+            setattr(module, attr, value)
+            patched.append(f"{mod_name}.{attr}")
+    # torch.hub.set_dir() beats TORCH_HOME; follow it only if someone set it.
+    hub = sys.modules.get("torch.hub")
+    if hub is not None and getattr(hub, "_hub_dir", None) is not None:
+        _State.saved_attrs.setdefault(("torch.hub", "_hub_dir"), hub._hub_dir)
+        hub._hub_dir = str(view / VIEW_TORCH / "hub")
+        patched.append("torch.hub._hub_dir")
+    return patched
+
+
+def _restore_imported() -> None:
+    for (mod_name, attr), old in _State.saved_attrs.items():
+        module = sys.modules.get(mod_name)
+        if module is not None:
+            setattr(module, attr, old)
+    _State.saved_attrs = {}
+
+
+def activate(strict: bool = False) -> Activation:
+    """Attach every bundle found and switch all libraries to offline loading from them.
+
+    Call it first in a notebook, before or after importing transformers/timm/torch::
+
+        import runtime
+        runtime.activate()          # or activate(strict=True) to forbid any network access
+        model = ViTModel.from_pretrained("google/vit-base-patch16-224-in21k")  # from the bundle
+
+    Args:
+        strict: also refuse every network connection to a non-loopback host with
+            `OfflineViolation`, naming the host and the artifact the code wanted.
+
+    Returns:
+        The Activation: bundles, artifacts, problems found by the quick size check,
+        environment set. Calling again returns the same object until the set of
+        attached bundles changes.
+
+    Warns:
+        BundleIntegrityWarning: a listed file is missing or has the wrong size.
+        NoBundleWarning: no bundle was found at all.
+    """
+    folders = locate()
+    key = _bundles_key(folders)
+    act = _State.activation
+    if act is None or key != _State.key or act.view is None or not act.view.is_dir():
+        if act is not None:
+            # The attached set changed: rebuild from scratch, keep the original saved env.
+            _restore_imported()
+            _remove_views()
+        bundles, problems = attach_all(folders)
+        view = _new_view_dir()
+        notes = build_view(bundles, view)
+        env = {name: "1" for name in constants.OFFLINE_ENV}
+        env["HF_HUB_CACHE"] = str(view / VIEW_HF)
+        env["TORCH_HOME"] = str(view / VIEW_TORCH)
+        act = Activation(bundles=bundles, view=view, env=env, strict=strict, problems=problems,
+                         notes=notes)
+        _State.activation, _State.key = act, key
+        _warn_about(act)
+    # Re-applied every call: a library imported since the last call still gets patched.
+    _set_env(act.env)
+    act.patched = _patch_imported(act.view)
+    act.strict = strict
+    if strict:
+        guard.install(hint=_strict_hint)
+    else:
+        guard.uninstall()
+    return act
+
+
+def _warn_about(act: Activation) -> None:
+    if not act.bundles:
+        roots = ", ".join(constants.search_roots())
+        message = (
+            "runtime.activate(): no bundle found (searched $BUNDLE_PATH and " + roots + "); "
+            "libraries are offline with an empty cache. Attach the bundle dataset or set BUNDLE_PATH."
+        )
+        log.warning(message)
+        warnings.warn(message, NoBundleWarning, stacklevel=3)
+    if act.problems:
+        shown = "\n  ".join(str(p) for p in act.problems[:5])
+        more = f"\n  ... and {len(act.problems) - 5} more" if len(act.problems) > 5 else ""
+        message = (
+            f"runtime.activate(): {len(act.problems)} problem(s) in the attached bundles "
+            f"(quick size check):\n  {shown}{more}\nRun runtime.verify() for details."
+        )
+        log.warning(message)
+        warnings.warn(message, BundleIntegrityWarning, stacklevel=3)
+
+
+def _strict_hint(host: str, port: int | None, clues: dict[str, str]) -> str:
+    from runtime.resolve import forgotten_artifact_hint
+
+    bundles = _State.activation.bundles if _State.activation else []
+    return forgotten_artifact_hint(host, port, clues, bundles)
+
+
+def deactivate() -> None:
+    """Undo activate(): restore the environment and patched constants, drop strict mode and the view."""
+    guard.uninstall()
+    _restore_imported()
+    for key, old in _State.saved_env.items():
+        if old is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = old
+    _State.saved_env = {}
+    _remove_views()
+    _State.activation = None
+    _State.key = None

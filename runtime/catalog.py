@@ -1,0 +1,142 @@
+"""What the located bundles hold: manifests read, layout quirks mapped, sizes checked.
+
+Used by activate(), resolve(), verify() and `bundle doctor`. Reading a bundle
+costs one read of bundle.json and one stat() per listed file (the quick
+integrity check); nothing is hashed here.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from runtime import constants
+from runtime.manifest import ArtifactEntry, FileEntry, Manifest, ManifestError, read_manifest
+
+#: Top-level folders of the bundle layout. Kaggle uploads each one as an archive
+#: (`dir_mode="zip"`) and unpacks it; some unpackings add one more level
+#: (`hf/hf/...`), which `_layout_root` detects.
+LAYOUT_DIRS = (
+    constants.HF_DIR,
+    constants.TORCH_CHECKPOINTS_DIR.split("/")[0],
+    constants.FILES_DIR,
+    constants.WHEELS_DIR,
+    constants.NOTEBOOKS_DIR,
+)
+
+
+@dataclass(frozen=True)
+class Problem:
+    """Something wrong with an attached bundle, found without hashing unless verify() asked."""
+
+    bundle: Path
+    kind: str  # "manifest" | "missing" | "size" | "sha256" | "archive"
+    detail: str
+    path: str = ""
+    artifact: str | None = None
+
+    def __str__(self) -> str:
+        where = f"{self.bundle / self.path}" if self.path else str(self.bundle)
+        what = f" (artifact '{self.artifact}')" if self.artifact else ""
+        return f"{where}{what}: {self.detail}"
+
+
+@dataclass
+class AttachedBundle:
+    """A located bundle folder and its manifest."""
+
+    path: Path
+    manifest: Manifest
+    #: layout dir name -> folder (relative to `path`) that really holds it, e.g. {"hf": "hf/hf"}
+    roots: dict[str, str] = field(default_factory=dict)
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.manifest.name
+
+    @property
+    def version(self) -> str:
+        return self.manifest.version
+
+    def file_path(self, rel: str) -> Path:
+        """Where the manifest path `rel` really is on disk (after Kaggle unpacking quirks)."""
+        return Path(self._real(rel))
+
+    def _real(self, rel: str) -> str:
+        top, sep, rest = rel.partition("/")
+        root = self.roots.get(top, top)
+        return os.path.join(self.path, root + sep + rest)
+
+    def artifact_ok(self, artifact: ArtifactEntry) -> bool:
+        """True when the quick check found every file of `artifact` present with its size."""
+        return not any(p.artifact == artifact.id for p in self.problems)
+
+
+def _layout_root(bundle: Path, top: str, probe: FileEntry) -> str | None:
+    """The folder holding layout dir `top`, judged by one file `probe` under it; None if lost."""
+    rest = probe.path[len(top) + 1 :]
+    for root in (top, f"{top}/{top}"):
+        if os.path.exists(os.path.join(bundle, root, rest)):
+            return root
+    return None
+
+
+def attach(folder: Path) -> AttachedBundle | Problem:
+    """Read `folder`'s manifest and size-check its files; a Problem if the manifest is unusable."""
+    try:
+        manifest = read_manifest(folder)
+    except ManifestError as e:
+        return Problem(folder, "manifest", str(e), path=constants.MANIFEST_NAME)
+    bundle = AttachedBundle(path=folder, manifest=manifest)
+    owners = [(a.id, f) for a in manifest.artifacts for f in a.files]
+    owners += [(None, f) for f in manifest.extra_files]
+    for art_id, entry in owners:
+        top = entry.path.split("/", 1)[0]
+        if top not in bundle.roots and top in LAYOUT_DIRS and "/" in entry.path:
+            root = _layout_root(folder, top, entry)
+            if root is None and os.path.exists(os.path.join(folder, top + ".zip")):
+                bundle.problems.append(
+                    Problem(
+                        folder,
+                        "archive",
+                        f"{top}.zip was not unpacked; unzip it next to bundle.json "
+                        f"(python -m zipfile -e {folder / (top + '.zip')} DEST) and point "
+                        "BUNDLE_PATH at DEST",
+                        path=top + ".zip",
+                    )
+                )
+            bundle.roots[top] = root or top
+        try:
+            size = os.stat(bundle._real(entry.path)).st_size
+        except OSError:
+            bundle.problems.append(
+                Problem(folder, "missing", "listed in bundle.json but missing", entry.path, art_id)
+            )
+            continue
+        if size != entry.size:
+            bundle.problems.append(
+                Problem(
+                    folder,
+                    "size",
+                    f"size {size} != {entry.size} in bundle.json (truncated or replaced)",
+                    entry.path,
+                    art_id,
+                )
+            )
+    return bundle
+
+
+def attach_all(folders: list[Path]) -> tuple[list[AttachedBundle], list[Problem]]:
+    """Attach each folder; unreadable manifests become Problems instead of errors."""
+    bundles: list[AttachedBundle] = []
+    problems: list[Problem] = []
+    for folder in folders:
+        result = attach(folder)
+        if isinstance(result, Problem):
+            problems.append(result)
+        else:
+            bundles.append(result)
+            problems.extend(result.problems)
+    return bundles, problems

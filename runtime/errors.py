@@ -1,0 +1,46 @@
+"""Exceptions raised by the runtime. Messages name the artifact, the file and the next step."""
+
+from __future__ import annotations
+
+
+class BundleRuntimeError(Exception):
+    """Base class of every error the runtime raises on purpose."""
+
+
+class ArtifactNotFoundError(BundleRuntimeError, LookupError):
+    """`runtime.resolve(name)` found no usable artifact of that name in any attached bundle.
+
+    The message lists what the attached bundles do hold and how to add the missing
+    artifact to a spec. `name` is what was asked for; `available` the names found.
+    """
+
+    def __init__(self, message: str, *, name: str = "", available: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.name = name
+        self.available = available
+
+
+class OfflineViolation(BundleRuntimeError):
+    """Strict mode stopped a network connection to a non-loopback host.
+
+    Deliberately *not* an OSError/ConnectionError: HTTP clients (urllib3, httpx,
+    huggingface_hub's backoff) retry on those, which would turn a clear error into
+    minutes of silent retries. This one propagates through them unchanged.
+    """
+
+    def __init__(self, message: str, *, host: str = "", port: int | None = None) -> None:
+        super().__init__(message)
+        self.host = host
+        self.port = port
+
+
+class BundleIntegrityWarning(UserWarning):
+    """activate() found files missing or of the wrong size in an attached bundle."""
+
+
+class FallbackWarning(UserWarning):
+    """resolve() used a declared fallback instead of the artifact asked for."""
+
+
+class NoBundleWarning(UserWarning):
+    """activate() found no bundle; every library is offline with an empty cache."""

@@ -1,0 +1,232 @@
+"""`runtime.resolve(name)`: the local path of an artifact, by id, ref or alias.
+
+Never returns something other than what was asked for without saying so: a
+declared fallback is used only with a FallbackWarning naming both artifacts, and
+a missing artifact is an ArtifactNotFoundError that lists what the attached
+bundles hold and the spec snippet that would add it.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+
+from runtime.catalog import AttachedBundle
+from runtime.errors import ArtifactNotFoundError, FallbackWarning
+from runtime.manifest import ArtifactEntry
+
+log = logging.getLogger("runtime")
+
+_TORCHVISION_WEIGHTS = re.compile(r"^[A-Za-z0-9_]+_Weights\.[A-Za-z0-9_]+$")
+_HF_URL_REPO = re.compile(
+    r"^https?://(?:[\w-]+\.)*(?:huggingface\.co|hf\.co)/"
+    r"(?:api/(?:models|datasets|spaces)/)?(?:datasets/|spaces/)?"
+    r"(?P<repo>[\w.-]+/[\w.-]+)"
+)
+
+
+@dataclass(frozen=True)
+class Found:
+    """An artifact of an attached bundle."""
+
+    bundle: AttachedBundle
+    artifact: ArtifactEntry
+
+    @property
+    def path(self) -> Path:
+        return self.bundle.file_path(self.artifact.path)
+
+    @property
+    def ok(self) -> bool:
+        return self.bundle.artifact_ok(self.artifact)
+
+
+def name_keys(name: object) -> list[str]:
+    """The strings `name` may be listed under: as given, without `hf-hub:`, a URL's file name."""
+    text = str(name).strip()
+    keys = [text]
+    for prefix in ("hf-hub:", "hf_hub:"):
+        if text.startswith(prefix):
+            keys.append(text[len(prefix) :])
+    url = getattr(name, "url", None)  # a torchvision WeightsEnum member
+    if isinstance(url, str):
+        keys += [url, url.rsplit("/", 1)[-1]]
+    return keys
+
+
+def find(name: object, bundles: list[AttachedBundle]) -> Found | None:
+    """The first artifact (in search order) whose id, ref or alias is `name`; exact, then any case."""
+    keys = name_keys(name)
+    for fold in (False, True):
+        wanted = {k.lower() for k in keys} if fold else set(keys)
+        for bundle in bundles:
+            for artifact in bundle.manifest.artifacts:
+                names = artifact.names()
+                if any((n.lower() if fold else n) in wanted for n in names):
+                    return Found(bundle, artifact)
+    return None
+
+
+def _find_in(name: str, bundles: list[AttachedBundle], prefer: AttachedBundle) -> Found | None:
+    # A fallback id names an artifact of the same bundle first.
+    return find(name, [prefer] + [b for b in bundles if b is not prefer])
+
+
+def resolve_in(name: object, bundles: list[AttachedBundle]) -> Path:
+    """`resolve()` over an explicit list of attached bundles (see runtime.resolve)."""
+    found = find(name, bundles)
+    if found is None:
+        raise ArtifactNotFoundError(
+            missing_message(str(name), bundles),
+            name=str(name),
+            available=tuple(a.id for b in bundles for a in b.manifest.artifacts),
+        )
+    if found.ok:
+        return found.path
+    # The artifact is listed but its files are missing or truncated: try the declared fallbacks.
+    tried: list[str] = []
+    for fallback_name in found.artifact.fallbacks:
+        fallback = _find_in(fallback_name, bundles, found.bundle)
+        if fallback is None or not fallback.ok:
+            tried.append(fallback_name)
+            continue
+        message = (
+            f"runtime.resolve({str(name)!r}): artifact '{found.artifact.id}' of bundle "
+            f"'{found.bundle.name}' is incomplete ({_problem_summary(found)}); using its "
+            f"declared fallback '{fallback.artifact.id}' ({fallback.artifact.ref}) from bundle "
+            f"'{fallback.bundle.name}' instead"
+        )
+        log.warning(message)
+        warnings.warn(message, FallbackWarning, stacklevel=3)
+        return fallback.path
+    fallbacks = (
+        f"its fallbacks ({', '.join(tried)}) are missing or incomplete too"
+        if tried
+        else "it declares no fallbacks"
+    )
+    raise ArtifactNotFoundError(
+        f"artifact '{found.artifact.id}' ({found.artifact.ref}) in bundle '{found.bundle.name}' "
+        f"at {found.bundle.path} is incomplete: {_problem_summary(found)}; {fallbacks}. "
+        f"Run runtime.verify() for the full list, then rebuild or re-download the bundle.",
+        name=str(name),
+        available=tuple(a.id for b in bundles for a in b.manifest.artifacts),
+    )
+
+
+def _problem_summary(found: Found) -> str:
+    problems = [p for p in found.bundle.problems if p.artifact == found.artifact.id]
+    text = "; ".join(f"{p.path}: {p.detail}" for p in problems[:3])
+    return text + (f" (+{len(problems) - 3} more)" if len(problems) > 3 else "")
+
+
+def spec_snippet(name: str) -> str:
+    """The `[[artifact]]` TOML block that would put `name` into a bundle."""
+    if re.match(r"^https?://", name):
+        filename = name.rstrip("/").rsplit("/", 1)[-1] or "file"
+        art_id = re.sub(r"[^a-z0-9]+", "-", filename.rsplit(".", 1)[0].lower()).strip("-")
+        body = f'source = "url"\nurl = "{name}"\nsha256 = "<sha256 of the file>"'
+    elif _TORCHVISION_WEIGHTS.match(name):
+        art_id = name.split("_Weights", 1)[0].lower().replace("_", "-")
+        body = f'source = "torchvision"\nweights = "{name}"'
+    elif name.startswith("timm/") or ("/" not in name and "." in name):
+        model = name.removeprefix("timm/")
+        art_id = re.sub(r"[^a-z0-9]+", "-", model.split(".", 1)[0].lower()).strip("-")
+        body = f'source = "timm"\nmodel = "{model}"'
+    else:
+        art_id = re.sub(r"[^a-z0-9]+", "-", name.rsplit("/", 1)[-1].lower()).strip("-")
+        body = f'source = "hf"\nrepo = "{name}"\nrevision = "main"'
+    return f'[[artifact]]\nid = "{art_id or "artifact"}"\n{body}'
+
+
+def contents_listing(bundles: list[AttachedBundle]) -> str:
+    """What the attached bundles hold, one line per artifact, in search order."""
+    if not bundles:
+        from runtime import constants
+
+        roots = ", ".join(constants.search_roots())
+        return (
+            "No bundle is attached: none found in $BUNDLE_PATH "
+            f"({constants.bundle_path_entries() or 'unset'}) or the search roots ({roots})."
+        )
+    lines = ["Attached bundles (search order):"]
+    for bundle in bundles:
+        lines.append(f"  {bundle.name} {bundle.version} at {bundle.path}")
+        for a in bundle.manifest.artifacts:
+            aliases = f"  aliases: {', '.join(a.aliases)}" if a.aliases else ""
+            state = "" if bundle.artifact_ok(a) else "  [INCOMPLETE]"
+            lines.append(f"    {a.id:<24} {a.source:<11} {a.ref}{aliases}{state}")
+        if not bundle.manifest.artifacts:
+            lines.append("    (no artifacts)")
+    return "\n".join(lines)
+
+
+def missing_message(name: str, bundles: list[AttachedBundle]) -> str:
+    """The ArtifactNotFoundError text: what is attached and how to add `name`."""
+    return (
+        f"no artifact named {name!r} in the attached bundles (matched against ids, refs "
+        f"and aliases).\n{contents_listing(bundles)}\n"
+        f"To add it, put this in your bundle spec (bundles/NAME.toml):\n\n"
+        f"{spec_snippet(name)}\n\n"
+        f"then run `bundle build bundles/NAME.toml` and attach the new bundle "
+        f"(Kaggle: add the dataset to the notebook; elsewhere: BUNDLE_PATH=/path/to/bundle)."
+    )
+
+
+def forgotten_artifact_hint(host: str, port: int | None, clues: dict[str, str],
+                            bundles: list[AttachedBundle]) -> str:
+    """Explain a strict-mode violation: which artifact the code was probably fetching."""
+    name = clues.get("repo_id")
+    url = clues.get("url", "")
+    if not name and url:
+        match = _HF_URL_REPO.match(url)
+        name = match.group("repo") if match and not match.group("repo").startswith("api/") else url
+    if not name:
+        return (
+            "Nothing in the call says which artifact it wanted. "
+            + contents_listing(bundles)
+            + "\nIf this code needs a model or file, add it to the bundle spec and rebuild."
+        )
+    found = find(name, bundles)
+    if found is not None:
+        return (
+            f"The bundle '{found.bundle.name}' holds {name!r} (artifact '{found.artifact.id}', "
+            f"{found.path}), so the code asked for something the bundle lacks: another "
+            f"revision or file of it, or it ran before runtime.activate() set the caches."
+        )
+    return "It looks like the code needed " + missing_message(name, bundles)
+
+
+def resolve(name: object) -> Path:
+    """Local path of an artifact of the attached bundles.
+
+    Works before activate() too (it then reads the bundles `runtime.locate()` finds)::
+
+        weights = runtime.resolve("ViT_B_16_Weights.IMAGENET1K_V1")   # .../torch/hub/checkpoints/...pth
+        folder = runtime.resolve("google/vit-base-patch16-224-in21k")  # .../snapshots/<commit>
+
+    Args:
+        name: artifact id, ref (HF repo id, torchvision weights name or enum member,
+            timm model name, URL) or alias, as listed in bundle.json.
+
+    Returns:
+        The path inside the bundle: the snapshot folder (hf, timm) or the file
+        (torchvision, url).
+
+    Raises:
+        ArtifactNotFoundError: no attached bundle holds it (the message lists what
+            they hold and the spec snippet that adds it), or it is incomplete and no
+            declared fallback is usable.
+
+    Warns:
+        FallbackWarning: the artifact is incomplete and a declared fallback was used.
+    """
+    from runtime.activate import current
+    from runtime.catalog import attach_all
+    from runtime.locate import locate
+
+    act = current()
+    bundles = act.bundles if act is not None else attach_all(locate())[0]
+    return resolve_in(name, bundles)
