@@ -20,6 +20,9 @@ ENV_SEARCH_ROOTS = "OFFLINE_BUNDLE_SEARCH_ROOTS"
 ENV_STORE = "OFFLINE_BUNDLE_STORE"
 #: Where `runtime.activate()` builds its writable merged view of the bundles.
 ENV_VIEW_DIR = "OFFLINE_BUNDLE_VIEW_DIR"
+#: Extra hosts (comma-separated names or IP addresses) that strict mode lets
+#: connections reach besides loopback, e.g. a local metrics server.
+ENV_ALLOW_HOSTS = "OFFLINE_BUNDLE_ALLOW_HOSTS"
 
 # Variables `runtime.activate()` sets so that unmodified library code stays offline.
 OFFLINE_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE")
@@ -73,6 +76,12 @@ def store_dir() -> Path:
     xdg = os.environ.get("XDG_CACHE_HOME")
     base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
     return base / "offline-bundle" / "store"
+
+
+def allowed_hosts() -> frozenset[str]:
+    """Hosts strict mode allows besides loopback ($OFFLINE_BUNDLE_ALLOW_HOSTS), lower-cased."""
+    raw = os.environ.get(ENV_ALLOW_HOSTS, "")
+    return frozenset(h.strip().lower() for h in raw.split(",") if h.strip())
 
 
 def view_dir() -> Path | None:
