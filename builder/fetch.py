@@ -1,0 +1,763 @@
+"""HTTP engine: download one file into the store, verified, resumable, patient.
+
+Used by the ``url`` source directly and by the ``hf`` / ``torchvision`` sources
+for each file. What it does that ``requests`` alone does not:
+
+* resume from ``store.partial_path(key)`` with ``Range: bytes=N-`` (and
+  ``If-Range`` when the server gave a validator), so a killed build or a
+  connection reset costs only the missing bytes;
+* retry connection errors, resets, stalls, truncated bodies, 408, 429 and 5xx
+  with exponential backoff and jitter, honouring ``Retry-After``;
+* a stall timeout (no bytes for N seconds) distinct from the total timeout;
+* sha256 computed while streaming, size checked, then ``verify(path)``; only then
+  does the file get its name in the store;
+* mirrors tried in order; ``--mirror FROM=TO`` prefix rewrites;
+* plain ``http://`` refused except to loopback hosts or with ``allow_http``, also
+  for redirect targets (checked before the redirect is followed).
+
+Credentials: ``headers`` (e.g. ``Authorization``) are never logged and never put
+in error messages; ``requests`` drops ``Authorization`` when a redirect leaves
+the host, and we keep it that way.
+"""
+
+from __future__ import annotations
+
+import email.utils
+import hashlib
+import ipaddress
+import json
+import logging
+import os
+import random
+import re
+import threading
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from builder.errors import BuildError, FetchError, IntegrityError, StoreError
+from builder.store import Store
+
+log = logging.getLogger(__name__)
+
+_SENSITIVE_QUERY_RE = re.compile(r"token|sig|signature|key|credential|auth|password|secret", re.I)
+_CONTENT_RANGE_RE = re.compile(r"^\s*bytes\s+(?:(\d+)-(\d+)|\*)\s*/\s*(\d+|\*)\s*$", re.I)
+
+
+@dataclass
+class FetchPolicy:
+    """How patient and how strict a download is.
+
+    Attributes:
+        retries: attempts per URL that may fail in a row without new bytes.
+        backoff: first delay between attempts, seconds (doubles each time, with jitter).
+        backoff_max: longest delay between attempts.
+        stall_timeout: seconds without a single byte before the connection is
+            dropped and the download resumed (not a limit on the whole download).
+        total_timeout: limit on the whole fetch call, all URLs and retries; None: none.
+        connect_timeout: seconds to establish a connection.
+        allow_http: allow plain http to non-loopback hosts (``--allow-http``).
+        mirrors: URL prefix rewrites ``(FROM, TO)``, first match wins (``--mirror FROM=TO``).
+        chunk_size: bytes read and written per step.
+        retry_after_max: cap on a server's ``Retry-After``.
+        integrity_retries: full re-downloads of one URL after a hash mismatch
+            before moving to the next URL (a flaky proxy can mangle bytes once).
+    """
+
+    retries: int = 6
+    backoff: float = 0.5
+    backoff_max: float = 30.0
+    stall_timeout: float = 30.0
+    total_timeout: float | None = None
+    connect_timeout: float = 15.0
+    allow_http: bool = False
+    mirrors: Sequence[tuple[str, str]] = ()
+    chunk_size: int = 1 << 20
+    retry_after_max: float = 300.0
+    integrity_retries: int = 1
+
+
+@dataclass
+class FetchResult:
+    """One verified file in the store."""
+
+    sha256: str
+    size: int
+    url: str  # the URL (after mirror rewrite) that served the bytes; "" if already stored
+    path: Path  # the store blob
+    fetched_bytes: int  # bytes received over the network by this call
+
+
+# --- URLs ----------------------------------------------------------------
+
+
+def parse_mirror(spec: str) -> tuple[str, str]:
+    """Parse a ``--mirror FROM=TO`` value into ``(FROM, TO)``.
+
+    Raises:
+        ValueError: not of the form FROM=TO with both sides non-empty.
+    """
+    src, sep, dst = spec.partition("=")
+    if not sep or not src.strip() or not dst.strip():
+        raise ValueError(
+            f"--mirror {spec!r}: expected FROM=TO, e.g. "
+            "--mirror https://download.pytorch.org/=https://mirror.example.com/pytorch/"
+        )
+    return src.strip(), dst.strip()
+
+
+def rewrite_url(url: str, mirrors: Sequence[tuple[str, str]]) -> str:
+    """Apply the first mirror whose FROM prefix starts ``url``; unchanged if none does."""
+    for src, dst in mirrors:
+        if url.startswith(src):
+            return dst + url[len(src) :]
+    return url
+
+
+def redact_url(url: str) -> str:
+    """``url`` fit for messages and logs: no user:password, no token-like query values."""
+    try:
+        parts = urlsplit(url)
+    except ValueError:
+        return "<unparsable url>"
+    netloc = parts.netloc.rpartition("@")[2]
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        query = urlencode(
+            [(k, "***" if _SENSITIVE_QUERY_RE.search(k) else v) for k, v in pairs], safe="*/:"
+        )
+    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
+def _is_loopback(host: str) -> bool:
+    host = host.strip("[]").lower().rstrip(".")
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def check_url_allowed(url: str, *, allow_http: bool) -> None:
+    """Refuse URLs we must not connect to, before any connection is made.
+
+    https is always allowed; plain http only to loopback hosts (127.0.0.0/8,
+    ::1, localhost) unless ``allow_http``.
+
+    Raises:
+        FetchError: (permanent) naming the URL and the way out.
+    """
+    shown = redact_url(url)
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname
+    except ValueError as exc:
+        raise FetchError(
+            f"invalid url {shown}: {exc}", url=shown, reason="bad url", permanent=True
+        ) from exc
+    scheme = parts.scheme.lower()
+    if scheme not in ("http", "https") or not host:
+        raise FetchError(
+            f"unsupported url {shown}: only http(s)://HOST/... urls can be fetched",
+            url=shown,
+            reason="bad url",
+            permanent=True,
+        )
+    if scheme == "http" and not allow_http and not _is_loopback(host):
+        raise FetchError(
+            f"refusing plain http to {host} ({shown}): use an https url, or pass "
+            "--allow-http if you trust this network (bytes are still checked against sha256)",
+            url=shown,
+            reason="http refused",
+            permanent=True,
+        )
+
+
+# --- HTTP session ----------------------------------------------------------
+
+_local = threading.local()
+
+
+def _session(allow_http: bool) -> Any:
+    """A per-thread requests session (keeps connections alive across files)."""
+    session = getattr(_local, "session", None)
+    if session is None:
+        import requests
+
+        class GuardedSession(requests.Session):
+            """Checks every redirect target before following it."""
+
+            allow_http = False
+
+            def rebuild_auth(self, prepared_request: Any, response: Any) -> None:
+                check_url_allowed(prepared_request.url, allow_http=self.allow_http)
+                # requests drops Authorization here when the host changes.
+                super().rebuild_auth(prepared_request, response)
+
+        session = GuardedSession()
+        _local.session = session
+    session.allow_http = allow_http
+    return session
+
+
+# --- one download ----------------------------------------------------------
+
+
+class _Transient(Exception):
+    """An attempt failed in a way that another attempt may fix."""
+
+    def __init__(self, reason: str, *, progressed: bool = False, retry_after: float | None = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.progressed = progressed
+        self.retry_after = retry_after
+
+
+class _Mismatch(Exception):
+    """The bytes from this URL are wrong (hash, size or verify callback)."""
+
+    def __init__(self, reason: str, *, actual: str | None = None):
+        super().__init__(reason)
+        self.reason = reason
+        self.actual = actual
+
+
+def _parse_retry_after(value: str | None, cap: float) -> float | None:
+    if not value:
+        return None
+    value = value.strip()
+    try:
+        seconds = float(value)
+    except ValueError:
+        try:
+            when = email.utils.parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError):
+            return None
+        if when is None:
+            return None
+        seconds = when.timestamp() - time.time()
+    return max(0.0, min(seconds, cap))
+
+
+def _parse_content_range(value: str | None) -> tuple[int | None, int | None, int | None]:
+    """``bytes A-B/T`` -> (A, B, T); ``bytes */T`` -> (None, None, T); unknowns None."""
+    m = _CONTENT_RANGE_RE.match(value or "")
+    if not m:
+        return None, None, None
+    start, end, total = m.groups()
+    return (
+        int(start) if start is not None else None,
+        int(end) if end is not None else None,
+        int(total) if total not in (None, "*") else None,
+    )
+
+
+class _Download:
+    """State of one fetch() call: the partial file, its running hash, progress."""
+
+    def __init__(
+        self,
+        store: Store,
+        key: str,
+        *,
+        sha256: str | None,
+        size: int | None,
+        policy: FetchPolicy,
+        headers: Mapping[str, str] | None,
+        progress: Callable[[int], None] | None,
+        verify: Callable[[Path], None] | None,
+        label: str,
+    ) -> None:
+        self.store = store
+        self.sha256 = sha256
+        self.size = size
+        self.policy = policy
+        self.headers = dict(headers or {})
+        self.progress = progress
+        self.verify = verify
+        self.label = label
+        self.part = store.partial_path(key)
+        self.meta = self.part.with_name(self.part.name + ".json")
+        self.deadline = (
+            time.monotonic() + policy.total_timeout if policy.total_timeout is not None else None
+        )
+        self.fetched = 0  # bytes received over the network
+        self.reported = 0  # bytes currently counted in the caller's progress
+        self._hash: Any = None  # running sha256 of the first _hashed bytes of the partial
+        self._hashed = 0
+
+    # -- bookkeeping --
+
+    def _report(self, n: int) -> None:
+        if n and self.progress is not None:
+            self.progress(n)
+        self.reported += n
+
+    def _partial_size(self) -> int:
+        try:
+            return self.part.stat().st_size
+        except FileNotFoundError:
+            return 0
+
+    def _discard_partial(self) -> None:
+        for path in (self.part, self.meta):
+            try:
+                path.unlink()
+            except FileNotFoundError:
+                pass
+        self._hash, self._hashed = None, 0
+        self._report(-self.reported)
+
+    def _read_meta(self) -> dict[str, str]:
+        try:
+            return json.loads(self.meta.read_text())
+        except (OSError, ValueError):
+            return {}
+
+    def _write_meta(self, url: str, response: Any) -> None:
+        etag = response.headers.get("ETag", "")
+        validator = etag if etag and not etag.startswith("W/") else ""
+        validator = validator or response.headers.get("Last-Modified", "")
+        try:
+            self.meta.write_text(json.dumps({"url": url, "validator": validator}))
+        except OSError:
+            pass  # only an optimisation for resuming
+
+    def _hash_partial(self) -> None:
+        """Bring the running hash up to the partial's current length (resume)."""
+        length = self._partial_size()
+        if self._hash is None or self._hashed > length:
+            self._hash, self._hashed = hashlib.sha256(), 0
+        if self._hashed == length:
+            return
+        with open(self.part, "rb", buffering=0) as f:
+            f.seek(self._hashed)
+            while chunk := f.read(self.policy.chunk_size):
+                self._hash.update(chunk)
+                self._hashed += len(chunk)
+
+    def _remaining(self) -> float | None:
+        return None if self.deadline is None else self.deadline - time.monotonic()
+
+    def _timeout_error(self, url: str) -> FetchError:
+        return FetchError(
+            f"{self.label}: gave up after the total timeout of {self.policy.total_timeout:g}s "
+            f"({redact_url(url)}); the partial download is kept and the next run resumes it",
+            url=redact_url(url),
+            reason="timeout",
+            permanent=False,
+            artifact=self.label,
+        )
+
+    # -- the loop --
+
+    def run(self, urls: Sequence[str]) -> FetchResult:
+        self._report(self._partial_size())  # bytes from an earlier run count
+        failures: list[tuple[str, BuildError]] = []
+        for url in urls:
+            try:
+                return self._fetch_from(url)
+            except FetchError as exc:
+                if exc.reason == "timeout":
+                    raise
+                failures.append((url, exc))
+                log.warning("%s: %s", self.label, exc)
+        self._raise_all_failed(failures)
+        raise AssertionError("unreachable")
+
+    def _raise_all_failed(self, failures: list[tuple[str, BuildError]]) -> None:
+        summary = "; ".join(
+            f"{redact_url(u)}: {getattr(e, 'reason', '') or e}" for u, e in failures
+        )
+        last_url = redact_url(failures[-1][0])
+        bad_bytes = [e for _, e in failures if isinstance(e, IntegrityError)]
+        if bad_bytes:
+            e = bad_bytes[-1]
+            raise IntegrityError(
+                f"{self.label}: downloaded bytes do not match: expected sha256 "
+                f"{self.sha256 or '(none given)'}, got {e.actual or '(see below)'} "
+                f"[{summary}]; nothing was stored. Check the sha256 in the spec, or add a "
+                "mirror that serves the right file",
+                url=last_url,
+                artifact=self.label,
+                expected=self.sha256,
+                actual=e.actual,
+            )
+        permanent = all(getattr(e, "permanent", False) for _, e in failures)
+        raise FetchError(
+            f"{self.label}: download failed from {len(failures)} url(s) [{summary}]"
+            + (
+                "; check the url in the spec, or add a mirror with --mirror FROM=TO"
+                if permanent
+                else "; rerun to resume, or add a mirror with --mirror FROM=TO"
+            ),
+            url=last_url,
+            reason=getattr(failures[-1][1], "reason", "failed"),
+            permanent=permanent,
+            artifact=self.label,
+        )
+
+    def _fetch_from(self, url: str) -> FetchResult:
+        shown = redact_url(url)
+        attempts = 0
+        mismatches = 0
+        meta = self._read_meta()
+        if self.sha256 is None and self._partial_size() and meta.get("url") != url:
+            # Without a hash to check at the end, only bytes from this very URL may be resumed.
+            self._discard_partial()
+        while True:
+            remaining = self._remaining()
+            if remaining is not None and remaining <= 0:
+                raise self._timeout_error(url)
+            try:
+                complete = self._attempt(url)
+                if complete:
+                    return self._finish(url)
+            except _Transient as exc:
+                attempts = 1 if exc.progressed else attempts + 1
+                if attempts > self.policy.retries:
+                    raise FetchError(
+                        f"{exc.reason} from {shown}, {self.policy.retries} retries without progress",
+                        url=shown,
+                        reason=exc.reason,
+                        permanent=False,
+                        artifact=self.label,
+                    ) from None
+                delay = exc.retry_after
+                if delay is None:
+                    delay = min(self.policy.backoff_max, self.policy.backoff * 2 ** (attempts - 1))
+                    delay *= 0.5 + random.random() / 2  # jitter: builds sharing a server spread out
+                remaining = self._remaining()
+                if remaining is not None and delay >= remaining:
+                    raise self._timeout_error(url) from None
+                log.info(
+                    "%s: %s from %s; retry %d/%d in %.1fs",
+                    self.label,
+                    exc.reason,
+                    shown,
+                    attempts,
+                    self.policy.retries,
+                    delay,
+                )
+                time.sleep(delay)
+            except _Mismatch as exc:
+                self._discard_partial()
+                mismatches += 1
+                if mismatches > self.policy.integrity_retries:
+                    raise IntegrityError(
+                        f"{exc.reason} from {shown}",
+                        url=shown,
+                        reason=exc.reason,
+                        artifact=self.label,
+                        expected=self.sha256,
+                        actual=exc.actual,
+                    ) from None
+                log.warning("%s: %s from %s; downloading it again", self.label, exc.reason, shown)
+
+    def _attempt(self, url: str) -> bool:
+        """One HTTP request; returns True when the partial holds the whole file."""
+        import requests
+
+        shown = redact_url(url)
+        offset = self._partial_size()
+        if self.size is not None and offset > self.size:
+            self._discard_partial()
+            offset = 0
+        headers = dict(self.headers)
+        headers["Accept-Encoding"] = "identity"  # byte offsets must be file offsets
+        if offset:
+            headers["Range"] = f"bytes={offset}-"
+            meta = self._read_meta()
+            if meta.get("validator") and meta.get("url") == url:
+                headers["If-Range"] = meta["validator"]
+        read_timeout = self.policy.stall_timeout
+        remaining = self._remaining()
+        if remaining is not None:
+            read_timeout = max(0.01, min(read_timeout, remaining))
+        session = _session(self.policy.allow_http)
+        try:
+            response = session.get(
+                url,
+                headers=headers,
+                stream=True,
+                timeout=(self.policy.connect_timeout, read_timeout),
+            )
+        except FetchError as exc:  # a redirect to a refused url
+            raise FetchError(
+                f"{self.label}: {shown} redirected to a refused url: {exc}",
+                url=shown,
+                reason="redirect refused",
+                permanent=True,
+                artifact=self.label,
+            ) from None
+        except requests.exceptions.SSLError as exc:
+            if "CERTIFICATE_VERIFY_FAILED" in str(exc):
+                raise FetchError(
+                    f"{self.label}: TLS certificate of {shown} not trusted; set REQUESTS_CA_BUNDLE "
+                    "to your CA file if a corporate proxy re-signs traffic",
+                    url=shown,
+                    reason="tls",
+                    permanent=True,
+                    artifact=self.label,
+                ) from None
+            raise _Transient(f"TLS error ({type(exc).__name__})") from None
+        except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
+            raise _Transient(_describe_network_error(exc, read_timeout)) from None
+        except requests.exceptions.RequestException as exc:
+            raise FetchError(
+                f"{self.label}: cannot request {shown}: {type(exc).__name__}",
+                url=shown,
+                reason="bad request",
+                permanent=True,
+                artifact=self.label,
+            ) from None
+
+        with response:
+            status = response.status_code
+            if status == 416 and offset:
+                # The range starts at or past the end: the partial is complete, or bad.
+                total = _parse_content_range(response.headers.get("Content-Range"))[2]
+                expected = self.size if self.size is not None else total
+                if expected is not None and offset == expected:
+                    return True
+                self._discard_partial()
+                raise _Transient("range not satisfiable, starting over")
+            if status in (408, 429) or status >= 500:
+                retry_after = _parse_retry_after(
+                    response.headers.get("Retry-After"), self.policy.retry_after_max
+                )
+                raise _Transient(f"HTTP {status}", retry_after=retry_after)
+            if status not in (200, 206):
+                raise FetchError(
+                    f"HTTP {status} {response.reason or ''} from {shown}".replace("  ", " "),
+                    url=shown,
+                    reason=f"HTTP {status}",
+                    permanent=True,
+                    artifact=self.label,
+                )
+            if status == 206:
+                start, _end, total = _parse_content_range(response.headers.get("Content-Range"))
+                if start != offset:
+                    self._discard_partial()
+                    raise _Transient("server resumed at the wrong offset, starting over")
+            else:
+                if offset:
+                    # 200 to a Range request: the server restarts (no ranges, or the
+                    # file changed behind If-Range), so do we.
+                    self._discard_partial()
+                    offset = 0
+                length = response.headers.get("Content-Length")
+                total = int(length) if length and length.isdigit() else None
+                self._write_meta(url, response)
+            if self.size is not None and total is not None and total != self.size:
+                raise _Mismatch(f"server reports {total} bytes, expected {self.size}")
+            expected_total = self.size if self.size is not None else total
+            if offset:
+                self._hash_partial()
+            else:
+                self._hash, self._hashed = hashlib.sha256(), 0
+            received = self._stream(response, offset, expected_total, url, read_timeout)
+        if expected_total is not None and offset + received < expected_total:
+            raise _Transient(
+                f"connection closed after {offset + received} of {expected_total} bytes",
+                progressed=received > 0,
+            )
+        return True
+
+    def _stream(
+        self, response: Any, offset: int, expected_total: int | None, url: str, read_timeout: float
+    ) -> int:
+        """Append the body to the partial, hashing as it goes; returns bytes received."""
+        import requests
+        import urllib3
+
+        received = 0
+        chunks = response.iter_content(self.policy.chunk_size)
+        try:
+            # Unbuffered: every chunk is in the kernel once write() returns, so a
+            # SIGKILL leaves a partial that the next run resumes.
+            with open(self.part, "ab" if offset else "wb", buffering=0) as f:
+                while True:
+                    try:
+                        chunk = next(chunks)
+                    except StopIteration:
+                        break
+                    except (
+                        requests.exceptions.RequestException,
+                        urllib3.exceptions.HTTPError,
+                        OSError,
+                    ) as exc:
+                        raise _Transient(
+                            _describe_network_error(exc, read_timeout), progressed=received > 0
+                        ) from None
+                    if (
+                        expected_total is not None
+                        and offset + received + len(chunk) > expected_total
+                    ):
+                        raise _Mismatch(
+                            f"server sent more than the expected {expected_total} bytes"
+                        )
+                    view = memoryview(chunk)
+                    while view:
+                        view = view[f.write(view) :]
+                    self._hash.update(chunk)
+                    self._hashed += len(chunk)
+                    received += len(chunk)
+                    self.fetched += len(chunk)
+                    self._report(len(chunk))
+                    remaining = self._remaining()
+                    if remaining is not None and remaining <= 0:
+                        raise self._timeout_error(url)
+        except OSError as exc:
+            # Writing the partial failed (disk full, store unwritable): no retry helps.
+            self._discard_partial()
+            what = "disk full" if exc.errno == 28 else f"cannot write ({exc.strerror})"
+            raise StoreError(
+                f"{self.label}: {what} while downloading into {self.part}; free space or "
+                "point the store elsewhere with --store DIR / $OFFLINE_BUNDLE_STORE",
+                artifact=self.label,
+            ) from None
+        return received
+
+    def _finish(self, url: str) -> FetchResult:
+        """Check the complete partial and move it into the store."""
+        self._hash_partial()
+        length = self._partial_size()
+        if self.size is not None and length != self.size:
+            raise _Mismatch(f"got {length} bytes, expected {self.size}")
+        actual = self._hash.hexdigest()
+        if self.sha256 is not None and actual != self.sha256:
+            raise _Mismatch(f"sha256 {actual} != expected {self.sha256}", actual=actual)
+        if self.verify is not None:
+            try:
+                self.verify(self.part)
+            except IntegrityError as exc:
+                raise _Mismatch(f"verification failed: {exc}", actual=actual) from None
+        path = self.store.add_verified(self.part, actual)
+        try:
+            self.meta.unlink()
+        except FileNotFoundError:
+            pass
+        self._hash, self._hashed = None, 0
+        return FetchResult(
+            sha256=actual, size=length, url=url, path=path, fetched_bytes=self.fetched
+        )
+
+
+def _describe_network_error(exc: BaseException, read_timeout: float) -> str:
+    text = str(exc).lower()
+    if "read timed out" in text or ("timed out" in text and "connect" not in text):
+        return f"stalled (no bytes for {read_timeout:g}s)"
+    if "connecttimeout" in type(exc).__name__.lower() or "connect timeout" in text:
+        return "connect timeout"
+    if "reset" in text or "aborted" in text:
+        return "connection reset"
+    if "incompleteread" in text or "prematurely" in text or "incomplete" in text:
+        return "body truncated"
+    if "refused" in text:
+        return "connection refused"
+    return f"network error ({type(exc).__name__})"
+
+
+# --- public entry point -----------------------------------------------------
+
+
+def fetch(
+    urls: Sequence[str],
+    store: Store,
+    *,
+    sha256: str | None,
+    size: int | None = None,
+    policy: FetchPolicy,
+    headers: Mapping[str, str] | None = None,
+    progress: Callable[[int], None] | None = None,
+    key: str | None = None,
+    verify: Callable[[Path], None] | None = None,
+    label: str = "",
+) -> FetchResult:
+    """Download one file into the store and return the verified blob.
+
+    Returns at once, with no request, when ``sha256`` is given and the store has it.
+
+    Args:
+        urls: where the file can be found, in order of preference (primary, then mirrors).
+        store: the content-addressed store to put the file in.
+        sha256: expected hex sha256; None only for trust-on-first-use (the hash is
+            then computed and returned).
+        size: expected size in bytes, if known (checked before and after).
+        policy: retries, timeouts, mirrors and http rules.
+        headers: extra request headers (e.g. Authorization); never logged.
+        progress: called with byte increments (negative when a partial is thrown away).
+        key: download key for the lock and partial file; default the sha256, or the
+            sha256 of the first url.
+        verify: called with the completed partial before it enters the store; raise
+            IntegrityError to reject the bytes (e.g. a git-sha1 check).
+        label: what to call the file in messages (artifact id / file name).
+
+    Returns:
+        FetchResult with the blob path.
+
+    Raises:
+        IntegrityError: every URL served wrong bytes (permanent); nothing stored.
+        FetchError: refused URL, HTTP 4xx (permanent), or transient failures that
+            outlasted the retries / total timeout (the partial is kept for resuming).
+        StoreError: the store could not be written (e.g. disk full).
+    """
+    if isinstance(urls, str):
+        urls = [urls]
+    if not urls:
+        raise FetchError(f"{label or 'file'}: no url to fetch from", permanent=True, artifact=label)
+    if sha256 is not None:
+        sha256 = sha256.strip().lower()
+        if not re.fullmatch(r"[0-9a-f]{64}", sha256):
+            raise FetchError(
+                f"{label or urls[0]}: {sha256!r} is not a sha256 (64 hex digits)",
+                reason="bad sha256",
+                permanent=True,
+                artifact=label,
+            )
+    label = label or os.path.basename(urlsplit(urls[0]).path) or redact_url(urls[0])
+
+    def stored() -> FetchResult | None:
+        if sha256 is not None and store.has(sha256, size):
+            path = store.blob_path(sha256)
+            return FetchResult(sha256, path.stat().st_size, "", path, 0)
+        return None
+
+    if (hit := stored()) is not None:
+        return hit
+    candidates: list[str] = []
+    for url in urls:
+        url = rewrite_url(url, policy.mirrors)
+        if url not in candidates:
+            candidates.append(url)
+    # Every url is checked before any connection is made.
+    for url in candidates:
+        try:
+            check_url_allowed(url, allow_http=policy.allow_http)
+        except FetchError as exc:
+            exc.args = (f"{label}: {exc}",)
+            exc.artifact = label
+            raise
+    key = key or sha256 or hashlib.sha256(urls[0].encode()).hexdigest()
+    with store.lock(key):
+        # Another thread or process may have finished it while we waited.
+        if (hit := stored()) is not None:
+            return hit
+        download = _Download(
+            store,
+            key,
+            sha256=sha256,
+            size=size,
+            policy=policy,
+            headers=headers,
+            progress=progress,
+            verify=verify,
+            label=label,
+        )
+        return download.run(candidates)

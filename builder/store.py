@@ -1,0 +1,307 @@
+"""Content-addressed store: every fetched file kept once, keyed by its sha256.
+
+Layout under the store root::
+
+    blobs/sha256/ab/<64 hex>   verified blobs, read-only (0444)
+    partial/<key>.part         resumable downloads in progress (never trusted as is)
+    locks/<key>.lock           inter-process locks, one per download key
+    tmp/                       scratch files being copied in (same file system as blobs/)
+
+Rules the rest of the builder relies on:
+
+* A blob appears under its final name only after its bytes were hashed and
+  matched; it is moved there with one atomic ``os.replace``. A crash or a full
+  disk leaves at most a file in ``partial/`` or ``tmp/``, never a bad blob.
+* ``has()`` trusts the name and the size and never re-hashes, so a rebuild of an
+  unchanged bundle costs a few ``stat`` calls however many gigabytes it holds.
+* Builds sharing one store (threads or processes) take ``lock(key)`` around a
+  download and re-check ``has()`` once they hold it.
+* Bundles get blobs by hard link (``materialise``). Blobs are made read-only so
+  that a user who opens a bundle file for writing gets "permission denied"
+  instead of silently rewriting the shared inode, which would corrupt the store
+  and every other bundle linked to it. (root ignores file modes; a root user
+  editing a bundle file in place still edits the store: rebuild with a fresh
+  store if that happened.)
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import hashlib
+import os
+import re
+import shutil
+import stat
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+from builder.errors import IntegrityError, StoreError
+from runtime import constants
+
+#: Read size when hashing or copying files.
+CHUNK_SIZE = 1 << 20
+BLOB_MODE = 0o444
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+_SAFE_KEY_RE = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+# errno values for which a hard link is refused and a copy is the answer.
+_LINK_REFUSED = {
+    errno.EXDEV,
+    errno.EPERM,
+    errno.EMLINK,
+    errno.EACCES,
+    errno.ENOTSUP,
+    errno.EOPNOTSUPP,
+}
+
+
+def sha256_file(path: Path, *, chunk_size: int = CHUNK_SIZE) -> str:
+    """Hex sha256 of a file's bytes."""
+    digest = hashlib.sha256()
+    with open(path, "rb", buffering=0) as f:
+        while chunk := f.read(chunk_size):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _check_sha256(sha256: str) -> str:
+    if not isinstance(sha256, str) or not _SHA256_RE.match(sha256):
+        raise StoreError(f"not a sha256 (64 lowercase hex digits): {sha256!r}")
+    return sha256
+
+
+def _store_os_error(exc: OSError, what: str) -> StoreError:
+    if exc.errno == errno.ENOSPC:
+        return StoreError(
+            f"disk full while {what}: free space on that file system, or point the store "
+            f"elsewhere with --store DIR or ${constants.ENV_STORE}"
+        )
+    return StoreError(f"store error while {what}: {exc}")
+
+
+def _unlink_quietly(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        path.unlink()
+
+
+class Store:
+    """A sha256-keyed blob store on disk, shared safely by concurrent builds."""
+
+    def __init__(self, root: Path | None = None) -> None:
+        """Open (and create if needed) the store at ``root``.
+
+        Args:
+            root: store folder; default ``runtime.constants.store_dir()``
+                ($OFFLINE_BUNDLE_STORE or ~/.cache/offline-bundle/store).
+
+        Raises:
+            StoreError: the folder cannot be created.
+        """
+        self.root = Path(root if root is not None else constants.store_dir()).expanduser()
+        try:
+            for sub in ("blobs/sha256", "partial", "locks", "tmp"):
+                (self.root / sub).mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise _store_os_error(exc, f"creating the store at {self.root}") from exc
+
+    def __repr__(self) -> str:
+        return f"Store({str(self.root)!r})"
+
+    # --- lookup -----------------------------------------------------------
+
+    def blob_path(self, sha256: str) -> Path:
+        """Where the blob with this sha256 lives (whether or not it exists)."""
+        _check_sha256(sha256)
+        return self.root / "blobs" / "sha256" / sha256[:2] / sha256
+
+    def has(self, sha256: str, size: int | None = None) -> bool:
+        """True when the blob exists (and has ``size`` bytes, if given).
+
+        Never re-hashes: blobs were verified before they got their name.
+        """
+        try:
+            st = self.blob_path(sha256).stat()
+        except OSError:
+            return False
+        return stat.S_ISREG(st.st_mode) and (size is None or st.st_size == size)
+
+    def partial_path(self, key: str) -> Path:
+        """The resumable download file for ``key`` (a sha256 or any short id)."""
+        return self.root / "partial" / f"{self._safe_key(key)}.part"
+
+    @contextlib.contextmanager
+    def lock(self, key: str) -> Iterator[None]:
+        """Hold the inter-process (and inter-thread) lock for ``key``.
+
+        Use around a download of one blob; re-check ``has()`` once inside.
+        """
+        from filelock import FileLock
+
+        # One FileLock object per call: each holds its own descriptor, so two
+        # threads of one process exclude each other just like two processes.
+        with FileLock(str(self.root / "locks" / f"{self._safe_key(key)}.lock")):
+            yield
+
+    @staticmethod
+    def _safe_key(key: str) -> str:
+        if _SAFE_KEY_RE.match(key) and key not in (".", ".."):
+            return key
+        return hashlib.sha256(key.encode()).hexdigest()
+
+    # --- adding -----------------------------------------------------------
+
+    def add_verified(self, src: Path, sha256: str) -> Path:
+        """Move ``src``, whose bytes the caller hashed as ``sha256``, into the store.
+
+        ``src`` should live on the store's file system (``partial_path`` or
+        ``tmp/``); otherwise it is copied into ``tmp/`` first. ``src`` is gone
+        afterwards either way.
+
+        Returns:
+            The blob path (read-only).
+
+        Raises:
+            StoreError: the disk is full or the store is not writable; no blob
+                is left under the final name.
+        """
+        dest = self.blob_path(sha256)
+        src = Path(src)
+        try:
+            if self.has(sha256, src.stat().st_size):
+                # Another build got there first: same bytes, keep the existing inode
+                # (bundles may already link to it). A blob of the wrong size under
+                # this name was damaged after the fact and is replaced below.
+                _unlink_quietly(src)
+                return dest
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            os.chmod(src, BLOB_MODE)
+            try:
+                os.replace(src, dest)
+            except OSError as exc:
+                if exc.errno != errno.EXDEV:
+                    raise
+                # src is on another file system: copy next to the blobs, then rename.
+                tmp = self._copy_to_tmp(src, hash_it=False)[0]
+                os.chmod(tmp, BLOB_MODE)
+                os.replace(tmp, dest)
+                _unlink_quietly(src)
+        except StoreError:
+            raise
+        except OSError as exc:
+            raise _store_os_error(exc, f"moving {src} into the store as {sha256}") from exc
+        return dest
+
+    def add_file(self, src: Path, *, expected_sha256: str | None = None, move: bool = True) -> str:
+        """Hash ``src`` and add it to the store.
+
+        Args:
+            src: the file to add.
+            expected_sha256: when given, the bytes must hash to this.
+            move: consume ``src`` (default): renamed into the store when it is on
+                the store's file system, else copied and then deleted. With
+                ``move=False`` it is copied and stays where it is.
+
+        Returns:
+            The sha256 of the file.
+
+        Raises:
+            IntegrityError: the hash differs from ``expected_sha256``; nothing is added.
+            StoreError: disk full or unwritable store; nothing is added.
+        """
+        src = Path(src)
+        if expected_sha256 is not None:
+            _check_sha256(expected_sha256)
+        same_fs = self._same_file_system(src)
+        try:
+            if move and same_fs:
+                actual = sha256_file(src)
+                staged = src
+            else:
+                # One pass: copy into tmp/ (next to the blobs) and hash on the way.
+                staged, actual = self._copy_to_tmp(src, hash_it=True)
+        except OSError as exc:
+            raise _store_os_error(exc, f"adding {src} to the store") from exc
+        if expected_sha256 is not None and actual != expected_sha256:
+            if staged != src:
+                _unlink_quietly(staged)
+            raise IntegrityError(
+                f"{src}: sha256 {actual} does not match the expected {expected_sha256}; "
+                "not added to the store",
+                expected=expected_sha256,
+                actual=actual,
+            )
+        self.add_verified(staged, actual)  # consumes staged (drops it if the blob exists)
+        if move:
+            _unlink_quietly(src)  # a no-op when src itself was moved in
+        return actual
+
+    def _same_file_system(self, src: Path) -> bool:
+        try:
+            return src.stat().st_dev == (self.root / "tmp").stat().st_dev
+        except OSError:
+            return False
+
+    def _copy_to_tmp(self, src: Path, *, hash_it: bool) -> tuple[Path, str | None]:
+        tmp = self.root / "tmp" / f"{uuid.uuid4().hex}.tmp"
+        digest = hashlib.sha256() if hash_it else None
+        try:
+            with open(src, "rb", buffering=0) as fin, open(tmp, "wb", buffering=0) as fout:
+                while chunk := fin.read(CHUNK_SIZE):
+                    if digest is not None:
+                        digest.update(chunk)
+                    view = memoryview(chunk)
+                    while view:
+                        view = view[fout.write(view) :]
+                os.fsync(fout.fileno())
+        except BaseException:
+            _unlink_quietly(tmp)
+            raise
+        return tmp, (digest.hexdigest() if digest is not None else None)
+
+    # --- materialising ----------------------------------------------------
+
+    def materialise(self, sha256: str, dest: Path) -> str:
+        """Make ``dest`` hold the blob's bytes: a hard link, or a copy when linking is refused.
+
+        The bytes go to a temporary name in ``dest``'s folder first and are
+        renamed into place, so ``dest`` never holds partial bytes. ``dest`` is
+        readable by all users (and read-only, like the blob).
+
+        Returns:
+            "exists" (dest already is this blob), "link" or "copy".
+
+        Raises:
+            StoreError: the blob is missing, or the destination cannot be written
+                (the message says which, e.g. disk full).
+        """
+        blob = self.blob_path(sha256)
+        dest = Path(dest)
+        try:
+            blob_st = blob.stat()
+        except OSError as exc:
+            raise StoreError(
+                f"blob {sha256} is not in the store at {self.root}; fetch it before "
+                f"materialising {dest}"
+            ) from exc
+        with contextlib.suppress(OSError):
+            dest_st = dest.stat()
+            if (dest_st.st_dev, dest_st.st_ino) == (blob_st.st_dev, blob_st.st_ino):
+                return "exists"
+        tmp = dest.parent / f".{dest.name}.{uuid.uuid4().hex[:12]}.tmp"
+        try:
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                os.link(blob, tmp)
+                how = "link"
+            except OSError as exc:
+                if exc.errno not in _LINK_REFUSED:
+                    raise
+                shutil.copyfile(blob, tmp)
+                os.chmod(tmp, BLOB_MODE)
+                how = "copy"
+            os.replace(tmp, dest)
+        except OSError as exc:
+            _unlink_quietly(tmp)
+            raise _store_os_error(exc, f"writing {dest}") from exc
+        return how

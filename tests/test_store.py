@@ -1,0 +1,221 @@
+"""The content-addressed store: verified blobs only, shared safely, linked into bundles."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import stat
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import pytest
+
+from builder.errors import IntegrityError, StoreError
+from builder.store import Store
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+@pytest.fixture
+def tmpfs_dir(tmp_path: Path):
+    """A 1 MiB tmpfs (another file system, and one that fills up); skipped if not mountable."""
+    mount_point = tmp_path / "tmpfs"
+    mount_point.mkdir()
+    proc = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(mount_point)],
+        capture_output=True,
+        text=True,
+    )
+    if proc.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {proc.stderr.strip()}")
+    try:
+        yield mount_point
+    finally:
+        subprocess.run(["umount", "-l", str(mount_point)], check=False)
+
+
+def blob_files(store: Store) -> list[Path]:
+    return [p for p in (store.root / "blobs").rglob("*") if p.is_file()]
+
+
+def test_add_file_puts_verified_read_only_blob_under_its_sha256(tmp_path: Path) -> None:
+    store = Store(tmp_path / "store")
+    data = os.urandom(3000)
+    src = tmp_path / "model.bin"
+    src.write_bytes(data)
+
+    digest = store.add_file(src, expected_sha256=sha(data))
+
+    blob = store.blob_path(digest)
+    assert digest == sha(data)
+    assert blob == store.root / "blobs" / "sha256" / digest[:2] / digest
+    assert blob.read_bytes() == data
+    assert stat.S_IMODE(blob.stat().st_mode) == 0o444
+    assert not src.exists()  # moved in, not copied
+    assert store.has(digest) and store.has(digest, len(data))
+
+
+def test_add_file_with_wrong_hash_adds_nothing_and_keeps_the_source(tmp_path: Path) -> None:
+    store = Store(tmp_path / "store")
+    src = tmp_path / "model.bin"
+    src.write_bytes(b"the real bytes")
+
+    with pytest.raises(IntegrityError) as info:
+        store.add_file(src, expected_sha256=sha(b"other bytes"))
+
+    assert "model.bin" in str(info.value) and sha(b"other bytes") in str(info.value)
+    assert blob_files(store) == []
+    assert src.read_bytes() == b"the real bytes"
+
+
+def test_add_file_without_move_copies_and_keeps_the_source(tmp_path: Path) -> None:
+    store = Store(tmp_path / "store")
+    src = tmp_path / "wheel.whl"
+    src.write_bytes(b"wheel")
+    digest = store.add_file(src, move=False)
+    assert src.read_bytes() == b"wheel"
+    assert store.blob_path(digest).read_bytes() == b"wheel"
+    assert src.stat().st_ino != store.blob_path(digest).stat().st_ino
+    assert list((store.root / "tmp").iterdir()) == []
+
+
+def test_has_trusts_name_and_size_without_rehashing_large_blobs(tmp_path: Path) -> None:
+    store = Store(tmp_path / "store")
+    digest = "ab" * 32
+    blob = store.blob_path(digest)
+    blob.parent.mkdir(parents=True)
+    with open(blob, "wb") as f:  # 8 GiB sparse file: hashing it would take seconds
+        f.truncate(8 << 30)
+
+    start = time.perf_counter()
+    for _ in range(100):
+        assert store.has(digest, 8 << 30)
+    assert time.perf_counter() - start < 0.5
+    assert not store.has(digest, 1234)  # a size mismatch is not a hit
+    assert not store.has("cd" * 32)
+
+
+def test_bad_sha256_is_refused_with_a_clear_error(tmp_path: Path) -> None:
+    store = Store(tmp_path / "store")
+    with pytest.raises(StoreError, match="not a sha256"):
+        store.blob_path("../../etc/passwd")
+
+
+def test_add_verified_from_many_threads_leaves_one_intact_blob(tmp_path: Path) -> None:
+    store = Store(tmp_path / "store")
+    data = os.urandom(200_000)
+    digest = sha(data)
+    srcs = []
+    for i in range(8):
+        src = store.root / "tmp" / f"src{i}"
+        src.write_bytes(data)
+        srcs.append(src)
+    errors: list[BaseException] = []
+
+    def add(src: Path) -> None:
+        try:
+            store.add_verified(src, digest)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=add, args=(s,)) for s in srcs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == []
+    assert blob_files(store) == [store.blob_path(digest)]
+    assert store.blob_path(digest).read_bytes() == data
+    assert not any(s.exists() for s in srcs)
+
+
+def test_lock_excludes_other_threads_holding_the_same_key(tmp_path: Path) -> None:
+    store = Store(tmp_path / "store")
+    inside = 0
+    overlaps = 0
+    guard = threading.Lock()
+
+    def work() -> None:
+        nonlocal inside, overlaps
+        with store.lock("some-key"):
+            with guard:
+                inside += 1
+                overlaps += inside > 1
+            time.sleep(0.02)
+            with guard:
+                inside -= 1
+
+    threads = [threading.Thread(target=work) for _ in range(5)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert overlaps == 0
+    # An odd key still maps to a file inside locks/ and partial/.
+    assert store.partial_path("https://x/y?z").parent == store.root / "partial"
+
+
+def test_materialise_hard_links_within_one_file_system(tmp_path: Path) -> None:
+    store = Store(tmp_path / "store")
+    src = tmp_path / "w.pth"
+    src.write_bytes(b"weights")
+    digest = store.add_file(src)
+    dest = tmp_path / "bundle" / "torch" / "hub" / "checkpoints" / "w.pth"
+
+    assert store.materialise(digest, dest) == "link"
+    assert dest.stat().st_ino == store.blob_path(digest).stat().st_ino
+    assert dest.stat().st_mode & 0o444 == 0o444  # readable by all users
+    assert store.materialise(digest, dest) == "exists"
+    assert [p.name for p in dest.parent.iterdir()] == ["w.pth"]  # no temp names left
+
+
+def test_materialise_replaces_a_stale_file_at_the_destination(tmp_path: Path) -> None:
+    store = Store(tmp_path / "store")
+    src = tmp_path / "a"
+    src.write_bytes(b"new bytes")
+    digest = store.add_file(src)
+    dest = tmp_path / "bundle" / "file.bin"
+    dest.parent.mkdir()
+    dest.write_bytes(b"old stale bytes")
+
+    assert store.materialise(digest, dest) == "link"
+    assert dest.read_bytes() == b"new bytes"
+    assert [p.name for p in dest.parent.iterdir()] == ["file.bin"]
+
+
+def test_materialise_copies_across_file_systems(tmp_path: Path, tmpfs_dir: Path) -> None:
+    store = Store(tmp_path / "store")
+    src = tmp_path / "cfg.json"
+    src.write_bytes(b'{"hidden_size": 32}')
+    digest = store.add_file(src)
+    dest = tmpfs_dir / "bundle" / "cfg.json"
+
+    assert store.materialise(digest, dest) == "copy"
+    assert dest.read_bytes() == b'{"hidden_size": 32}'
+    assert dest.stat().st_mode & 0o444 == 0o444
+    assert [p.name for p in dest.parent.iterdir()] == ["cfg.json"]
+
+
+def test_materialise_of_a_missing_blob_says_so(tmp_path: Path) -> None:
+    store = Store(tmp_path / "store")
+    with pytest.raises(StoreError, match="not in the store"):
+        store.materialise("ef" * 32, tmp_path / "x")
+
+
+def test_disk_full_while_adding_ends_in_store_error_and_no_blob(
+    tmp_path: Path, tmpfs_dir: Path
+) -> None:
+    store = Store(tmpfs_dir / "store")
+    src = tmp_path / "big.bin"  # on another file system: copied in, 2 MiB > 1 MiB tmpfs
+    src.write_bytes(os.urandom(2 << 20))
+
+    with pytest.raises(StoreError, match="disk full"):
+        store.add_file(src)
+
+    assert blob_files(store) == []
+    assert list((store.root / "tmp").iterdir()) == []
+    assert src.exists()  # nothing lost on the way
