@@ -1,0 +1,286 @@
+"""Writing a bundle folder: staging, materialising from the store, generated files, swap.
+
+A build never writes under the bundle's final name. Everything goes into a
+sibling staging folder (``OUT/.NAME.staging-*``); when the folder is complete it
+replaces ``OUT/NAME`` in one step (``renameat2(RENAME_EXCHANGE)`` on Linux, two
+renames elsewhere), and the previous bundle is removed afterwards. A crash
+leaves at most a stale staging folder, which the next build clears.
+
+Generated top-level files (``bundle.json``, ``dataset-metadata.json``, ``README.md``)
+are derived from the manifest; see :func:`write_generated`.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import ctypes.util
+import errno
+import hashlib
+import json
+import os
+import shutil
+import stat
+import uuid
+from collections.abc import Iterable
+from pathlib import Path
+
+from builder.errors import BuildError
+from runtime.constants import (
+    KAGGLE_METADATA_NAME,
+    README_NAME,
+    WHEELS_DIR,
+)
+from runtime.manifest import FileEntry, Manifest, write_manifest
+
+#: Read size when hashing bundle files (large reads keep a disk busy).
+HASH_CHUNK = 8 << 20
+STAGING_PREFIX = "staging"
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb", buffering=0) as f:
+        while chunk := f.read(HASH_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def file_entry(bundle_dir: Path, rel: str) -> FileEntry:
+    """Hash one file of the bundle folder into a manifest entry."""
+    p = bundle_dir / rel
+    return FileEntry(path=rel, size=p.stat().st_size, sha256=sha256_file(p))
+
+
+# --- staging ---------------------------------------------------------------
+
+
+def new_staging_dir(out_dir: Path, name: str) -> Path:
+    """A fresh, empty sibling of ``out_dir/name`` to build into."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    staging = out_dir / f".{name}.{STAGING_PREFIX}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+    staging.mkdir()
+    return staging
+
+
+def clear_stale_staging(out_dir: Path, name: str) -> None:
+    """Remove staging folders of builds that died (their process is gone)."""
+    for p in out_dir.glob(f".{name}.{STAGING_PREFIX}-*"):
+        parts = p.name.rsplit("-", 2)
+        try:
+            pid = int(parts[-2])
+        except (ValueError, IndexError):
+            continue
+        if pid != os.getpid() and _pid_alive(pid):
+            continue
+        remove_tree(p)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def write_bytes(staging: Path, rel: str, data: bytes) -> None:
+    """Write a small generated file (world-readable) into the staging folder."""
+    dest = staging / rel
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_bytes(data)
+    os.chmod(dest, 0o644)
+
+
+def link_or_reuse(store, sha256: str, dest: Path, previous: Path | None) -> str:
+    """Put the store blob at ``dest``.
+
+    A hard link from the store costs one system call. Where the store is on
+    another file system (copy mode), the previous bundle's copy of the same file
+    (same path, size and sha256 in its manifest) is hard-linked instead of
+    copying gigabytes again.
+    """
+    if previous is not None:
+        blob = store.blob_path(sha256)
+        with contextlib.suppress(OSError):
+            b, p = blob.stat(), previous.stat()
+            if b.st_dev != p.st_dev and b.st_size == p.st_size:
+                dest.parent.mkdir(parents=True, exist_ok=True)
+                os.link(previous, dest)
+                return "reuse"
+    return store.materialise(sha256, dest)
+
+
+# --- swap ------------------------------------------------------------------
+
+_RENAME_EXCHANGE = 2
+_AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two paths (Linux renameat2); False where unsupported."""
+    libc_name = ctypes.util.find_library("c")
+    if not libc_name:
+        return False
+    try:
+        libc = ctypes.CDLL(libc_name, use_errno=True)
+        renameat2 = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    renameat2.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    rc = renameat2(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
+    if rc == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.ENOSYS, errno.EINVAL, errno.ENOTSUP):
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def swap_in(staging: Path, final: Path) -> None:
+    """Make ``staging`` the bundle at ``final``; the previous bundle is removed.
+
+    There is no moment at which ``final`` holds a mix of old and new files.
+    """
+    if not final.exists():
+        os.rename(staging, final)
+        return
+    if not _exchange(staging, final):
+        # No atomic exchange: move the old one aside, then the new one in.
+        aside = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
+        os.rename(final, aside)
+        os.rename(staging, final)
+        staging = aside
+    remove_tree(staging)  # now the previous bundle
+
+
+def remove_tree(path: Path) -> None:
+    """rmtree that also removes read-only bundles (folders chmod a-w)."""
+
+    def onerror(func, p, exc_info):
+        parent = os.path.dirname(p)
+        with contextlib.suppress(OSError):
+            os.chmod(parent, stat.S_IMODE(os.stat(parent).st_mode) | stat.S_IWUSR | stat.S_IXUSR)
+            if os.path.isdir(p) and not os.path.islink(p):
+                os.chmod(p, stat.S_IMODE(os.stat(p).st_mode) | stat.S_IWUSR | stat.S_IXUSR | stat.S_IRUSR)
+        func(p)
+
+    if path.exists():
+        with contextlib.suppress(OSError):
+            os.chmod(path, stat.S_IMODE(path.stat().st_mode) | stat.S_IWUSR | stat.S_IXUSR)
+        shutil.rmtree(path, onerror=onerror)
+
+
+def check_tree(staging: Path) -> None:
+    """No symlinks, no empty folders (Kaggle flattens the first and drops the second)."""
+    for root, dirs, files in os.walk(staging):
+        for name in dirs + files:
+            if os.path.islink(os.path.join(root, name)):
+                raise BuildError(f"internal: symlink {os.path.join(root, name)} in a bundle")
+        if not dirs and not files and Path(root) != staging:
+            os.rmdir(root)
+
+
+# --- generated top-level files ---------------------------------------------
+
+
+def dataset_metadata(manifest: Manifest, *, kaggle: str | None, license: str) -> dict:
+    """Kaggle's dataset-metadata.json: id OWNER/SLUG (or the bare slug), title, licenses."""
+    return {
+        "id": kaggle or manifest.name,
+        "title": manifest.title,
+        "licenses": [{"name": license}],
+    }
+
+
+def readme_text(manifest: Manifest, *, kaggle: str | None) -> str:
+    """The bundle's README.md: what is in it and the notebook cell that uses it."""
+    slug = (kaggle or manifest.name).split("/")[-1]
+    has_wheels = any(f.path.startswith(WHEELS_DIR + "/") for f in manifest.extra_files)
+    lines = [
+        f"# {manifest.title or manifest.name}",
+        "",
+        f"Offline bundle `{manifest.name}` version {manifest.version}, built by "
+        "[offline-bundle](https://pypi.org/project/offline-bundle/).",
+        f"Digest: `{manifest.digest}`. Every file below is listed with its size and "
+        "sha256 in `bundle.json`.",
+        "",
+        "## Use it in a notebook (no internet needed)",
+        "",
+        "```python",
+    ]
+    if has_wheels:
+        lines.append(
+            "!pip install --no-index --find-links "
+            f"/kaggle/input/{slug}/{WHEELS_DIR} offline-bundle"
+        )
+    else:
+        lines.append("# pip install offline-bundle   # if the runtime is not installed yet")
+    lines += [
+        "import runtime",
+        "runtime.activate()  # finds this bundle, switches every library offline",
+    ]
+    for a in manifest.artifacts:
+        lines.append(f'path = runtime.resolve("{a.id}")  # {a.source}: {a.ref}')
+    lines += ["```", ""]
+    if has_wheels:
+        lines += [
+            f"Elsewhere, point pip at this folder's `{WHEELS_DIR}/`: "
+            f"`pip install --no-index --find-links <bundle>/{WHEELS_DIR} offline-bundle`.",
+            "",
+        ]
+    lines += [
+        "Unmodified loading code works too once `runtime.activate()` ran: "
+        "`from_pretrained(\"ORG/NAME\")`, torchvision `weights=...`, "
+        "timm `create_model(..., pretrained=True)`.",
+        "",
+        "## Contents",
+        "",
+        "| id | source | ref | revision | files | size |",
+        "|---|---|---|---|---|---|",
+    ]
+    for a in manifest.artifacts:
+        rev = (a.revision or "")[:12]
+        lines.append(
+            f"| `{a.id}` | {a.source} | `{a.ref}` | {rev} | {len(a.files)} | {human_size(a.size)} |"
+        )
+    if manifest.extra_files:
+        lines += ["", f"Extra files: {len(manifest.extra_files)} (wheels, notebooks)."]
+    lines += [
+        "",
+        "Check the files against `bundle.json` with `bundle verify <this folder>`.",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def human_size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1024 or unit == "GB":
+            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    return f"{n} B"
+
+
+def write_generated(staging: Path, manifest: Manifest, *, kaggle: str | None, license: str) -> None:
+    """bundle.json (digest filled in), dataset-metadata.json and README.md."""
+    write_manifest(staging, manifest)
+    meta = dataset_metadata(manifest, kaggle=kaggle, license=license)
+    write_bytes(staging, KAGGLE_METADATA_NAME, (json.dumps(meta, indent=2) + "\n").encode())
+    write_bytes(staging, README_NAME, readme_text(manifest, kaggle=kaggle).encode())
+    os.chmod(staging / "bundle.json", 0o644)
+
+
+def list_files(root: Path, under: Iterable[str]) -> list[str]:
+    """Bundle-relative paths of every regular file below the given sub-folders."""
+    found = []
+    for sub in under:
+        base = root / sub
+        if base.is_dir():
+            for p in sorted(base.rglob("*")):
+                if p.is_file() and not p.is_symlink():
+                    found.append(p.relative_to(root).as_posix())
+    return found

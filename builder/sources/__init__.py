@@ -1,0 +1,207 @@
+"""Artifact sources, registered by name (``hf``, ``torchvision``, ``timm``, ``url``).
+
+Each source is one module that declares the spec fields it takes and knows how to
+turn an artifact of the spec into a plan: the files to fetch (URLs, expected
+hashes) and where they go in the bundle. Adding a source is adding a module and
+one line to ``_SOURCE_MODULES``; nothing else dispatches on source names.
+
+This package imports no heavy library at import time: ``huggingface_hub``,
+``torchvision`` and ``timm`` are imported inside ``resolve`` only when a spec uses
+the source that needs them.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from builder.spec import ArtifactSpec
+
+#: source name -> module that registers it (imported on first use)
+_SOURCE_MODULES: dict[str, str] = {
+    "hf": "builder.sources.hf",
+    "torchvision": "builder.sources.torchvision",
+    "timm": "builder.sources.timm",
+    "url": "builder.sources.url",
+}
+
+_REGISTRY: dict[str, type[Source]] = {}
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """One spec field a source accepts: its Python type and whether it is required.
+
+    ``type`` is ``str``, ``int``, ``bool`` or ``list`` (a list of strings).
+    """
+
+    type: type
+    required: bool = False
+    help: str = ""
+
+
+@dataclass
+class PlannedFile:
+    """One file of an artifact: where it goes in the bundle and how to get it.
+
+    The expected hashes are data (not callbacks) so that a plan can be written to
+    the build lock and reused by a rerun without asking any server again.
+    """
+
+    path: str  # bundle-relative POSIX path
+    urls: list[str]  # tried in order (spec mirrors after the primary URL)
+    sha256: str | None = None  # None: unknown before the download (git-stored hub files, TOFU)
+    size: int | None = None
+    git_sha1: str | None = None  # hub files kept in git: the blob id the Hub reports
+    sha256_prefix: str | None = None  # torch.hub style hash prefix in the file name
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "path": self.path,
+            "urls": list(self.urls),
+            "sha256": self.sha256,
+            "size": self.size,
+            "git_sha1": self.git_sha1,
+            "sha256_prefix": self.sha256_prefix,
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> PlannedFile:
+        return cls(
+            path=data["path"],
+            urls=list(data["urls"]),
+            sha256=data.get("sha256"),
+            size=data.get("size"),
+            git_sha1=data.get("git_sha1"),
+            sha256_prefix=data.get("sha256_prefix"),
+        )
+
+
+@dataclass
+class GeneratedFile:
+    """A small file the source writes itself (e.g. the hub cache's ``refs/main``)."""
+
+    path: str
+    data: bytes
+
+    def to_json(self) -> dict[str, Any]:
+        return {"path": self.path, "text": self.data.decode("utf-8")}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> GeneratedFile:
+        return cls(path=data["path"], data=data["text"].encode("utf-8"))
+
+
+@dataclass
+class ResolvedArtifact:
+    """What a source made of one spec artifact: names, revision and the file plan."""
+
+    id: str
+    source: str
+    ref: str  # user-facing name: repo id, weights enum, timm model, URL
+    revision: str | None  # commit for hub sources; None where there is none
+    path: str  # what runtime.resolve() returns, relative to the bundle
+    files: list[PlannedFile]
+    generated: list[GeneratedFile] = field(default_factory=list)
+    aliases: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "source": self.source,
+            "ref": self.ref,
+            "revision": self.revision,
+            "path": self.path,
+            "aliases": list(self.aliases),
+            "files": [f.to_json() for f in self.files],
+            "generated": [g.to_json() for g in self.generated],
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ResolvedArtifact:
+        return cls(
+            id=data["id"],
+            source=data["source"],
+            ref=data["ref"],
+            revision=data.get("revision"),
+            path=data["path"],
+            aliases=list(data.get("aliases", [])),
+            files=[PlannedFile.from_json(f) for f in data["files"]],
+            generated=[GeneratedFile.from_json(g) for g in data.get("generated", [])],
+        )
+
+
+@dataclass
+class ResolveContext:
+    """What a source may need beyond its artifact: build options."""
+
+    trust_on_first_use: bool = False
+    spec_path: str = ""
+
+
+class Source:
+    """Base class of a source. Subclasses set ``name`` and ``fields`` and implement ``resolve``."""
+
+    name: str = ""
+    #: spec fields this source takes (beyond the common ones: id, source, fallbacks, …)
+    fields: Mapping[str, FieldSpec] = {}
+
+    def check(self, options: dict[str, Any]) -> str | None:
+        """Source-specific checks of the spec fields (types are already checked).
+
+        Returns:
+            None when fine, else the problem as "field 'X' ...", which the spec
+            loader prefixes with the file and artifact.
+        """
+        return None
+
+    def resolve(self, artifact: ArtifactSpec, ctx: ResolveContext) -> ResolvedArtifact:
+        """Turn a spec artifact into a plan. May ask servers (never downloads payloads).
+
+        Raises:
+            builder.errors.BuildError: the artifact cannot be resolved; the message
+                names the artifact and what to change.
+        """
+        raise NotImplementedError
+
+    def headers(self, url: str) -> dict[str, str]:
+        """HTTP headers for fetching one of this source's files (auth, user agent).
+
+        Computed at fetch time and never stored: they may carry a token.
+        """
+        return {}
+
+    def fingerprint_extra(self) -> dict[str, Any]:
+        """Settings outside the spec that change the plan (e.g. the Hub endpoint)."""
+        return {}
+
+
+def register_source(name: str) -> Callable[[type[Source]], type[Source]]:
+    """Class decorator: make a Source subclass available under ``name``."""
+
+    def deco(cls: type[Source]) -> type[Source]:
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return deco
+
+
+def known_sources() -> list[str]:
+    """Every source name a spec may use, sorted."""
+    return sorted(set(_SOURCE_MODULES) | set(_REGISTRY))
+
+
+def get_source(name: str) -> Source:
+    """An instance of the source registered as ``name``.
+
+    Raises:
+        KeyError: no such source.
+    """
+    if name not in _REGISTRY and name in _SOURCE_MODULES:
+        importlib.import_module(_SOURCE_MODULES[name])
+    return _REGISTRY[name]()

@@ -1,0 +1,81 @@
+"""``source = "url"``: one file from a URL, pinned by sha256.
+
+Goes to ``files/ID/FILENAME``. The sha256 is required: a URL can start serving
+different bytes at any time (or vanish: one seed notebook lost its checkpoint to a
+deleted bucket). ``bundle build --trust-on-first-use`` takes whatever the first
+download gives, records its hash in bundle.json and warns.
+"""
+
+from __future__ import annotations
+
+import posixpath
+from typing import TYPE_CHECKING
+
+from builder.errors import BuildError
+from builder.sources import (
+    FieldSpec,
+    PlannedFile,
+    ResolveContext,
+    ResolvedArtifact,
+    Source,
+    register_source,
+)
+from runtime.constants import FILES_DIR
+
+if TYPE_CHECKING:
+    from builder.spec import ArtifactSpec
+
+
+def url_filename(url: str) -> str:
+    """The last path segment of a URL, unquoted; "" when there is none."""
+    from urllib.parse import unquote, urlsplit
+
+    name = unquote(posixpath.basename(urlsplit(url).path))
+    return "" if name in (".", "..") or "/" in name or "\\" in name else name
+
+
+@register_source("url")
+class UrlSource(Source):
+    """Any file on an HTTPS server."""
+
+    fields = {
+        "url": FieldSpec(str, required=True, help="https URL of the file"),
+        "sha256": FieldSpec(str, help="sha256 of the file (required unless --trust-on-first-use)"),
+        "size": FieldSpec(int, help="expected size in bytes"),
+        "filename": FieldSpec(str, help="file name in the bundle (default: from the URL)"),
+        "mirrors": FieldSpec(list, help="other URLs serving the same bytes, tried in order"),
+    }
+
+    def check(self, options: dict) -> str | None:
+        if "filename" not in options and not url_filename(options["url"]):
+            return f"field 'filename' is required: no file name in the URL {options['url']!r}"
+        return None
+
+    def resolve(self, artifact: ArtifactSpec, ctx: ResolveContext) -> ResolvedArtifact:
+        url = artifact.get("url")
+        warnings = []
+        if artifact.sha256 is None:
+            if not ctx.trust_on_first_use:
+                raise BuildError(
+                    f"{ctx.spec_path}: artifact '{artifact.id}': field 'sha256' is required for "
+                    "url sources; add sha256 = \"<64 hex>\" (sha256sum FILE), or build once with "
+                    "--trust-on-first-use to record what the server sends",
+                    artifact=artifact.id,
+                )
+            warnings.append(
+                f"artifact '{artifact.id}': TRUSTING FIRST USE of {url}: no sha256 in the spec, "
+                "the hash of whatever the server sends is recorded in bundle.json; pin it in the spec"
+            )
+        filename = artifact.get("filename") or url_filename(url)
+        path = f"{FILES_DIR}/{artifact.id}/{filename}"
+        return ResolvedArtifact(
+            id=artifact.id,
+            source="url",
+            ref=url,
+            revision=None,
+            path=path,
+            files=[
+                PlannedFile(path, [url, *artifact.mirrors], sha256=artifact.sha256, size=artifact.size)
+            ],
+            warnings=warnings,
+        )
