@@ -1,0 +1,316 @@
+"""Classifier architectures by name, with where their pretrained weights come from.
+
+A registry in the style of timm: each entry is data (family, torchvision weights
+name, default input size) plus a build function, so adding an architecture is
+adding one ``register(...)`` call, not editing a dispatcher.
+
+Pretrained weights are loaded through torchvision's unmodified ``weights=`` API.
+Inside a bundle, ``runtime.activate()`` points ``TORCH_HOME`` at the bundle view, so
+``vit_b_16(weights=ViT_B_16_Weights.IMAGENET1K_V1)`` finds
+``$TORCH_HOME/hub/checkpoints/vit_b_16-c867db91.pth`` and never downloads. We check
+that the file is there first (a clear error instead of a download attempt) and
+force ``weights_only`` unpickling while torchvision loads it: torchvision calls
+``torch.hub.load_state_dict_from_url(..., weights_only=False)``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from runtime.vision.errors import CheckpointError, MissingWeightsError, UnknownArchitectureError
+
+if TYPE_CHECKING:
+    from torch import nn
+
+#: torch reads this at every torch.load() call; "1" turns weights_only on even
+#: where the caller (torch.hub) passes weights_only=False.
+TORCH_FORCE_WEIGHTS_ONLY_ENV = "TORCH_FORCE_WEIGHTS_ONLY_LOAD"
+
+#: Normalisation the torchvision ImageNet weights were trained with.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
+Family = Literal["vit", "cnn"]
+
+
+@dataclass(frozen=True)
+class Architecture:
+    """One classifier architecture.
+
+    Attributes:
+        name: what ``--arch`` takes.
+        family: "vit" (has attention maps) or "cnn".
+        weights: the torchvision weights enum name (``"ViT_B_16_Weights.IMAGENET1K_V1"``),
+            which is also the artifact ``ref`` in the bundle; None when trained from scratch.
+        default_image_size: the input size the weights were trained at.
+        size_multiple: the image size must be a multiple of this.
+        build: ``build(num_outputs, image_size, pretrained, widths) -> nn.Module``.
+    """
+
+    name: str
+    family: Family
+    weights: str | None
+    default_image_size: int
+    size_multiple: int
+    build: Callable[..., nn.Module]
+    description: str = ""
+
+
+ARCHITECTURES: dict[str, Architecture] = {}
+
+
+def register(arch: Architecture) -> Architecture:
+    ARCHITECTURES[arch.name] = arch
+    return arch
+
+
+def get_architecture(name: str) -> Architecture:
+    """The registered architecture `name`.
+
+    Raises:
+        UnknownArchitectureError: with the list of known names.
+    """
+    try:
+        return ARCHITECTURES[name]
+    except KeyError:
+        raise UnknownArchitectureError(
+            f"unknown --arch {name!r}; known architectures: {', '.join(sorted(ARCHITECTURES))}"
+        ) from None
+
+
+# --- Loading torchvision weights from the bundle ----------------------------
+
+
+def weights_file(weights_name: str) -> Path:
+    """Where torchvision looks for `weights_name`: ``$TORCH_HOME/hub/checkpoints/FILE``."""
+    import torch.hub
+    from torchvision.models import get_weight
+
+    url = get_weight(weights_name).url
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(url)
+
+
+@contextlib.contextmanager
+def weights_only_loads() -> Iterator[None]:
+    """Make every torch.load() in the block unpickle tensors only (no code execution)."""
+    previous = os.environ.get(TORCH_FORCE_WEIGHTS_ONLY_ENV)
+    os.environ[TORCH_FORCE_WEIGHTS_ONLY_ENV] = "1"
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(TORCH_FORCE_WEIGHTS_ONLY_ENV, None)
+        else:
+            os.environ[TORCH_FORCE_WEIGHTS_ONLY_ENV] = previous
+
+
+def pretrained_weights(weights_name: str) -> Any:
+    """The torchvision weights enum member, after checking its file is in the bundle.
+
+    Raises:
+        MissingWeightsError: the checkpoint file is not under ``$TORCH_HOME``; the
+            message says which artifact to add to the spec.
+    """
+    from torchvision.models import get_weight
+
+    path = weights_file(weights_name)
+    if not path.is_file():
+        raise MissingWeightsError(
+            f"pretrained weights {weights_name} not found: {path} does not exist. Add "
+            f'[[artifact]] source = "torchvision", weights = "{weights_name}" to the bundle '
+            "spec, build and attach the bundle (runtime.activate() sets TORCH_HOME), "
+            "or pass --no-pretrained"
+        )
+    return get_weight(weights_name)
+
+
+# --- Architectures ----------------------------------------------------------
+
+
+def resize_vit(model: Any, image_size: int) -> None:
+    """Adapt a torchvision VisionTransformer to `image_size` in place.
+
+    The position embeddings are interpolated (bicubic) with torchvision's own
+    ``interpolate_embeddings``, the way its docs recommend for a new resolution.
+    """
+    import torch
+    from torchvision.models.vision_transformer import interpolate_embeddings
+
+    if image_size == model.image_size:
+        return
+    state = interpolate_embeddings(
+        image_size, model.patch_size, {"encoder.pos_embedding": model.encoder.pos_embedding.data}
+    )
+    model.encoder.pos_embedding = torch.nn.Parameter(state["encoder.pos_embedding"])
+    model.image_size = image_size
+    model.seq_length = state["encoder.pos_embedding"].shape[1]
+
+
+def _build_vit_b_16(num_outputs: int, image_size: int, pretrained: bool, **_: Any) -> nn.Module:
+    from collections import OrderedDict
+
+    from torch import nn
+    from torchvision.models import vit_b_16
+
+    if pretrained:
+        weights = pretrained_weights("ViT_B_16_Weights.IMAGENET1K_V1")
+        with weights_only_loads():
+            model = vit_b_16(weights=weights)  # built at 224, the weights' size
+        resize_vit(model, image_size)
+    else:
+        model = vit_b_16(image_size=image_size)
+    model.heads = nn.Sequential(OrderedDict(head=nn.Linear(model.hidden_dim, num_outputs)))
+    return model
+
+
+def _build_mobilenet_v3_small(
+    num_outputs: int, image_size: int, pretrained: bool, **_: Any
+) -> nn.Module:
+    from torch import nn
+    from torchvision.models import mobilenet_v3_small
+
+    if pretrained:
+        weights = pretrained_weights("MobileNet_V3_Small_Weights.IMAGENET1K_V1")
+        with weights_only_loads():
+            model = mobilenet_v3_small(weights=weights)
+    else:
+        model = mobilenet_v3_small()
+    last = model.classifier[-1]
+    model.classifier[-1] = nn.Linear(last.in_features, num_outputs)
+    return model
+
+
+def _build_resnet18(num_outputs: int, image_size: int, pretrained: bool, **_: Any) -> nn.Module:
+    from torch import nn
+    from torchvision.models import resnet18
+
+    if pretrained:
+        weights = pretrained_weights("ResNet18_Weights.IMAGENET1K_V1")
+        with weights_only_loads():
+            model = resnet18(weights=weights)
+    else:
+        model = resnet18()
+    model.fc = nn.Linear(model.fc.in_features, num_outputs)
+    return model
+
+
+def _build_unet_cnn(
+    num_outputs: int, image_size: int, pretrained: bool, widths: tuple[int, ...] | None = None
+) -> nn.Module:
+    from runtime.vision.unet import DEFAULT_WIDTHS, UNetClassifier
+
+    return UNetClassifier(num_outputs, widths=tuple(widths or DEFAULT_WIDTHS))
+
+
+register(
+    Architecture(
+        name="vit_b_16",
+        family="vit",
+        weights="ViT_B_16_Weights.IMAGENET1K_V1",
+        default_image_size=224,
+        size_multiple=16,
+        build=_build_vit_b_16,
+        description="torchvision ViT-B/16 (86M), ImageNet-1k weights, head replaced",
+    )
+)
+register(
+    Architecture(
+        name="mobilenet_v3_small",
+        family="cnn",
+        weights="MobileNet_V3_Small_Weights.IMAGENET1K_V1",
+        default_image_size=224,
+        size_multiple=1,
+        build=_build_mobilenet_v3_small,
+        description="torchvision MobileNetV3-Small (2.5M), ImageNet-1k weights",
+    )
+)
+register(
+    Architecture(
+        name="resnet18",
+        family="cnn",
+        weights="ResNet18_Weights.IMAGENET1K_V1",
+        default_image_size=224,
+        size_multiple=1,
+        build=_build_resnet18,
+        description="torchvision ResNet-18 (11.7M), ImageNet-1k weights",
+    )
+)
+register(
+    Architecture(
+        name="unet_cnn",
+        family="cnn",
+        weights=None,
+        default_image_size=64,
+        size_multiple=8,
+        build=_build_unet_cnn,
+        description="our U-Net encoder + linear head; from scratch or --init-encoder (masked-ssl)",
+    )
+)
+
+
+def build_classifier(
+    arch_name: str,
+    *,
+    num_outputs: int,
+    image_size: int,
+    pretrained: bool,
+    init_encoder: Path | None = None,
+) -> nn.Module:
+    """Build a classifier with `num_outputs` logits for `image_size` inputs.
+
+    Args:
+        arch_name: a registered architecture (see ``ARCHITECTURES``).
+        num_outputs: number of logits (classes, or 1 for binary).
+        image_size: square input size; must be a multiple of the architecture's
+            ``size_multiple``.
+        pretrained: load the architecture's torchvision weights from the bundle.
+        init_encoder: a masked-ssl ``encoder.pt``; only for ``unet_cnn``.
+
+    Raises:
+        UnknownArchitectureError, MissingWeightsError, CheckpointError, ValueError.
+    """
+    arch = get_architecture(arch_name)
+    if image_size % arch.size_multiple:
+        raise ValueError(
+            f"--image-size {image_size} does not suit --arch {arch.name}: use a multiple of "
+            f"{arch.size_multiple}"
+        )
+    if init_encoder is None:
+        return arch.build(num_outputs, image_size, pretrained and arch.weights is not None)
+    if arch.name != "unet_cnn":
+        raise CheckpointError(
+            f"--init-encoder {init_encoder}: only --arch unet_cnn can start from a masked-ssl "
+            f"encoder, not {arch.name}"
+        )
+    encoder = load_encoder_file(init_encoder)
+    model = arch.build(num_outputs, image_size, False, widths=encoder["widths"])
+    model.encoder.load_state_dict(encoder["state_dict"])
+    return model
+
+
+def load_encoder_file(path: Path) -> dict[str, Any]:
+    """Read a masked-ssl ``encoder.pt`` (``{"kind", "widths", "in_channels", "state_dict"}``).
+
+    Raises:
+        CheckpointError: missing file or not an encoder written by masked-ssl.
+    """
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(
+            f"encoder file {path} does not exist; run `bundle run masked-ssl pretrain` first"
+        )
+    data = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(data, dict) or data.get("kind") != "unet-encoder":
+        raise CheckpointError(
+            f"{path} is not a masked-ssl encoder file (expected the encoder.pt that "
+            "`masked-ssl pretrain` writes)"
+        )
+    data["widths"] = tuple(int(w) for w in data["widths"])
+    return data
