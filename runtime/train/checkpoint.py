@@ -1,0 +1,222 @@
+"""Checkpoints: atomic save, ``weights_only`` load, keep the best, resume, seeds."""
+
+from __future__ import annotations
+
+import os
+import random
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+CHECKPOINT_FORMAT = 1
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, unreadable or does not fit the model."""
+
+
+@dataclass
+class Checkpoint:
+    """What a checkpoint file holds besides the state dicts."""
+
+    path: Path
+    epoch: int
+    step: int
+    metrics: dict[str, float] = field(default_factory=dict)
+    config: dict[str, Any] = field(default_factory=dict)
+    best: float | None = None
+    history: list[dict[str, float]] = field(default_factory=list)
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python, NumPy and torch (CPU and every GPU)."""
+    import numpy as np
+    import torch
+
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    *,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: Any = None,
+    scaler: torch.amp.GradScaler | None = None,
+    epoch: int = 0,
+    step: int = 0,
+    metrics: dict[str, float] | None = None,
+    config: dict[str, Any] | None = None,
+    best: float | None = None,
+    history: list[dict[str, float]] | None = None,
+) -> Path:
+    """Write a checkpoint so that it is never seen half-written.
+
+    The file is written next to its final name and moved into place with
+    ``os.replace``. Everything stored loads with ``torch.load(weights_only=True)``:
+    ``config`` and ``metrics`` must hold plain values (str, numbers, lists, dicts).
+
+    Args:
+        path: the checkpoint file (parent folders are created).
+        model: the model (a DDP wrapper is unwrapped).
+        optimizer, scheduler, scaler: their states, for resuming.
+        epoch: the number of epochs completed.
+        step: the number of optimiser steps taken.
+        metrics: the metrics of this epoch.
+        config: the run's options, to rebuild the model at evaluation time.
+        best: the best value of the selection metric so far.
+        history: the per-epoch rows so far (the curves continue after a resume).
+
+    Returns:
+        The path written.
+    """
+    import torch
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    state = {
+        "format": CHECKPOINT_FORMAT,
+        "model": getattr(model, "module", model).state_dict(),
+        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "scheduler": scheduler.state_dict() if scheduler is not None else None,
+        "scaler": scaler.state_dict() if scaler is not None else None,
+        "epoch": int(epoch),
+        "step": int(step),
+        "metrics": {k: float(v) for k, v in (metrics or {}).items()},
+        "config": dict(config or {}),
+        "best": None if best is None else float(best),
+        "history": [{k: float(v) for k, v in row.items()} for row in history or []],
+        "torch_rng": torch.get_rng_state(),
+    }
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            torch.save(state, fh)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
+    """Load a checkpoint's raw dict with ``weights_only=True`` (on CPU).
+
+    Raises:
+        CheckpointError: the file is missing or not a checkpoint of this project.
+    """
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist; pass the file written by train")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # unpickling errors come in many classes
+        raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from exc
+    if not isinstance(state, dict) or "model" not in state or "format" not in state:
+        raise CheckpointError(
+            f"{path} is not a checkpoint written by runtime.train (no 'model'/'format' field)"
+        )
+    return state
+
+
+def load_checkpoint(
+    path: str | os.PathLike,
+    *,
+    model: nn.Module | None = None,
+    optimizer: torch.optim.Optimizer | None = None,
+    scheduler: Any = None,
+    scaler: torch.amp.GradScaler | None = None,
+    restore_rng: bool = False,
+) -> Checkpoint:
+    """Load a checkpoint into the given objects (those passed as None are skipped).
+
+    Args:
+        path: a file written by :func:`save_checkpoint`.
+        model: receives the weights (strictly: every key must match).
+        optimizer, scheduler, scaler: receive their states when the file has them.
+        restore_rng: also restore torch's CPU random state (exact resume).
+
+    Returns:
+        The :class:`Checkpoint` record (epoch, step, metrics, config, best).
+
+    Raises:
+        CheckpointError: unreadable file, or weights that do not fit the model.
+    """
+    import torch
+
+    state = read_checkpoint(path)
+    if model is not None:
+        try:
+            getattr(model, "module", model).load_state_dict(state["model"])
+        except RuntimeError as exc:
+            raise CheckpointError(
+                f"checkpoint {path} does not fit the model (was it trained with other "
+                f"model options?): {exc}"
+            ) from exc
+    if optimizer is not None and state.get("optimizer") is not None:
+        optimizer.load_state_dict(state["optimizer"])
+    if scheduler is not None and state.get("scheduler") is not None:
+        scheduler.load_state_dict(state["scheduler"])
+    if scaler is not None and state.get("scaler") is not None:
+        scaler.load_state_dict(state["scaler"])
+    if restore_rng and state.get("torch_rng") is not None:
+        torch.set_rng_state(state["torch_rng"])
+    return Checkpoint(
+        path=Path(path),
+        epoch=state["epoch"],
+        step=state["step"],
+        metrics=state.get("metrics", {}),
+        config=state.get("config", {}),
+        best=state.get("best"),
+        history=state.get("history", []),
+    )
+
+
+@dataclass
+class BestTracker:
+    """Remembers the best value of the selection metric.
+
+    Attributes:
+        metric: the metric's name, e.g. "val_ccc_mean" or "val_loss".
+        mode: "max" when higher is better, "min" otherwise.
+        best: the best value seen, None before the first.
+    """
+
+    metric: str
+    mode: str = "max"
+    best: float | None = None
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("max", "min"):
+            raise ValueError(f"mode must be 'max' or 'min', got {self.mode!r}")
+
+    def update(self, metrics: dict[str, float]) -> bool:
+        """Record this epoch's metrics; True when the selection metric improved.
+
+        Raises:
+            KeyError: the metrics lack the selection metric (names the ones present).
+        """
+        if self.metric not in metrics:
+            raise KeyError(
+                f"selection metric {self.metric!r} not among the metrics: {', '.join(metrics)}"
+            )
+        value = float(metrics[self.metric])
+        if value != value:  # NaN never improves
+            return False
+        better = (
+            self.best is None
+            or (self.mode == "max" and value > self.best)
+            or (self.mode == "min" and value < self.best)
+        )
+        if better:
+            self.best = value
+        return better
