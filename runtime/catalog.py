@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from runtime import constants
-from runtime.manifest import ArtifactEntry, FileEntry, Manifest, ManifestError, read_manifest
+from runtime.manifest import ArtifactEntry, Manifest, ManifestError, read_manifest
 
 #: Top-level folders of the bundle layout. Kaggle uploads each one as an archive
 #: (`dir_mode="zip"`) and unpacks it; some unpackings add one more level
@@ -65,21 +65,24 @@ class AttachedBundle:
         return Path(self._real(rel))
 
     def _real(self, rel: str) -> str:
-        top, sep, rest = rel.partition("/")
-        root = self.roots.get(top, top)
-        return os.path.join(self.path, root + sep + rest)
+        if self.roots:
+            top, sep, rest = rel.partition("/")
+            rel = self.roots.get(top, top) + sep + rest
+        return f"{self._base}/{rel}"
+
+    def __post_init__(self) -> None:
+        self._base = str(self.path)
 
     def artifact_ok(self, artifact: ArtifactEntry) -> bool:
         """True when the quick check found every file of `artifact` present with its size."""
         return not any(p.artifact == artifact.id for p in self.problems)
 
 
-def _layout_root(bundle: Path, top: str, probe: FileEntry) -> str | None:
-    """The folder holding layout dir `top`, judged by one file `probe` under it; None if lost."""
-    rest = probe.path[len(top) + 1 :]
-    for root in (top, f"{top}/{top}"):
-        if os.path.exists(os.path.join(bundle, root, rest)):
-            return root
+def _nested_root(bundle: str, top: str, rel: str) -> str | None:
+    """`top/top` when a file listed as `rel` (under `top/`) sits one level deeper; else None."""
+    nested = f"{top}/{top}"
+    if os.path.exists(os.path.join(bundle, nested + rel[len(top):])):
+        return nested
     return None
 
 
@@ -90,32 +93,40 @@ def attach(folder: Path) -> AttachedBundle | Problem:
     except ManifestError as e:
         return Problem(folder, "manifest", str(e), path=constants.MANIFEST_NAME)
     bundle = AttachedBundle(path=folder, manifest=manifest)
+    base = str(folder)
     owners = [(a.id, f) for a in manifest.artifacts for f in a.files]
     owners += [(None, f) for f in manifest.extra_files]
     for art_id, entry in owners:
-        top = entry.path.split("/", 1)[0]
-        if top not in bundle.roots and top in LAYOUT_DIRS and "/" in entry.path:
-            root = _layout_root(folder, top, entry)
-            if root is None and os.path.exists(os.path.join(folder, top + ".zip")):
-                bundle.problems.append(
-                    Problem(
-                        folder,
-                        "archive",
-                        f"{top}.zip was not unpacked; unzip it next to bundle.json "
-                        f"(python -m zipfile -e {folder / (top + '.zip')} DEST) and point "
-                        "BUNDLE_PATH at DEST",
-                        path=top + ".zip",
-                    )
-                )
-            bundle.roots[top] = root or top
         try:
             size = os.stat(bundle._real(entry.path)).st_size
         except OSError:
+            size = None
+            top = entry.path.split("/", 1)[0]
+            # The first missing file under a layout dir: was it unpacked one level deeper?
+            if top in LAYOUT_DIRS and top not in bundle.roots and "/" in entry.path:
+                nested = _nested_root(base, top, entry.path)
+                bundle.roots[top] = nested or top
+                if nested:
+                    try:
+                        size = os.stat(bundle._real(entry.path)).st_size
+                    except OSError:
+                        size = None
+                elif os.path.exists(os.path.join(base, top + ".zip")):
+                    bundle.problems.append(
+                        Problem(
+                            folder,
+                            "archive",
+                            f"{top}.zip was not unpacked; unzip it next to bundle.json "
+                            f"(python -m zipfile -e {folder / (top + '.zip')} DEST) and point "
+                            "BUNDLE_PATH at DEST",
+                            path=top + ".zip",
+                        )
+                    )
+        if size is None:
             bundle.problems.append(
                 Problem(folder, "missing", "listed in bundle.json but missing", entry.path, art_id)
             )
-            continue
-        if size != entry.size:
+        elif size != entry.size:
             bundle.problems.append(
                 Problem(
                     folder,

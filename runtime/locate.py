@@ -12,49 +12,67 @@ from __future__ import annotations
 
 import glob
 import os
+import stat
 from pathlib import Path
 
 from runtime import constants
 
 
-def _is_bundle(folder: str) -> bool:
-    return os.path.isfile(os.path.join(folder, constants.MANIFEST_NAME))
+def _manifest_stat(folder: str) -> os.stat_result | None:
+    try:
+        st = os.stat(os.path.join(folder, constants.MANIFEST_NAME))
+    except OSError:
+        return None
+    return st if stat.S_ISREG(st.st_mode) else None
 
 
-def _bundles_in(folder: str) -> list[str]:
+def _bundles_in(folder: str) -> list[tuple[str, os.stat_result]]:
     """`folder` itself when it is a bundle, else its direct sub-folders that are bundles."""
-    if _is_bundle(folder):
-        return [folder]
+    st = _manifest_stat(folder)
+    if st is not None:
+        return [(folder, st)]
     try:
         entries = sorted(os.scandir(folder), key=lambda e: e.name)
-    except (NotADirectoryError, FileNotFoundError, PermissionError):
+    except OSError:
         return []
-    return [e.path for e in entries if e.is_dir() and _is_bundle(e.path)]
+    found = []
+    for e in entries:
+        if e.is_dir():
+            st = _manifest_stat(e.path)
+            if st is not None:
+                found.append((e.path, st))
+    return found
 
 
-def locate() -> list[Path]:
-    """Bundle folders found on this machine, in search order, de-duplicated by real path.
-
-    Returns:
-        Absolute paths of folders that hold a ``bundle.json``: first those named by
-        ``$BUNDLE_PATH`` (each entry a bundle or a folder of bundles), then those
-        matched by the search roots (``$OFFLINE_BUNDLE_SEARCH_ROOTS`` or the defaults
-        in ``runtime.constants.DEFAULT_SEARCH_ROOTS``).
-    """
-    candidates: list[str] = []
+def locate_with_stats() -> list[tuple[Path, os.stat_result]]:
+    """locate(), with the stat of each bundle.json (activate() uses it to see changes)."""
+    candidates: list[tuple[str, os.stat_result]] = []
     for entry in constants.bundle_path_entries():
         candidates.extend(_bundles_in(os.path.abspath(entry)))
     for pattern in constants.search_roots():
         # sorted: glob order is file-system order, and the first bundle wins a name clash.
         for match in sorted(glob.glob(os.path.expanduser(pattern))):
-            if os.path.isdir(match):
-                candidates.extend(_bundles_in(os.path.abspath(match)))
+            candidates.extend(_bundles_in(os.path.abspath(match)))
 
-    found: list[Path] = []
-    seen: set[str] = set()
-    for folder in candidates:
-        real = os.path.realpath(folder)
-        if real not in seen:
-            seen.add(real)
-            found.append(Path(folder))
+    found: list[tuple[Path, os.stat_result]] = []
+    seen: set[tuple[int, int]] = set()
+    for folder, st in candidates:
+        # The same bundle.json reached twice (symlink, overlapping roots) is one bundle.
+        identity = (st.st_dev, st.st_ino)
+        if identity not in seen:
+            seen.add(identity)
+            found.append((Path(folder), st))
     return found
+
+
+def locate() -> list[Path]:
+    """Bundle folders found on this machine, in search order, de-duplicated.
+
+    Returns:
+        Absolute paths of folders that hold a ``bundle.json``: first those named by
+        ``$BUNDLE_PATH`` (each entry a bundle or a folder of bundles), then those
+        matched by the search roots (``$OFFLINE_BUNDLE_SEARCH_ROOTS`` or the defaults
+        in ``runtime.constants.DEFAULT_SEARCH_ROOTS``). A bundle reached twice (by a
+        symlink or overlapping roots) is listed once, where it was first found.
+    """
+    return [folder for folder, _ in locate_with_stats()]

@@ -31,54 +31,34 @@ VIEW_TORCH = "torch"
 
 @dataclass
 class _Plan:
-    # "repo_dir/snapshots/COMMIT" -> [(source folder, [files relative to it])], in bundle order
+    # repo folder name ("models--ORG--NAME") -> hf roots of the bundles holding it, in order
+    repos: dict[str, list[str]] = field(default_factory=dict)
+    # "repo/snapshots/COMMIT" -> [(source folder, [files relative to it])], in bundle order
     snapshots: dict[str, list[tuple[str, list[str]]]] = field(default_factory=dict)
-    # "repo_dir/refs/REV" -> source file (first bundle wins)
-    refs: dict[str, str] = field(default_factory=dict)
     # path below torch/ -> source file (first bundle wins)
     torch_files: dict[str, str] = field(default_factory=dict)
-    # messages about clashes, for Activation.notes
-    notes: list[str] = field(default_factory=list)
 
 
 def _plan(bundles: list[AttachedBundle]) -> _Plan:
     plan = _Plan()
-    ref_owner: dict[str, str] = {}
     for bundle in bundles:
-        repos: set[str] = set()
-        per_snapshot: dict[str, list[str]] = {}
+        hf_root = bundle._real(constants.HF_DIR)
         for artifact in bundle.manifest.artifacts:
             for entry in artifact.files:
-                parts = entry.path.split("/")
-                if parts[0] == constants.HF_DIR and len(parts) >= 5 and parts[2] == "snapshots":
-                    repos.add(parts[1])
-                    key = "/".join(parts[1:4])
-                    per_snapshot.setdefault(key, []).append("/".join(parts[4:]))
+                parts = entry.path.split("/", 4)
+                if parts[0] == constants.HF_DIR and len(parts) == 5 and parts[2] == "snapshots":
+                    holders = plan.repos.setdefault(parts[1], [])
+                    if not holders or holders[-1] != hf_root:
+                        holders.append(hf_root)
+                    key = f"{parts[1]}/snapshots/{parts[3]}"
+                    sources = plan.snapshots.setdefault(key, [])
+                    src = f"{hf_root}/{key}"
+                    if not sources or sources[-1][0] != src:
+                        sources.append((src, []))
+                    sources[-1][1].append(parts[4])
                 elif parts[0] == VIEW_TORCH and len(parts) >= 2:
-                    rel = "/".join(parts[1:])
-                    plan.torch_files.setdefault(rel, str(bundle.file_path(entry.path)))
-        hf_root = bundle.file_path(constants.HF_DIR)
-        for key, files in per_snapshot.items():
-            plan.snapshots.setdefault(key, []).append((str(hf_root / key), files))
-        # Refs are read from disk, not the manifest: the builder may or may not list them.
-        for repo in sorted(repos):
-            try:
-                entries = list(os.scandir(hf_root / repo / "refs"))
-            except OSError:
-                continue
-            for e in entries:
-                if not e.is_file():
-                    continue
-                key = f"{repo}/refs/{e.name}"
-                if key in plan.refs:
-                    if ref_owner[key] != bundle.name:
-                        plan.notes.append(
-                            f"{repo} {e.name}: both bundles '{ref_owner[key]}' and "
-                            f"'{bundle.name}' set it; using '{ref_owner[key]}' (found first)"
-                        )
-                    continue
-                plan.refs[key] = e.path
-                ref_owner[key] = bundle.name
+                    rel = entry.path[len(VIEW_TORCH) + 1 :]
+                    plan.torch_files.setdefault(rel, bundle._real(entry.path))
     return plan
 
 
@@ -93,37 +73,65 @@ def build_view(bundles: list[AttachedBundle], view: Path) -> list[str]:
         Notes about clashes between bundles (which one won).
     """
     plan = _plan(bundles)
-    hf = view / VIEW_HF
-    os.makedirs(hf / ".locks", exist_ok=True)
-    made: set[str] = set()
-
-    def mkdirs(path: str) -> None:
-        if path not in made:
-            os.makedirs(path, exist_ok=True)
-            made.add(path)
-
+    notes: list[str] = []
+    hf = f"{view}/{VIEW_HF}"
+    os.mkdir(hf)
+    os.mkdir(f"{hf}/.locks")
+    for repo, holders in plan.repos.items():
+        # The repo folder itself is real and writable (.no_exist markers go there).
+        os.mkdir(f"{hf}/{repo}")
+        if len(holders) == 1:
+            # The common case: one bundle holds this repo; link its two sub-folders.
+            os.symlink(f"{holders[0]}/{repo}/snapshots", f"{hf}/{repo}/snapshots")
+            os.symlink(f"{holders[0]}/{repo}/refs", f"{hf}/{repo}/refs")
+            continue
+        os.mkdir(f"{hf}/{repo}/snapshots")
+        os.mkdir(f"{hf}/{repo}/refs")
+        notes.extend(_merge_refs(repo, holders, f"{hf}/{repo}/refs"))
     for key, sources in plan.snapshots.items():
-        dst = os.path.join(hf, key)
-        mkdirs(os.path.dirname(dst))
+        if len(plan.repos[key.split("/", 1)[0]]) == 1:
+            continue  # linked as a whole above
+        dst = f"{hf}/{key}"
         if len(sources) == 1:
             os.symlink(sources[0][0], dst, target_is_directory=True)
             continue
         # Several bundles hold the same commit (different file subsets): merge per file.
         for src_dir, files in sources:
             for rel in files:
-                target = os.path.join(dst, rel)
+                target = f"{dst}/{rel}"
                 if os.path.lexists(target):
                     continue
-                mkdirs(os.path.dirname(target))
-                os.symlink(os.path.join(src_dir, rel), target)
-    for key, src in plan.refs.items():
-        dst = os.path.join(hf, key)
-        mkdirs(os.path.dirname(dst))
-        os.symlink(src, dst)
-    checkpoints = view / constants.TORCH_CHECKPOINTS_DIR
-    mkdirs(str(checkpoints))
+                os.makedirs(os.path.dirname(target), exist_ok=True)
+                os.symlink(f"{src_dir}/{rel}", target)
+    checkpoints = f"{view}/{constants.TORCH_CHECKPOINTS_DIR}"
+    os.makedirs(checkpoints)
     for rel, src in plan.torch_files.items():
-        dst = os.path.join(view, VIEW_TORCH, rel)
-        mkdirs(os.path.dirname(dst))
+        dst = f"{view}/{VIEW_TORCH}/{rel}"
+        if not dst.startswith(checkpoints + "/") or "/" in dst[len(checkpoints) + 1 :]:
+            os.makedirs(os.path.dirname(dst), exist_ok=True)
         os.symlink(src, dst)
-    return plan.notes
+    return notes
+
+
+def _merge_refs(repo: str, holders: list[str], dst: str) -> list[str]:
+    """Link every refs/REV of the bundles holding `repo`; the first bundle wins a clash."""
+    notes: list[str] = []
+    owner: dict[str, str] = {}
+    for hf_root in holders:
+        try:
+            entries = list(os.scandir(f"{hf_root}/{repo}/refs"))
+        except OSError:
+            continue
+        for e in entries:
+            if not e.is_file():
+                continue
+            if e.name in owner:
+                if Path(owner[e.name]).read_text() != Path(e.path).read_text():
+                    notes.append(
+                        f"{repo} refs/{e.name}: bundles disagree on the commit; using "
+                        f"{owner[e.name]} (found first), not {e.path}"
+                    )
+                continue
+            owner[e.name] = e.path
+            os.symlink(e.path, f"{dst}/{e.name}")
+    return notes

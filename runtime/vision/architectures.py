@@ -50,6 +50,8 @@ class Architecture:
         default_image_size: the input size the weights were trained at.
         size_multiple: the image size must be a multiple of this.
         build: ``build(num_outputs, image_size, pretrained, widths) -> nn.Module``.
+        head_prefix: parameter-name prefix of the freshly initialised head (it
+            trains at the full learning rate; the rest is the backbone).
     """
 
     name: str
@@ -58,6 +60,7 @@ class Architecture:
     default_image_size: int
     size_multiple: int
     build: Callable[..., nn.Module]
+    head_prefix: str
     description: str = ""
 
 
@@ -215,6 +218,7 @@ register(
         default_image_size=224,
         size_multiple=16,
         build=_build_vit_b_16,
+        head_prefix="heads.",
         description="torchvision ViT-B/16 (86M), ImageNet-1k weights, head replaced",
     )
 )
@@ -226,6 +230,7 @@ register(
         default_image_size=224,
         size_multiple=1,
         build=_build_mobilenet_v3_small,
+        head_prefix="classifier.3.",
         description="torchvision MobileNetV3-Small (2.5M), ImageNet-1k weights",
     )
 )
@@ -237,6 +242,7 @@ register(
         default_image_size=224,
         size_multiple=1,
         build=_build_resnet18,
+        head_prefix="fc.",
         description="torchvision ResNet-18 (11.7M), ImageNet-1k weights",
     )
 )
@@ -248,6 +254,7 @@ register(
         default_image_size=64,
         size_multiple=8,
         build=_build_unet_cnn,
+        head_prefix="head.",
         description="our U-Net encoder + linear head; from scratch or --init-encoder (masked-ssl)",
     )
 )
@@ -260,6 +267,7 @@ def build_classifier(
     image_size: int,
     pretrained: bool,
     init_encoder: Path | None = None,
+    widths: tuple[int, ...] | None = None,
 ) -> nn.Module:
     """Build a classifier with `num_outputs` logits for `image_size` inputs.
 
@@ -270,6 +278,8 @@ def build_classifier(
             ``size_multiple``.
         pretrained: load the architecture's torchvision weights from the bundle.
         init_encoder: a masked-ssl ``encoder.pt``; only for ``unet_cnn``.
+        widths: U-Net widths of ``unet_cnn`` (default ``unet.DEFAULT_WIDTHS``, or
+            those of `init_encoder`).
 
     Raises:
         UnknownArchitectureError, MissingWeightsError, CheckpointError, ValueError.
@@ -281,7 +291,8 @@ def build_classifier(
             f"{arch.size_multiple}"
         )
     if init_encoder is None:
-        return arch.build(num_outputs, image_size, pretrained and arch.weights is not None)
+        use_weights = pretrained and arch.weights is not None
+        return arch.build(num_outputs, image_size, use_weights, widths=widths)
     if arch.name != "unet_cnn":
         raise CheckpointError(
             f"--init-encoder {init_encoder}: only --arch unet_cnn can start from a masked-ssl "
