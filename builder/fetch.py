@@ -371,31 +371,27 @@ class _Download:
         raise AssertionError("unreachable")
 
     def _raise_all_failed(self, failures: list[tuple[str, BuildError]]) -> None:
-        summary = "; ".join(
-            f"{redact_url(u)}: {getattr(e, 'reason', '') or e}" for u, e in failures
-        )
+        # Each inner message names its url; the label is said once, here.
+        summary = "; ".join(str(e) for _, e in failures)
         last_url = redact_url(failures[-1][0])
         bad_bytes = [e for _, e in failures if isinstance(e, IntegrityError)]
         if bad_bytes:
-            e = bad_bytes[-1]
             raise IntegrityError(
-                f"{self.label}: downloaded bytes do not match: expected sha256 "
-                f"{self.sha256 or '(none given)'}, got {e.actual or '(see below)'} "
-                f"[{summary}]; nothing was stored. Check the sha256 in the spec, or add a "
-                "mirror that serves the right file",
+                f"{self.label}: downloaded bytes are wrong ({summary}); nothing was stored. "
+                "Check the sha256 in the spec, or add a mirror that serves the right file",
                 url=last_url,
                 artifact=self.label,
                 expected=self.sha256,
-                actual=e.actual,
+                actual=bad_bytes[-1].actual,
             )
         permanent = all(getattr(e, "permanent", False) for _, e in failures)
+        hint = (
+            "check the url in the spec, or add a mirror with --mirror FROM=TO"
+            if permanent
+            else "rerun to resume, or add a mirror with --mirror FROM=TO"
+        )
         raise FetchError(
-            f"{self.label}: download failed from {len(failures)} url(s) [{summary}]"
-            + (
-                "; check the url in the spec, or add a mirror with --mirror FROM=TO"
-                if permanent
-                else "; rerun to resume, or add a mirror with --mirror FROM=TO"
-            ),
+            f"{self.label}: download failed: {summary}; {hint}",
             url=last_url,
             reason=getattr(failures[-1][1], "reason", "failed"),
             permanent=permanent,
@@ -419,7 +415,9 @@ class _Download:
                 if complete:
                     return self._finish(url)
             except _Transient as exc:
-                attempts = 1 if exc.progressed else attempts + 1
+                # A failure after new bytes starts the count afresh: a 2 GB file over a
+                # link that drops every few minutes still finishes.
+                attempts = 0 if exc.progressed else attempts + 1
                 if attempts > self.policy.retries:
                     raise FetchError(
                         f"{exc.reason} from {shown}, {self.policy.retries} retries without progress",
@@ -430,7 +428,9 @@ class _Download:
                     ) from None
                 delay = exc.retry_after
                 if delay is None:
-                    delay = min(self.policy.backoff_max, self.policy.backoff * 2 ** (attempts - 1))
+                    delay = min(
+                        self.policy.backoff_max, self.policy.backoff * 2 ** max(0, attempts - 1)
+                    )
                     delay *= 0.5 + random.random() / 2  # jitter: builds sharing a server spread out
                 remaining = self._remaining()
                 if remaining is not None and delay >= remaining:
@@ -489,7 +489,7 @@ class _Download:
             )
         except FetchError as exc:  # a redirect to a refused url
             raise FetchError(
-                f"{self.label}: {shown} redirected to a refused url: {exc}",
+                f"{shown} redirected to a refused url: {exc}",
                 url=shown,
                 reason="redirect refused",
                 permanent=True,
@@ -498,7 +498,7 @@ class _Download:
         except requests.exceptions.SSLError as exc:
             if "CERTIFICATE_VERIFY_FAILED" in str(exc):
                 raise FetchError(
-                    f"{self.label}: TLS certificate of {shown} not trusted; set REQUESTS_CA_BUNDLE "
+                    f"TLS certificate of {shown} not trusted; set REQUESTS_CA_BUNDLE "
                     "to your CA file if a corporate proxy re-signs traffic",
                     url=shown,
                     reason="tls",
@@ -510,7 +510,7 @@ class _Download:
             raise _Transient(_describe_network_error(exc, read_timeout)) from None
         except requests.exceptions.RequestException as exc:
             raise FetchError(
-                f"{self.label}: cannot request {shown}: {type(exc).__name__}",
+                f"cannot request {shown}: {type(exc).__name__}",
                 url=shown,
                 reason="bad request",
                 permanent=True,
