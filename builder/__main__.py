@@ -1,0 +1,5 @@
+"""``python -m builder`` is the ``bundle`` command."""
+
+from builder.cli import main
+
+main(prog_name="bundle")

@@ -1,0 +1,282 @@
+"""The ``bundle`` command line.
+
+A lazy click group: each sub-command is registered as ``"module:attribute"`` and
+imported only when it runs, so ``bundle --help`` and ``bundle run`` start fast and
+work where only the runtime is installed (a notebook, a container). This module
+imports click and the standard library only; every command imports its machinery
+inside its body.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+#: command name -> ("module:attribute", one-line help shown by `bundle --help`)
+COMMANDS: dict[str, tuple[str, str]] = {
+    "build": ("builder.cli:build_command", "Snapshot every model a spec names into a verified bundle folder."),
+    "verify": ("builder.cli:verify_command", "Check every file of a bundle folder against its bundle.json."),
+    "ls": ("builder.cli:ls_command", "List the artifacts of a bundle folder or a spec."),
+    "publish": ("builder.kaggle:publish_command", "Upload a bundle as a (new version of a) Kaggle dataset."),
+    "pack": ("builder.pack:pack_command", "Pack a bundle into one archive (e.g. for Colab Drive)."),
+    "image": ("builder.image:image_command", "Build a CUDA Docker image that carries a bundle."),
+    "doctor": ("runtime.cli:doctor_command", "Show the bundles found, missing artifacts, GPU and precision."),
+    "run": ("runtime.cli:run_command", "Run a stack command (train, evaluate, predict, ...) offline."),
+}
+
+
+class _Unavailable(click.Command):
+    """Stands in for a command whose module cannot be imported; says why when invoked."""
+
+    def __init__(self, name: str, target: str, error: BaseException) -> None:
+        super().__init__(name, help=f"(unavailable: {error})", add_help_option=False,
+                         context_settings={"ignore_unknown_options": True, "allow_extra_args": True})
+        self.target = target
+        self.error = error
+
+    def invoke(self, ctx: click.Context) -> Any:
+        raise click.ClickException(
+            f"`bundle {self.name}` is not available in this installation: cannot import "
+            f"{self.target} ({self.error}); install the full tool: pip install 'offline-bundle[build]'"
+        )
+
+
+class LazyGroup(click.Group):
+    """A group whose commands are imported on first use."""
+
+    def __init__(self, *args: Any, lazy: dict[str, tuple[str, str]], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.lazy = lazy
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return list(self.lazy) + [c for c in super().list_commands(ctx) if c not in self.lazy]
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name not in self.lazy:
+            return super().get_command(ctx, cmd_name)
+        target = self.lazy[cmd_name][0]
+        module_name, _, attr = target.partition(":")
+        try:
+            command = getattr(importlib.import_module(module_name), attr)
+        except (ImportError, AttributeError) as e:
+            return _Unavailable(cmd_name, target, e)
+        if not isinstance(command, click.Command):
+            return _Unavailable(cmd_name, target, TypeError(f"{target} is not a click command"))
+        return command
+
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
+        # Help from the table above: listing commands must not import them.
+        rows = [(name, help_) for name, (_, help_) in self.lazy.items()]
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
+
+@click.group(
+    cls=LazyGroup,
+    lazy=COMMANDS,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+@click.version_option(package_name="offline-bundle", prog_name="bundle")
+def main() -> None:
+    """Snapshot the models a workload needs into a verified bundle; run it offline.
+
+    \b
+    Typical use:
+      bundle build bundles/emotion-vit.toml          # -> ./bundles-dist/emotion-vit/
+      bundle verify bundles-dist/emotion-vit
+      bundle ls bundles-dist/emotion-vit
+      bundle publish bundles-dist/emotion-vit        # Kaggle dataset
+    In a notebook: `import runtime; runtime.activate()`.
+    """
+
+
+def _fail(message: str) -> None:
+    """One line on stderr, no traceback, exit 1."""
+    click.echo(f"error: {message}", err=True)
+    sys.exit(1)
+
+
+def _run_reporting_errors(fn: Callable[[], Any]) -> Any:
+    """Turn the tool's own errors into one-line messages."""
+    from builder.errors import BuildError
+    from runtime.manifest import ManifestError
+
+    try:
+        return fn()
+    except (BuildError, ManifestError) as e:
+        _fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
+    except KeyboardInterrupt:
+        click.echo("interrupted; rerun to resume (downloads are kept in the store)", err=True)
+        sys.exit(130)
+
+
+# --- build -------------------------------------------------------------------
+
+
+@click.command("build")
+@click.argument("spec", type=click.Path(dir_okay=False))
+@click.option("--out", "out_dir", default="bundles-dist", show_default=True, type=click.Path(file_okay=False),
+              help="Folder to write the bundle folder NAME/ into.")
+@click.option("--store", "store_dir", type=click.Path(file_okay=False), default=None,
+              help="Content-addressed store (default: $OFFLINE_BUNDLE_STORE or ~/.cache/offline-bundle/store).")
+@click.option("--jobs", "-j", default=4, show_default=True, type=click.IntRange(1, 64),
+              help="Files downloaded in parallel.")
+@click.option("--mirror", "mirrors", multiple=True, metavar="FROM=TO",
+              help="Rewrite URLs starting with FROM to start with TO (repeatable).")
+@click.option("--allow-http", is_flag=True, help="Allow plain http to non-loopback hosts.")
+@click.option("--trust-on-first-use", is_flag=True,
+              help="Accept url artifacts without sha256; record the hash of the first download (warns).")
+@click.option("--refresh", is_flag=True,
+              help="Re-resolve every artifact (e.g. a moved Hub branch) instead of reusing the build lock.")
+@click.option("--no-progress", is_flag=True, help="No progress bars.")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON report on stdout.")
+def build_command(
+    spec: str, out_dir: str, store_dir: str | None, jobs: int, mirrors: tuple[str, ...],
+    allow_http: bool, trust_on_first_use: bool, refresh: bool, no_progress: bool, as_json: bool,
+) -> None:
+    """Build the bundle described by SPEC into OUT/NAME/.
+
+    Resolves every artifact (Hub revision -> commit, torchvision/timm registries),
+    downloads each file with retries and resume into the shared store, verifies it
+    (sha256, the Hub's LFS sha256 or git id, torch.hub hash prefix), and writes the
+    bundle folder by hard links. A rerun of an unchanged spec downloads nothing.
+
+    \b
+    Examples:
+      bundle build bundles/emotion-vit.toml
+      bundle build bundles/ddrm.toml --out /data/bundles --jobs 8
+      bundle build spec.toml --mirror https://download.pytorch.org/=https://mirror.corp/pytorch/
+      HF_ENDPOINT=https://hf-mirror.example bundle build spec.toml
+    """
+    from builder.build import build
+    from builder.fetch import parse_mirror
+
+    pairs = []
+    for m in mirrors:
+        try:
+            pairs.append(parse_mirror(m))
+        except ValueError as e:
+            _fail(str(e))
+    report = _run_reporting_errors(lambda: build(
+        spec, out_dir=out_dir, store_dir=store_dir, jobs=jobs, mirrors=pairs,
+        allow_http=allow_http, trust_on_first_use=trust_on_first_use,
+        progress=not no_progress and not as_json, refresh=refresh,
+    ))
+    if as_json:
+        click.echo(json.dumps(report.to_json(), indent=2))
+        return
+    from builder.layout import human_size
+
+    for w in report.warnings:
+        if "TRUSTING FIRST USE" not in w:  # already shouted by the build
+            click.echo(f"warning: {w}", err=True)
+    click.echo(
+        f"{report.bundle_dir}: {report.artifacts} artifact(s), {report.files} file(s), "
+        f"{human_size(report.size)}; fetched {report.fetched_files} file(s), "
+        f"{human_size(report.fetched_bytes)} in {report.seconds:.2f}s"
+    )
+
+
+# --- verify ------------------------------------------------------------------
+
+
+@click.command("verify")
+@click.argument("bundle_dir", type=click.Path(file_okay=False))
+@click.option("--quick", is_flag=True, help="Compare sizes only (no hashing).")
+@click.option("--json", "as_json", is_flag=True, help="Print a JSON report on stdout.")
+def verify_command(bundle_dir: str, quick: bool, as_json: bool) -> None:
+    """Check every file of BUNDLE_DIR against its bundle.json.
+
+    Exit 0 when every file is present with the right size and sha256 and nothing
+    else is there; exit 1 listing each bad, missing or extra file.
+
+    \b
+    Examples:
+      bundle verify bundles-dist/emotion-vit
+      bundle verify /kaggle/input/emotion-vit --quick
+    """
+    from builder.verify import verify_bundle
+
+    report = _run_reporting_errors(lambda: verify_bundle(bundle_dir, quick=quick))
+    if as_json:
+        click.echo(json.dumps(report.to_json(), indent=2))
+    else:
+        for line in report.lines():
+            click.echo(line)
+        what = "sizes of" if quick else "sizes and sha256 of"
+        status = "OK" if report.ok else f"FAILED: {len(report.lines())} problem(s)"
+        click.echo(f"{bundle_dir}: checked {what} {report.files} file(s): {status}",
+                   err=not report.ok)
+    sys.exit(0 if report.ok else 1)
+
+
+# --- ls ----------------------------------------------------------------------
+
+
+def _rows_from_bundle(path: str) -> list[dict[str, Any]]:
+    from runtime.manifest import read_manifest
+
+    manifest = read_manifest(path)
+    return [
+        {"id": a.id, "source": a.source, "ref": a.ref, "revision": a.revision, "path": a.path,
+         "files": len(a.files), "size": a.size, "fallbacks": list(a.fallbacks)}
+        for a in manifest.artifacts
+    ]
+
+
+def _rows_from_spec(path: str) -> list[dict[str, Any]]:
+    from builder.spec import load_spec
+
+    spec = load_spec(path)
+    rows = []
+    for a in spec.artifacts:
+        ref = a.get("repo") or a.get("weights") or a.get("model") or a.get("url") or ""
+        rows.append({"id": a.id, "source": a.source, "ref": ref, "revision": a.get("revision"),
+                     "path": None, "files": None, "size": a.size, "fallbacks": list(a.fallbacks)})
+    return rows
+
+
+@click.command("ls")
+@click.argument("target", type=click.Path(exists=True))
+@click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
+def ls_command(target: str, as_json: bool) -> None:
+    """List the artifacts of a bundle folder (from its bundle.json) or of a spec.
+
+    \b
+    Examples:
+      bundle ls bundles-dist/emotion-vit
+      bundle ls bundles/emotion-vit.toml --json
+    """
+    from pathlib import Path
+
+    is_dir = Path(target).is_dir()
+    rows = _run_reporting_errors(
+        lambda: _rows_from_bundle(target) if is_dir else _rows_from_spec(target)
+    )
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    from builder.layout import human_size
+
+    table = [("ID", "SOURCE", "REF", "REVISION", "FILES", "SIZE")]
+    for r in rows:
+        table.append((
+            r["id"], r["source"], r["ref"], (r["revision"] or "-")[:12],
+            "-" if r["files"] is None else str(r["files"]),
+            "-" if r["size"] is None else human_size(r["size"]),
+        ))
+    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
+    for row in table:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    if is_dir and rows:
+        total = sum(r["size"] for r in rows)
+        click.echo(f"{len(rows)} artifact(s), {human_size(total)}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,149 @@
+"""``bundle verify``: check a bundle folder against its bundle.json.
+
+Reports every file that is missing, has the wrong size or sha256 (``bad``), is
+not listed in bundle.json (``extra``; the generated top-level files are allowed),
+or is a symlink (Kaggle would flatten it). Hashing reads with a large buffer and
+runs a few files in parallel, which keeps a disk (or a network file system) busy.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures as cf
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from runtime.manifest import FileEntry, Manifest, is_generated, read_manifest
+
+HASH_CHUNK = 8 << 20
+
+
+@dataclass
+class Problem:
+    path: str
+    reason: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"path": self.path, "reason": self.reason}
+
+
+@dataclass
+class VerifyReport:
+    """The outcome of :func:`verify_bundle`."""
+
+    bundle_dir: Path
+    quick: bool
+    files: int = 0  # files listed in bundle.json
+    checked_bytes: int = 0
+    bad: list[Problem] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    extra: list[str] = field(default_factory=list)
+    symlinks: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not (self.bad or self.missing or self.extra or self.symlinks)
+
+    def lines(self) -> list[str]:
+        """One line per problem, e.g. ``bad      hf/.../model.safetensors: sha256 ...``."""
+        out = [f"bad      {p.path}: {p.reason}" for p in self.bad]
+        out += [f"missing  {p}" for p in self.missing]
+        out += [f"extra    {p}: not listed in bundle.json" for p in self.extra]
+        out += [f"symlink  {p}: bundles hold real files only" for p in self.symlinks]
+        return out
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "bundle_dir": str(self.bundle_dir),
+            "ok": self.ok,
+            "quick": self.quick,
+            "files": self.files,
+            "checked_bytes": self.checked_bytes,
+            "bad": [p.to_json() for p in self.bad],
+            "missing": list(self.missing),
+            "extra": list(self.extra),
+            "symlinks": list(self.symlinks),
+        }
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb", buffering=0) as f:
+        while chunk := f.read(HASH_CHUNK):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _check(root: Path, entry: FileEntry, quick: bool) -> tuple[str, str | None]:
+    """("ok"|"missing"|"bad"|"symlink", reason)."""
+    p = root / entry.path
+    if p.is_symlink():
+        return "symlink", None
+    try:
+        size = p.stat().st_size
+    except FileNotFoundError:
+        return "missing", None
+    except NotADirectoryError:
+        return "missing", None
+    if size != entry.size:
+        return "bad", f"size {size} != {entry.size} in bundle.json"
+    if quick:
+        return "ok", None
+    try:
+        actual = _sha256(p)
+    except OSError as e:
+        return "bad", f"cannot read: {e.strerror}"
+    if actual != entry.sha256:
+        return "bad", f"sha256 {actual} != {entry.sha256} in bundle.json"
+    return "ok", None
+
+
+def verify_bundle(
+    bundle_dir: str | os.PathLike, quick: bool = False, *, jobs: int | None = None
+) -> VerifyReport:
+    """Check every file of a bundle folder against its bundle.json.
+
+    Args:
+        bundle_dir: the bundle folder (holds bundle.json).
+        quick: compare sizes only (no hashing): seconds for any size.
+        jobs: files hashed in parallel (default: up to 4).
+
+    Returns:
+        A VerifyReport; ``report.ok`` is True when nothing is bad, missing, extra
+        or a symlink.
+
+    Raises:
+        runtime.manifest.ManifestError: bundle.json is missing or malformed.
+    """
+    root = Path(bundle_dir)
+    manifest: Manifest = read_manifest(root)
+    report = VerifyReport(bundle_dir=root, quick=quick)
+    files = manifest.all_files()
+    report.files = len(files)
+    workers = jobs or min(4, os.cpu_count() or 1)
+    with cf.ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        results = list(pool.map(lambda e: _check(root, e, quick), files))
+    for entry, (status, reason) in zip(files, results, strict=True):
+        if status == "missing":
+            report.missing.append(entry.path)
+        elif status == "bad":
+            report.bad.append(Problem(entry.path, reason or "bad"))
+        elif status == "symlink":
+            report.symlinks.append(entry.path)
+        else:
+            report.checked_bytes += entry.size if not quick else 0
+    listed = {f.path for f in files}
+    for dirpath, dirnames, filenames in os.walk(root):
+        for name in sorted(filenames) + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
+            rel = Path(dirpath, name).relative_to(root).as_posix()
+            if rel in listed or is_generated(rel):
+                continue
+            if os.path.islink(os.path.join(dirpath, name)):
+                report.symlinks.append(rel)
+            else:
+                report.extra.append(rel)
+    report.extra.sort()
+    report.symlinks.sort()
+    return report
