@@ -1,0 +1,218 @@
+"""`bundle doctor` and `bundle run`: the runtime's commands (registered in builder/cli.py).
+
+Imports click and the standard library only; torch is imported by `doctor` for
+the GPU query, and only when it is installed.
+"""
+
+from __future__ import annotations
+
+import importlib.metadata
+import importlib.util
+import json
+import sys
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import click
+
+from runtime.stacks import STACKS, UnknownStackError, load_stack
+
+#: Libraries whose versions doctor reports (distribution names).
+LIBRARIES = (
+    "offline-bundle", "torch", "torchvision", "transformers", "timm", "huggingface_hub",
+    "safetensors", "diffusers", "librosa", "numpy", "accelerate",
+)
+
+
+@dataclass
+class StackReport:
+    name: str
+    status: str  # "ok" | "missing" | "unknown"
+    needs: list[str] = field(default_factory=list)
+    missing: list[str] = field(default_factory=list)
+    detail: str = ""
+
+
+@dataclass
+class GpuReport:
+    available: bool
+    name: str = ""
+    capability: str = ""
+    fp16: bool = False
+    bf16: bool = False
+    detail: str = ""
+
+
+def _versions() -> dict[str, str | None]:
+    versions: dict[str, str | None] = {}
+    for dist in LIBRARIES:
+        try:
+            versions[dist] = importlib.metadata.version(dist)
+        except importlib.metadata.PackageNotFoundError:
+            versions[dist] = None
+    return versions
+
+
+def gpu_report() -> GpuReport:
+    """GPU name, compute capability and the precisions that are fast on it.
+
+    bf16 counts only from compute capability 8.0 (Ampere): torch reports bf16 as
+    "supported" on a T4 (7.5) too, where it is emulated and slow.
+    """
+    if importlib.util.find_spec("torch") is None:
+        return GpuReport(False, detail="torch is not installed")
+    import torch
+
+    if not torch.cuda.is_available():
+        return GpuReport(False, detail="no CUDA GPU visible: training runs in fp32 on the CPU")
+    major, minor = torch.cuda.get_device_capability(0)
+    return GpuReport(
+        True,
+        name=torch.cuda.get_device_name(0),
+        capability=f"{major}.{minor}",
+        fp16=(major, minor) >= (5, 3),
+        bf16=major >= 8,
+        detail="" if major >= 8 else "no fast bf16 below compute capability 8.0: use fp16 + GradScaler",
+    )
+
+
+def _stack_reports(bundles: list[Any]) -> list[StackReport]:
+    from runtime.resolve import find
+
+    declared: list[str] = []
+    for bundle in bundles:
+        for name in bundle.manifest.stacks:
+            if name not in declared:
+                declared.append(name)
+    reports = []
+    for name in declared:
+        try:
+            module = load_stack(name)
+        except UnknownStackError:
+            reports.append(StackReport(name, "unknown", detail="not a stack this runtime knows"))
+            continue
+        except ImportError as e:
+            reports.append(StackReport(name, "unknown", detail=f"cannot import its module: {e}"))
+            continue
+        needs = [str(n) for n in getattr(module, "ARTIFACTS", ())]
+        missing = []
+        for need in needs:
+            found = find(need, bundles)
+            if found is None or not found.ok:
+                missing.append(need)
+        reports.append(StackReport(name, "missing" if missing else "ok", needs, missing))
+    return reports
+
+
+def doctor_report() -> dict[str, Any]:
+    """Everything `bundle doctor` shows, as plain data (what --json prints)."""
+    from runtime.catalog import attach_all
+    from runtime.locate import locate
+
+    bundles, problems = attach_all(locate())
+    stacks = _stack_reports(bundles)
+    gpu = gpu_report()
+    ok = bool(bundles) and not problems and all(s.status == "ok" for s in stacks)
+    return {
+        "ok": ok,
+        "bundles": [
+            {"name": b.name, "version": b.version, "path": str(b.path),
+             "artifacts": [a.id for a in b.manifest.artifacts], "size": b.manifest.size,
+             "stacks": list(b.manifest.stacks)}
+            for b in bundles
+        ],
+        "problems": [str(p) for p in problems],
+        "stacks": [asdict(s) for s in stacks],
+        "gpu": asdict(gpu),
+        "libraries": _versions(),
+    }
+
+
+def _print_report(report: dict[str, Any]) -> None:
+    echo = click.echo
+    echo(f"Bundles ({len(report['bundles'])} found):")
+    for b in report["bundles"]:
+        echo(f"  {b['name']} {b['version']}  {b['path']}  "
+             f"({len(b['artifacts'])} artifacts, {b['size'] / 1e6:.1f} MB)")
+    if not report["bundles"]:
+        echo("  none: attach the bundle (Kaggle: Add Input) or set BUNDLE_PATH=/path/to/bundle")
+    for p in report["problems"]:
+        echo(f"  PROBLEM {p}")
+    if report["stacks"]:
+        echo("Stacks the bundles declare:")
+    for s in report["stacks"]:
+        if s["status"] == "ok":
+            echo(f"  {s['name']}: ok ({', '.join(s['needs']) or 'needs no artifact'})")
+        elif s["status"] == "missing":
+            echo(f"  {s['name']}: MISSING {', '.join(s['missing'])} (add to the spec, rebuild)")
+        else:
+            echo(f"  {s['name']}: unknown stack ({s['detail']})")
+    g = report["gpu"]
+    if g["available"]:
+        echo(f"GPU: {g['name']}, compute capability {g['capability']}: "
+             f"fp16 {'yes' if g['fp16'] else 'no'}, bf16 {'yes' if g['bf16'] else 'no'}"
+             + (f" ({g['detail']})" if g["detail"] else ""))
+    else:
+        echo(f"GPU: none ({g['detail']})")
+    libs = ", ".join(f"{k} {v}" for k, v in report["libraries"].items() if v)
+    echo(f"Libraries: {libs}")
+    echo("OK" if report["ok"] else "NOT OK: see MISSING / PROBLEM above")
+
+
+@click.command("doctor")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+def doctor_command(as_json: bool) -> None:
+    """Show the bundles found, the artifacts their stacks miss, the GPU and library versions.
+
+    Exits 1 when no bundle is found, a bundle file is missing or truncated, or a
+    stack a bundle declares lacks an artifact it needs.
+
+    \b
+    Examples:
+      bundle doctor
+      BUNDLE_PATH=bundles-dist/emotion-vit bundle doctor --json
+    """
+    report = doctor_report()
+    if as_json:
+        click.echo(json.dumps(report, indent=2))
+    else:
+        _print_report(report)
+    if not report["ok"]:
+        sys.exit(1)
+
+
+@click.command(
+    "run",
+    context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
+                      "allow_interspersed_args": False},
+    epilog="Known stacks: " + ", ".join(sorted(STACKS)),
+)
+@click.option("--strict", is_flag=True,
+              help="Refuse every non-loopback network connection (runtime.activate(strict=True)).")
+@click.argument("stack", required=False)
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+@click.pass_context
+def run_command(ctx: click.Context, strict: bool, stack: str | None, args: tuple[str, ...]) -> Any:
+    """Run a stack command offline: bundle run STACK COMMAND [OPTIONS].
+
+    The attached bundles are activated first, so models load from them.
+
+    \b
+    Examples:
+      bundle run emotion-vit train --help
+      bundle run --strict landcover predict --checkpoint best.pt images/
+    """
+    if stack is None:
+        click.echo(ctx.get_help())
+        ctx.exit(0)
+    try:
+        module = load_stack(stack)
+    except UnknownStackError as e:
+        raise click.UsageError(str(e), ctx) from None
+    import runtime
+
+    runtime.activate(strict=strict)
+    group: click.Command = module.cli
+    sub_ctx = group.make_context(f"bundle run {stack}", list(args), parent=ctx)
+    with sub_ctx:
+        return group.invoke(sub_ctx)
