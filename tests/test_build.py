@@ -1,13 +1,35 @@
-"""bundle build end to end against the local Hub stand-in and file server."""
+"""`bundle build` end to end against the local Hub stand-in and file server.
+
+Real models (tiny, random-initialised) are saved with the real libraries, served
+over HTTP by the stand-ins, built into bundles with the real builder, and loaded
+back with the real loading code.
+"""
 
 from __future__ import annotations
 
+import hashlib
+import io
 import json
+import os
+import shutil
+import subprocess
+import sys
+import textwrap
+import time
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from builder.cli import main
 from runtime.manifest import read_manifest
+from tests.fixtures.bundles import activated
+
+MNV3_URL = "https://download.pytorch.org/models/mobilenet_v3_small-047dcff4.pth"
+TIMM_MODEL = "test_vit.r160_in1k"
+
+
+# --- tiny models -------------------------------------------------------------
 
 
 @pytest.fixture(scope="session")
@@ -24,33 +46,370 @@ def tiny_vit_folder(tmp_path_factory) -> Path:
     return folder
 
 
-def test_hf_artifact_is_snapshotted_into_the_hub_cache_layout(bundle_factory, tiny_vit_folder, hub):
-    bundle = bundle_factory(
-        """
-        [bundle]
-        name = "tiny-hf"
-        version = "1.0.0"
+@pytest.fixture(scope="session")
+def tiny_timm_folder(tmp_path_factory) -> Path:
+    """timm's own tiny test model, saved the way timm's Hub repos are (save_for_hf)."""
+    import timm
+    from timm.models import save_for_hf
 
-        [[artifact]]
-        id = "vit"
-        source = "hf"
-        repo = "org/tiny-vit"
-        """,
-        hf={"org/tiny-vit": tiny_vit_folder},
-    )
-    manifest = read_manifest(bundle)
-    art = manifest.artifact("vit")
+    folder = tmp_path_factory.mktemp("tiny-timm")
+    model = timm.create_model(TIMM_MODEL, pretrained=False)
+    save_for_hf(model, str(folder), safe_serialization=True)
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_tv_weights() -> bytes:
+    """A torchvision state dict file (mobilenet_v3_small, random init), as bytes."""
+    import torch
+    import torchvision
+
+    buf = io.BytesIO()
+    torch.save(torchvision.models.mobilenet_v3_small(num_classes=10).state_dict(), buf)
+    return buf.getvalue()
+
+
+def write_spec(folder: Path, text: str, name: str = "spec.toml") -> Path:
+    path = folder / name
+    path.write_text(textwrap.dedent(text).strip() + "\n")
+    return path
+
+
+def cli(*args: str):
+    result = CliRunner().invoke(main, [str(a) for a in args], catch_exceptions=False)
+    return result
+
+
+def store_blobs(store: Path) -> set[str]:
+    return {p.name for p in (store / "blobs").rglob("*") if p.is_file()}
+
+
+# --- hf ----------------------------------------------------------------------
+
+
+HF_SPEC = """
+[bundle]
+name = "tiny-hf"
+version = "1.0.0"
+title = "Tiny ViT test bundle"
+
+[[artifact]]
+id = "vit"
+source = "hf"
+repo = "org/tiny-vit"
+"""
+
+
+def test_hf_artifact_is_snapshotted_into_the_hub_cache_layout(bundle_factory, tiny_vit_folder):
+    bundle = bundle_factory(HF_SPEC, hf={"org/tiny-vit": tiny_vit_folder})
+
+    art = read_manifest(bundle).artifact("vit")
     commit = art.revision
-    assert len(commit) == 40
     snap = bundle / "hf/models--org--tiny-vit/snapshots" / commit
     assert art.path == snap.relative_to(bundle).as_posix()
     assert (bundle / "hf/models--org--tiny-vit/refs/main").read_bytes() == commit.encode()
     for name in ("config.json", "model.safetensors"):
         assert (snap / name).read_bytes() == (tiny_vit_folder / name).read_bytes()
     assert not any(p.is_symlink() for p in bundle.rglob("*"))
-    meta = json.loads((bundle / "dataset-metadata.json").read_text())
-    assert meta["id"] == "tiny-hf"
+    assert json.loads((bundle / "dataset-metadata.json").read_text()) == {
+        "id": "tiny-hf", "title": "Tiny ViT test bundle", "licenses": [{"name": "other"}],
+    }
+    assert 'runtime.resolve("vit")' in (bundle / "README.md").read_text()
+
+    # huggingface_hub finds the snapshot offline through refs/main, with no request.
+    from huggingface_hub import hf_hub_download
+
+    found = hf_hub_download("org/tiny-vit", "config.json", cache_dir=bundle / "hf",
+                            local_files_only=True)
+    assert Path(found) == snap / "config.json"
     from transformers import ViTModel
 
-    model = ViTModel.from_pretrained(snap)
-    assert model.config.hidden_size == 32
+    assert ViTModel.from_pretrained(snap).config.hidden_size == 32
+
+
+def test_hub_500_on_a_file_is_retried_and_the_build_succeeds(
+    hub, tiny_vit_folder, tmp_path, bundle_store
+):
+    hub.add_repo("org/flaky-vit", tiny_vit_folder)
+    hub.fault("/org/flaky-vit/resolve/*/model.safetensors", "500", times=2)
+    spec = write_spec(tmp_path, HF_SPEC.replace("org/tiny-vit", "org/flaky-vit"))
+    result = cli("build", spec, "--out", tmp_path / "out", "--store", tmp_path / "store",
+                 "--no-progress")
+    assert result.exit_code == 0, result.output
+    gets = [r for r in hub.requests_for("/org/flaky-vit/resolve/") if r.method == "GET"
+            and r.path.endswith("model.safetensors")]
+    assert len(gets) == 3  # two 500s, then the file
+    assert cli("verify", tmp_path / "out/tiny-hf").exit_code == 0
+
+
+def test_rerun_of_an_unchanged_build_asks_no_server_and_keeps_bundle_json(
+    hub, file_server, tiny_vit_folder, tiny_tv_weights, tmp_path
+):
+    hub.add_repo("org/rerun-vit", tiny_vit_folder)
+    file_server.add("/rerun/mnv3-047dcff4.pth", tiny_tv_weights)
+    spec = write_spec(tmp_path, f"""
+        [bundle]
+        name = "rerun"
+        version = "1.0.0"
+
+        [[artifact]]
+        id = "vit"
+        source = "hf"
+        repo = "org/rerun-vit"
+
+        [[artifact]]
+        id = "weights"
+        source = "url"
+        url = "{file_server.url}/rerun/mnv3-047dcff4.pth"
+        sha256 = "{hashlib.sha256(tiny_tv_weights).hexdigest()}"
+        """)
+    args = ["build", spec, "--out", tmp_path / "out", "--store", tmp_path / "store", "--no-progress"]
+    assert cli(*args).exit_code == 0
+    first = json.loads((tmp_path / "out/rerun/bundle.json").read_text())
+    hub_before, files_before = len(hub.requests), len(file_server.requests)
+
+    started = time.monotonic()
+    result = cli(*args, "--json")
+    elapsed = time.monotonic() - started
+
+    assert result.exit_code == 0, result.output
+    assert len(hub.requests) == hub_before and len(file_server.requests) == files_before
+    report = json.loads(result.stdout)
+    assert report["fetched_bytes"] == 0 and report["resolved_from_lock"] == 2
+    second = json.loads((tmp_path / "out/rerun/bundle.json").read_text())
+    first.pop("created"), second.pop("created")
+    assert first == second
+    assert elapsed < 1.0
+    assert sorted(p.name for p in (tmp_path / "out").iterdir() if p.is_dir()) == ["rerun"]
+
+
+# --- timm and torchvision --------------------------------------------------------
+
+
+def test_timm_model_builds_and_loads_offline_with_pretrained_true(
+    bundle_factory, tiny_timm_folder
+):
+    import timm
+    import torch
+
+    bundle = bundle_factory(f"""
+        [bundle]
+        name = "tiny-timm"
+        version = "1.0.0"
+
+        [[artifact]]
+        id = "student"
+        source = "timm"
+        model = "{TIMM_MODEL}"
+        """, hf={f"timm/{TIMM_MODEL}": tiny_timm_folder})
+    art = read_manifest(bundle).artifact("student")
+    assert art.ref == TIMM_MODEL and f"timm/{TIMM_MODEL}" in art.aliases
+    assert sorted(Path(f.path).name for f in art.files) == ["config.json", "main", "model.safetensors"]
+
+    reference = timm.create_model(TIMM_MODEL, pretrained=False)
+    reference.load_state_dict(
+        __import__("safetensors.torch").torch.load_file(tiny_timm_folder / "model.safetensors")
+    )
+    with activated(bundle, strict=True):
+        model = timm.create_model(TIMM_MODEL, pretrained=True)
+    for (k, a), (_, b) in zip(model.state_dict().items(), reference.state_dict().items(), strict=True):
+        assert torch.equal(a, b), k
+
+
+def test_torchvision_weights_through_a_mirror(file_server, tiny_tv_weights, tmp_path):
+    import torch
+
+    sha = hashlib.sha256(tiny_tv_weights).hexdigest()
+    file_server.add("/tv-mirror/models/mobilenet_v3_small-047dcff4.pth", tiny_tv_weights)
+    spec = write_spec(tmp_path, f"""
+        [bundle]
+        name = "tiny-tv"
+        version = "1.0.0"
+
+        [[artifact]]
+        id = "mnv3"
+        source = "torchvision"
+        weights = "MobileNet_V3_Small_Weights.IMAGENET1K_V1"
+        sha256 = "{sha}"   # test weights are not torchvision's: pin them
+        """)
+    result = cli("build", spec, "--out", tmp_path / "out", "--store", tmp_path / "store",
+                 "--mirror", f"https://download.pytorch.org/={file_server.url}/tv-mirror/",
+                 "--no-progress")
+    assert result.exit_code == 0, result.output
+    bundle = tmp_path / "out/tiny-tv"
+    art = read_manifest(bundle).artifact("mnv3")
+    assert art.path == "torch/hub/checkpoints/mobilenet_v3_small-047dcff4.pth"
+    assert art.aliases == ["mobilenet_v3_small-047dcff4.pth"]
+    state = torch.load(bundle / art.path, weights_only=True)
+    assert "features.0.0.weight" in state
+
+
+def test_torchvision_hash_prefix_rejects_other_bytes(file_server, tiny_tv_weights, tmp_path):
+    # No pinned sha256: the -047dcff4 in the file name is checked, as torch.hub does.
+    file_server.add("/tv-bad/models/mobilenet_v3_small-047dcff4.pth", tiny_tv_weights)
+    spec = write_spec(tmp_path, """
+        [bundle]
+        name = "bad-tv"
+        version = "1.0.0"
+
+        [[artifact]]
+        id = "mnv3"
+        source = "torchvision"
+        weights = "MobileNet_V3_Small_Weights.IMAGENET1K_V1"
+        """)
+    result = cli("build", spec, "--out", tmp_path / "out", "--store", tmp_path / "store",
+                 "--mirror", f"https://download.pytorch.org/={file_server.url}/tv-bad/",
+                 "--no-progress")
+    assert result.exit_code != 0
+    assert "mnv3" in result.stderr and "047dcff4" in result.stderr
+    assert not (tmp_path / "out/bad-tv").exists()
+    assert store_blobs(tmp_path / "store") == set()
+
+
+# --- url sources, integrity -------------------------------------------------------
+
+
+def test_permanently_corrupt_url_fails_naming_it_and_leaves_nothing(file_server, tmp_path):
+    good, bad = os.urandom(50_000), os.urandom(60_000)
+    file_server.add("/corrupt/good.bin", good)
+    file_server.add("/corrupt/ckpt.pt", bad)
+    file_server.fault("/corrupt/ckpt.pt", "corrupt", times=1000)
+    spec = write_spec(tmp_path, f"""
+        [bundle]
+        name = "corrupt"
+        version = "1.0.0"
+
+        [[artifact]]
+        id = "good"
+        source = "url"
+        url = "{file_server.url}/corrupt/good.bin"
+        sha256 = "{hashlib.sha256(good).hexdigest()}"
+
+        [[artifact]]
+        id = "adm-256"
+        source = "url"
+        url = "{file_server.url}/corrupt/ckpt.pt"
+        sha256 = "{hashlib.sha256(bad).hexdigest()}"
+        """)
+    store = tmp_path / "store"
+    result = cli("build", spec, "--out", tmp_path / "out", "--store", store, "--no-progress")
+    assert result.exit_code != 0
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and "adm-256" in lines[0] and "Traceback" not in result.output
+    assert not (tmp_path / "out/corrupt").exists()
+    assert store_blobs(store) == {hashlib.sha256(good).hexdigest()}
+    assert not any((store / "partial").iterdir()) if (store / "partial").exists() else True
+
+
+def test_url_without_sha256_needs_trust_on_first_use(file_server, tmp_path):
+    data = os.urandom(1000)
+    file_server.add("/tofu/x.bin", data)
+    spec = write_spec(tmp_path, f"""
+        [bundle]
+        name = "tofu"
+        version = "1.0.0"
+
+        [[artifact]]
+        id = "x"
+        source = "url"
+        url = "{file_server.url}/tofu/x.bin"
+        """)
+    args = ["build", spec, "--out", tmp_path / "out", "--store", tmp_path / "store", "--no-progress"]
+    refused = cli(*args)
+    assert refused.exit_code != 0 and "'x'" in refused.stderr and "sha256" in refused.stderr
+    trusted = cli(*args, "--trust-on-first-use")
+    assert trusted.exit_code == 0, trusted.output
+    assert "TRUSTING FIRST USE" in trusted.stderr
+    entry = read_manifest(tmp_path / "out/tofu").artifact("x")
+    assert entry.files[0].sha256 == hashlib.sha256(data).hexdigest()
+    assert entry.path == "files/x/x.bin"
+
+
+# --- verify ---------------------------------------------------------------------
+
+
+def test_verify_catches_flipped_byte_missing_and_extra_files(bundle_factory, tiny_vit_folder, tmp_path):
+    built = bundle_factory(HF_SPEC, hf={"org/tiny-vit": tiny_vit_folder})
+    assert cli("verify", built).exit_code == 0
+    # Work on a copy: bundle files are hard links to the shared store's blobs.
+    bundle = tmp_path / "copy"
+    shutil.copytree(built, bundle)
+    for p in bundle.rglob("*"):
+        p.chmod(0o755 if p.is_dir() else 0o644)
+    snap = bundle / read_manifest(bundle).artifact("vit").path
+    data = bytearray((snap / "model.safetensors").read_bytes())
+    data[len(data) // 2] ^= 0x01
+    (snap / "model.safetensors").write_bytes(bytes(data))
+    (snap / "config.json").unlink()
+    (snap / "notes.txt").write_text("not in the manifest")
+
+    result = cli("verify", bundle)
+    assert result.exit_code == 1
+    out = result.stdout
+    assert "bad" in out and "model.safetensors" in out and "sha256" in out
+    assert "missing" in out and "config.json" in out
+    assert "extra" in out and "notes.txt" in out
+    quick = cli("verify", bundle, "--quick", "--json")
+    report = json.loads(quick.stdout)
+    assert quick.exit_code == 1 and report["bad"] == []  # same size: --quick cannot see the flip
+    assert [Path(p).name for p in report["missing"]] == ["config.json"]
+
+
+# --- concurrency -------------------------------------------------------------------
+
+
+def test_two_builds_sharing_a_store_at_the_same_time_both_verify(
+    hub, file_server, tiny_vit_folder, tmp_path
+):
+    hub.add_repo("org/shared-vit", tiny_vit_folder)
+    big = os.urandom(3 << 20)
+    file_server.add("/concurrent/big.bin", big)
+    sha = hashlib.sha256(big).hexdigest()
+    specs = []
+    for name in ("one", "two"):
+        specs.append(write_spec(tmp_path, f"""
+            [bundle]
+            name = "{name}"
+            version = "1.0.0"
+
+            [[artifact]]
+            id = "vit-{name}"
+            source = "hf"
+            repo = "org/shared-vit"
+
+            [[artifact]]
+            id = "big"
+            source = "url"
+            url = "{file_server.url}/concurrent/big.bin"
+            sha256 = "{sha}"
+            """, name=f"{name}.toml"))
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-m", "builder", "build", str(s), "--out", str(tmp_path / "out"),
+             "--store", str(tmp_path / "store"), "--no-progress"],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        for s in specs
+    ]
+    for p in procs:
+        out, err = p.communicate(timeout=120)
+        assert p.returncode == 0, err
+    for name in ("one", "two"):
+        assert cli("verify", tmp_path / "out" / name).exit_code == 0
+    assert (tmp_path / "out/one/files/big/big.bin").stat().st_ino == (
+        tmp_path / "out/two/files/big/big.bin").stat().st_ino  # one blob, linked twice
+
+
+# --- ls ----------------------------------------------------------------------------
+
+
+def test_ls_lists_artifacts_of_a_bundle_and_of_a_spec(bundle_factory, tiny_vit_folder, tmp_path):
+    bundle = bundle_factory(HF_SPEC, hf={"org/tiny-vit": tiny_vit_folder})
+    table = cli("ls", bundle)
+    assert table.exit_code == 0
+    assert "vit" in table.stdout and "org/tiny-vit" in table.stdout and "hf" in table.stdout
+    rows = json.loads(cli("ls", bundle, "--json").stdout)
+    assert rows[0]["files"] == 3 and len(rows[0]["revision"]) == 40
+    spec_rows = json.loads(cli("ls", write_spec(tmp_path, HF_SPEC), "--json").stdout)
+    assert spec_rows[0]["ref"] == "org/tiny-vit" and spec_rows[0]["files"] is None
