@@ -38,7 +38,7 @@ from typing import Any
 
 from builder import layout
 from builder.errors import BuildError, FetchError, IntegrityError, StoreError
-from builder.fetch import FetchPolicy, fetch, parse_mirror
+from builder.fetch import FetchPolicy, check_url_allowed, fetch, parse_mirror, rewrite_url
 from builder.sources import (
     PlannedFile,
     ResolveContext,
@@ -258,6 +258,22 @@ def _resolve_all(
     return plans, prints, errors
 
 
+def _check_urls(spec: Spec, plans: dict[str, ResolvedArtifact], policy: FetchPolicy) -> dict[str, str]:
+    """Refuse plain-http URLs (after --mirror rewrites) before anything is fetched."""
+    errors: dict[str, str] = {}
+    for art in spec.artifacts:
+        if art.id not in plans:
+            continue
+        for pf in plans[art.id].files:
+            for url in pf.urls:
+                try:
+                    check_url_allowed(rewrite_url(url, policy.mirrors), allow_http=policy.allow_http)
+                except FetchError as e:
+                    key = "mirrors" if url in art.mirrors else "url"
+                    errors.setdefault(art.id, f"artifact '{art.id}': field '{key}': {e}")
+    return errors
+
+
 def _check_paths(spec: Spec, plans: dict[str, ResolvedArtifact]) -> None:
     """Two artifacts may share a generated file with equal bytes (e.g. refs/main); nothing else."""
     owner: dict[str, tuple[str, Any]] = {}
@@ -436,6 +452,7 @@ def build(
             for w in plan.warnings:
                 report.warnings.append(w)
                 print(f"WARNING: {w}", file=sys.stderr)
+        errors.update(_check_urls(spec, plans, policy))
         if errors:
             _raise_failed(spec, errors)
         _check_paths(spec, plans)
@@ -465,6 +482,8 @@ def build(
 
 def _raise_failed(spec: Spec, errors: dict[str, str]) -> None:
     ordered = [a.id for a in spec.artifacts if a.id in errors]
+    where = f"{spec.path}: "
+    errors = {k: v if v.startswith(where) else where + v for k, v in errors.items()}
     if len(ordered) == 1:
         raise BuildError(errors[ordered[0]], artifact=ordered[0])
     raise BuildError(
