@@ -23,11 +23,13 @@ the host, and we keep it that way.
 from __future__ import annotations
 
 import email.utils
+import errno
 import hashlib
 import ipaddress
 import json
 import logging
 import os
+import queue
 import random
 import re
 import threading
@@ -257,6 +259,52 @@ def _parse_content_range(value: str | None) -> tuple[int | None, int | None, int
     )
 
 
+class _Sink:
+    """Writes and hashes chunks on a helper thread while the caller reads the socket.
+
+    Receiving, hashing and writing each run near 1 GB/s on one core; overlapping
+    them roughly doubles the throughput of a fast link. Both ``write`` and
+    ``sha256.update`` release the GIL on large buffers.
+    """
+
+    def __init__(self, file: Any, digest: Any) -> None:
+        self._file = file
+        self._digest = digest
+        self._queue: queue.Queue[bytes | None] = queue.Queue(maxsize=4)
+        self._error: OSError | None = None
+        self._written = 0
+        self._thread = threading.Thread(target=self._run, name="fetch-writer", daemon=True)
+        self._thread.start()
+
+    def put(self, chunk: bytes) -> None:
+        self.raise_error()
+        self._queue.put(chunk)
+
+    def _run(self) -> None:
+        while (chunk := self._queue.get()) is not None:
+            if self._error is not None:
+                continue  # drain after a failure
+            try:
+                view = memoryview(chunk)
+                while view:
+                    view = view[self._file.write(view) :]
+            except OSError as exc:
+                self._error = exc
+                continue
+            self._digest.update(chunk)
+            self._written += len(chunk)
+
+    def close(self) -> int:
+        """Wait for every queued chunk; returns the bytes written (and hashed)."""
+        self._queue.put(None)
+        self._thread.join()
+        return self._written
+
+    def raise_error(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+
 class _Download:
     """State of one fetch() call: the partial file, its running hash, progress."""
 
@@ -359,14 +407,15 @@ class _Download:
     def run(self, urls: Sequence[str]) -> FetchResult:
         self._report(self._partial_size())  # bytes from an earlier run count
         failures: list[tuple[str, BuildError]] = []
-        for url in urls:
+        for i, url in enumerate(urls):
             try:
                 return self._fetch_from(url)
             except FetchError as exc:
                 if exc.reason == "timeout":
                     raise
                 failures.append((url, exc))
-                log.warning("%s: %s", self.label, exc)
+                if i + 1 < len(urls):
+                    log.warning("%s: %s; trying the next url", self.label, exc)
         self._raise_all_failed(failures)
         raise AssertionError("unreachable")
 
@@ -582,41 +631,44 @@ class _Download:
             # Unbuffered: every chunk is in the kernel once write() returns, so a
             # SIGKILL leaves a partial that the next run resumes.
             with open(self.part, "ab" if offset else "wb", buffering=0) as f:
-                while True:
-                    try:
-                        chunk = next(chunks)
-                    except StopIteration:
-                        break
-                    except (
-                        requests.exceptions.RequestException,
-                        urllib3.exceptions.HTTPError,
-                        OSError,
-                    ) as exc:
-                        raise _Transient(
-                            _describe_network_error(exc, read_timeout), progressed=received > 0
-                        ) from None
-                    if (
-                        expected_total is not None
-                        and offset + received + len(chunk) > expected_total
-                    ):
-                        raise _Mismatch(
-                            f"server sent more than the expected {expected_total} bytes"
-                        )
-                    view = memoryview(chunk)
-                    while view:
-                        view = view[f.write(view) :]
-                    self._hash.update(chunk)
-                    self._hashed += len(chunk)
-                    received += len(chunk)
-                    self.fetched += len(chunk)
-                    self._report(len(chunk))
-                    remaining = self._remaining()
-                    if remaining is not None and remaining <= 0:
-                        raise self._timeout_error(url)
+                sink = _Sink(f, self._hash)
+                try:
+                    while True:
+                        try:
+                            chunk = next(chunks)
+                        except StopIteration:
+                            break
+                        except (
+                            requests.exceptions.RequestException,
+                            urllib3.exceptions.HTTPError,
+                            OSError,
+                        ) as exc:
+                            raise _Transient(
+                                _describe_network_error(exc, read_timeout), progressed=received > 0
+                            ) from None
+                        if (
+                            expected_total is not None
+                            and offset + received + len(chunk) > expected_total
+                        ):
+                            raise _Mismatch(
+                                f"server sent more than the expected {expected_total} bytes"
+                            )
+                        sink.put(chunk)
+                        received += len(chunk)
+                        self.fetched += len(chunk)
+                        self._report(len(chunk))
+                        remaining = self._remaining()
+                        if remaining is not None and remaining <= 0:
+                            raise self._timeout_error(url)
+                finally:
+                    # Whatever happened, the partial and the running hash must agree
+                    # before anyone looks at them again.
+                    self._hashed += sink.close()
+                sink.raise_error()
         except OSError as exc:
             # Writing the partial failed (disk full, store unwritable): no retry helps.
             self._discard_partial()
-            what = "disk full" if exc.errno == 28 else f"cannot write ({exc.strerror})"
+            what = "disk full" if exc.errno == errno.ENOSPC else f"cannot write ({exc.strerror})"
             raise StoreError(
                 f"{self.label}: {what} while downloading into {self.part}; free space or "
                 "point the store elsewhere with --store DIR / $OFFLINE_BUNDLE_STORE",
