@@ -367,27 +367,88 @@ def _fetch_all(
     return errors
 
 
-def _extra_files(spec: Spec, staging: Path, report: BuildReport) -> list[str]:
-    """Wheels and notebooks written by the Kaggle side (builder.wheels / builder.notebooks)."""
-    paths: list[str] = []
-    steps = []
-    if spec.wheels is not None:
-        steps.append(("builder.wheels", "build_wheelhouse", "[wheels]"))
-    if spec.stacks:
-        steps.append(("builder.notebooks", "write_notebooks", "stacks"))
-    for module_name, func_name, what in steps:
+WHEELS_LOCK_KEY = "[wheels]"  # cannot clash with an artifact id
+
+
+def _import_optional(module_name: str, func_name: str) -> Callable[..., list[str]] | None:
+    """builder.wheels / builder.notebooks (the Kaggle side); None if not installed."""
+    try:
+        module = __import__(module_name, fromlist=[func_name])
+    except ModuleNotFoundError as e:
+        if e.name != module_name:
+            raise
+        return None
+    return getattr(module, func_name)
+
+
+def _project_fingerprint() -> str:
+    """sha256 over this project's sources: the wheel of offline-bundle is built from them."""
+    root = Path(__file__).resolve().parents[1]
+    h = hashlib.sha256()
+    for path in [root / "pyproject.toml"] + sorted(
+        p for pkg in ("builder", "runtime") for p in (root / pkg).rglob("*")
+        if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"
+    ):
+        if path.is_file():
+            h.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
+    return h.hexdigest()
+
+
+def _wheels_fingerprint(spec: Spec) -> str:
+    data: dict[str, Any] = {"wheels": spec.wheels}
+    if (spec.wheels or {}).get("include_self", True):
+        data["project"] = _project_fingerprint()
+    return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
+
+
+def _wheelhouse(
+    spec: Spec, staging: Path, store: Store, lock: dict[str, Any], new_lock: dict[str, Any],
+    report: BuildReport,
+) -> list[FileEntry]:
+    """wheels/: from the store when [wheels] (and this project) are unchanged, else pip.
+
+    The wheels go into the store like any other file, so a rerun of an unchanged
+    build runs no pip and asks no index anything.
+    """
+    if spec.wheels is None:
+        return []
+    fingerprint = _wheels_fingerprint(spec)
+    locked = lock.get(WHEELS_LOCK_KEY)
+    if isinstance(locked, dict) and locked.get("fingerprint") == fingerprint:
         try:
-            module = __import__(module_name, fromlist=[func_name])
-        except ModuleNotFoundError as e:
-            # TODO(integration): builder.wheels / builder.notebooks are written by the
-            # Kaggle engineer; until they land a spec's [wheels]/stacks are skipped.
-            if e.name != module_name:
-                raise
-            msg = f"{spec.path}: {what} skipped: {module_name} is not installed in this version"
-            report.warnings.append(msg)
-            continue
-        paths += list(getattr(module, func_name)(spec, staging))
-    return sorted(set(paths))
+            files = [FileEntry(f["path"], f["size"], f["sha256"]) for f in locked["files"]]
+        except (KeyError, TypeError):
+            files = []
+        if files and all(store.has(f.sha256, f.size) for f in files):
+            for f in files:
+                store.materialise(f.sha256, staging / f.path)
+            new_lock[WHEELS_LOCK_KEY] = locked
+            return files
+    build_wheelhouse = _import_optional("builder.wheels", "build_wheelhouse")
+    if build_wheelhouse is None:
+        report.warnings.append(f"{spec.path}: [wheels] skipped: builder.wheels is not installed")
+        return []
+    entries = []
+    for rel in sorted(set(build_wheelhouse(spec, staging))):
+        size = (staging / rel).stat().st_size
+        sha256 = store.add_file(staging / rel)  # hashes and moves it into the store
+        store.materialise(sha256, staging / rel)
+        entries.append(FileEntry(rel, size, sha256))
+    new_lock[WHEELS_LOCK_KEY] = {
+        "fingerprint": fingerprint, "files": [e.to_json() for e in entries],
+    }
+    return entries
+
+
+def _notebooks(spec: Spec, staging: Path, report: BuildReport) -> list[FileEntry]:
+    """notebooks/STACK.ipynb for the stacks the spec declares (small, written each build)."""
+    if not spec.stacks:
+        return []
+    write_notebooks = _import_optional("builder.notebooks", "write_notebooks")
+    if write_notebooks is None:
+        report.warnings.append(f"{spec.path}: notebooks skipped: builder.notebooks is not installed")
+        return []
+    return [layout.file_entry(staging, rel) for rel in sorted(set(write_notebooks(spec, staging)))]
 
 
 def _created() -> str:
@@ -470,7 +531,7 @@ def build(
             _write_lock(lock_file, {**lock, **new_lock})
             _raise_failed(spec, errors)
 
-        manifest = _materialise(spec, plans, store, out, bundle_dir, report)
+        manifest = _materialise(spec, plans, store, out, bundle_dir, report, lock, new_lock)
         _write_lock(lock_file, new_lock)
     report.digest = manifest.digest
     report.artifacts = len(manifest.artifacts)
@@ -499,6 +560,8 @@ def _materialise(
     out: Path,
     bundle_dir: Path,
     report: BuildReport,
+    lock: dict[str, Any],
+    new_lock: dict[str, Any],
 ) -> Manifest:
     layout.clear_stale_staging(out, spec.name)
     previous = _previous_files(bundle_dir)
@@ -533,7 +596,8 @@ def _materialise(
                     fallbacks=list(art.fallbacks),
                 )
             )
-        extra = [layout.file_entry(staging, rel) for rel in _extra_files(spec, staging, report)]
+        extra = _wheelhouse(spec, staging, store, lock, new_lock, report)
+        extra += _notebooks(spec, staging, report)
         manifest = Manifest(
             name=spec.name,
             version=spec.version,

@@ -55,10 +55,16 @@ COMMON_ARTIFACT_FIELDS: dict[str, FieldSpec] = {
 }
 
 _WHEELS_FIELDS: dict[str, FieldSpec] = {
+    # Read by builder.wheels.build_wheelhouse; see its docstring.
     "requirements": FieldSpec(list, help='pip requirement strings, e.g. "timm==1.0.31"'),
     "python": FieldSpec(str, help='target Python, e.g. "3.11"'),
-    "platform": FieldSpec(str, help='target platform tag, e.g. "manylinux2014_x86_64"'),
+    "platform": FieldSpec((str, list), help='target platform tag(s), e.g. "manylinux2014_x86_64"'),
     "include_self": FieldSpec(bool, help="add a wheel of offline-bundle itself (default true)"),
+    "no_deps": FieldSpec(bool, help="download the requirements without their dependencies"),
+    "index_url": FieldSpec(str, help="pip index for the download"),
+    "extra_index_urls": FieldSpec((str, list), help="more pip indexes"),
+    "find_links": FieldSpec((str, list), help="local wheel folders"),
+    "no_index": FieldSpec(bool, help="use find_links only"),
 }
 
 _TOP_LEVEL = ("bundle", "artifact", "wheels")
@@ -130,8 +136,19 @@ class Spec:
         return self.kaggle.split("/", 1)[1] if self.kaggle else self.name
 
 
-def _type_name(t: type) -> str:
-    return {str: "a string", int: "an integer", bool: "true or false", list: "a list of strings"}[t]
+def _type_name(t: type | tuple[type, ...]) -> str:
+    names = {str: "a string", int: "an integer", bool: "true or false", list: "a list of strings"}
+    return " or ".join(names[x] for x in (t if isinstance(t, tuple) else (t,)))
+
+
+def _type_ok(value: Any, t: type | tuple[type, ...]) -> bool:
+    for one in t if isinstance(t, tuple) else (t,):
+        if one is list:
+            if isinstance(value, list) and all(isinstance(v, str) for v in value):
+                return True
+        elif isinstance(value, one) and not (one is int and isinstance(value, bool)):
+            return True
+    return False
 
 
 def _check_fields(
@@ -149,10 +166,7 @@ def _check_fields(
                 raise SpecError(f"{where}: field '{key}' is required {what}".rstrip())
             continue
         value = table[key]
-        ok = isinstance(value, fs.type) and not (fs.type is int and isinstance(value, bool))
-        if fs.type is list:
-            ok = isinstance(value, list) and all(isinstance(v, str) for v in value)
-        if not ok:
+        if not _type_ok(value, fs.type):
             raise SpecError(
                 f"{where}: field '{key}' must be {_type_name(fs.type)}, got {value!r}"
             )

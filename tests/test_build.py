@@ -413,3 +413,43 @@ def test_ls_lists_artifacts_of_a_bundle_and_of_a_spec(bundle_factory, tiny_vit_f
     assert rows[0]["files"] == 3 and len(rows[0]["revision"]) == 40
     spec_rows = json.loads(cli("ls", write_spec(tmp_path, HF_SPEC), "--json").stdout)
     assert spec_rows[0]["ref"] == "org/tiny-vit" and spec_rows[0]["files"] is None
+
+
+# --- wheels and notebooks ------------------------------------------------------------
+
+LOCAL_WHEELS = Path("/opt/pypi/files")
+
+
+@pytest.mark.skipif(not (LOCAL_WHEELS / "tomli_w-1.2.0-py3-none-any.whl").is_file(),
+                    reason="no local wheel mirror")
+def test_wheels_and_notebooks_are_listed_and_a_rerun_reuses_the_wheelhouse(tmp_path):
+    spec = write_spec(tmp_path, f"""
+        [bundle]
+        name = "with-wheels"
+        version = "1.0.0"
+        stacks = ["emotion-vit"]
+
+        [wheels]
+        requirements = ["tomli_w==1.2.0"]
+        include_self = false
+        no_index = true
+        find_links = ["{LOCAL_WHEELS}"]
+        """)
+    args = ["build", spec, "--out", tmp_path / "out", "--store", tmp_path / "store", "--no-progress"]
+    first = cli(*args)
+    assert first.exit_code == 0, first.output
+    bundle = tmp_path / "out/with-wheels"
+    manifest = read_manifest(bundle)
+    paths = [f.path for f in manifest.extra_files]
+    assert "wheels/tomli_w-1.2.0-py3-none-any.whl" in paths
+    assert "notebooks/emotion-vit.ipynb" in paths
+    assert cli("verify", bundle).exit_code == 0
+    before = json.loads((bundle / "bundle.json").read_text())
+
+    started = time.monotonic()
+    again = cli(*args)
+    elapsed = time.monotonic() - started  # no pip run: the wheels come from the store
+    assert again.exit_code == 0, again.output
+    after = json.loads((bundle / "bundle.json").read_text())
+    before.pop("created"), after.pop("created")
+    assert before == after and elapsed < 1.0

@@ -35,10 +35,11 @@ _REGISTRY: dict[str, type[Source]] = {}
 class FieldSpec:
     """One spec field a source accepts: its Python type and whether it is required.
 
-    ``type`` is ``str``, ``int``, ``bool`` or ``list`` (a list of strings).
+    ``type`` is ``str``, ``int``, ``bool`` or ``list`` (a list of strings), or a
+    tuple of those when several are accepted.
     """
 
-    type: type
+    type: type | tuple[type, ...]
     required: bool = False
     help: str = ""
 
