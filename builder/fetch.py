@@ -690,6 +690,16 @@ class _Download:
                 self.verify(self.part)
             except IntegrityError as exc:
                 raise _Mismatch(f"verification failed: {exc}", actual=actual) from None
+        # The blob will be trusted by name from now on (has() never re-hashes), so
+        # its bytes must be on disk before the rename that names it.
+        try:
+            fd = os.open(self.part, os.O_RDONLY)
+            try:
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            raise StoreError(f"{self.label}: cannot flush {self.part}: {exc}") from None
         path = self.store.add_verified(self.part, actual)
         try:
             self.meta.unlink()
@@ -713,6 +723,8 @@ def _describe_network_error(exc: BaseException, read_timeout: float) -> str:
         return "body truncated"
     if "refused" in text:
         return "connection refused"
+    if "resolve" in text or "name or service not known" in text:
+        return "cannot resolve the host name (no network, or a typo in the url?)"
     return f"network error ({type(exc).__name__})"
 
 
