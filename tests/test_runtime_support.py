@@ -63,3 +63,82 @@ def make_bundle(folder: Path, name: str, arts: list[Art], *, version: str = "1.0
     write_manifest(folder, Manifest(name=name, version=version, artifacts=entries,
                                     stacks=stacks or [], created="2026-11-21T00:00:00Z"))
     return folder
+
+
+# --- running a fresh interpreter as a non-root user --------------------------------
+
+NOBODY = ("nobody", "nogroup")
+
+
+def nobody_skip_reason() -> str | None:
+    """Why run_as_nobody cannot work here, or None."""
+    import os
+    import shutil
+
+    if os.geteuid() != 0:
+        return "needs root to switch to the unprivileged user 'nobody' (setpriv)"
+    for tool in ("unshare", "setpriv", "mount"):
+        if shutil.which(tool) is None:
+            return f"{tool} is not installed"
+    return None
+
+
+def run_as_nobody(script: str, args: list[str], *, binds: dict[str, Path],
+                  env: dict[str, str], timeout: float = 240):
+    """Run `python -c script args` as user nobody with empty, private HOME/HF_HOME/TORCH_HOME.
+
+    The interpreter and the bound folders (e.g. a bundle under pytest's 0700 tmp dir)
+    are bind-mounted, inside a private mount namespace, under a world-readable temp
+    folder: nobody can reach them there, and the binds vanish with the process. The
+    interpreter's own prefix may sit under /root (pyenv); LD_LIBRARY_PATH makes it load
+    its own libpython instead of the system's.
+
+    Returns:
+        The CompletedProcess (text stdout/stderr). Each bind `name` appears at
+        `{base}/name`; write "{base}" in `env` values to point at it.
+    """
+    import os
+    import shlex
+    import shutil
+    import subprocess
+    import sys
+    import tempfile
+
+    base = Path(tempfile.mkdtemp(prefix="runtime-nobody-"))
+    try:
+        base.chmod(0o755)
+        prefix = Path(os.path.realpath(sys.base_prefix))
+        mounts = {"py": prefix, **binds}
+        for name in mounts:
+            (base / name).mkdir()
+        for name in ("home", "hf_home", "torch_home", "tmp"):
+            (base / name).mkdir()
+            shutil.chown(base / name, *NOBODY)
+        python = base / "py/bin" / f"python{sys.version_info.major}.{sys.version_info.minor}"
+        child_env = {
+            "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+            "LD_LIBRARY_PATH": str(base / "py/lib"),
+            "HOME": str(base / "home"),
+            "HF_HOME": str(base / "hf_home"),
+            "TORCH_HOME": str(base / "torch_home"),
+            "TMPDIR": str(base / "tmp"),
+            "PYTHONDONTWRITEBYTECODE": "1",
+            # "{base}" in a value stands for the folder the binds appear under.
+            **{k: v.replace("{base}", str(base)) for k, v in env.items()},
+        }
+        binds_sh = " && ".join(
+            f"mount --bind {shlex.quote(str(src))} {shlex.quote(str(base / name))}"
+            for name, src in mounts.items()
+        )
+        inner = (
+            f"{binds_sh} && exec setpriv --reuid={NOBODY[0]} --regid={NOBODY[1]} --clear-groups "
+            f"{shlex.quote(str(python))} -c {shlex.quote(script)} "
+            + " ".join(shlex.quote(a) for a in args)
+        )
+        proc = subprocess.run(
+            ["unshare", "--mount", "--propagation", "private", "sh", "-c", inner],
+            env=child_env, capture_output=True, text=True, timeout=timeout, cwd=base / "tmp",
+        )
+        return proc
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
