@@ -453,3 +453,38 @@ def test_wheels_and_notebooks_are_listed_and_a_rerun_reuses_the_wheelhouse(tmp_p
     after = json.loads((bundle / "bundle.json").read_text())
     before.pop("created"), after.pop("created")
     assert before == after and elapsed < 1.0
+
+
+def test_pinned_commit_include_patterns_and_rebuild_over_a_read_only_bundle(
+    hub, tiny_vit_folder, tmp_path
+):
+    from tests.fixtures.bundles import make_read_only
+
+    commit = hub.add_repo("org/pinned-vit", tiny_vit_folder)
+    spec = write_spec(tmp_path, f"""
+        [bundle]
+        name = "pinned"
+        version = "1.0.0"
+
+        [[artifact]]
+        id = "vit-config"
+        source = "hf"
+        repo = "org/pinned-vit"
+        revision = "{commit}"
+        include = ["*.json"]
+        """)
+    args = ["build", spec, "--out", tmp_path / "out", "--store", tmp_path / "store", "--no-progress"]
+    assert cli(*args).exit_code == 0
+    bundle = tmp_path / "out/pinned"
+    art = read_manifest(bundle).artifact("vit-config")
+    assert art.revision == commit
+    # Code that names no revision asks for main: main of this bundle is the pinned commit.
+    assert (bundle / "hf/models--org--pinned-vit/refs/main").read_text() == commit
+    assert sorted(Path(f.path).name for f in art.files) == ["config.json", "main"]
+
+    make_read_only(bundle)  # as on a Kaggle mount
+    spec.write_text(spec.read_text().replace('["*.json"]', '["*.json", "*.safetensors"]'))
+    result = cli(*args)
+    assert result.exit_code == 0, result.output
+    assert (bundle / "hf/models--org--pinned-vit/snapshots" / commit / "model.safetensors").is_file()
+    assert cli("verify", bundle).exit_code == 0
