@@ -7,9 +7,11 @@ import hashlib
 import logging
 import os
 import signal
+import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from pathlib import Path
 
@@ -489,3 +491,36 @@ def test_three_processes_fetching_one_blob_download_it_once(
         store.blob_path(sha(data))
     ]
     assert list((store.root / "partial").iterdir()) == []
+
+
+def test_threads_fetching_one_blob_download_it_once(server: FileServer, store: Store) -> None:
+    data = os.urandom(300_000)
+    url = server.add("/same.bin", data)
+    server.fault("/same.bin", "stall", after=100_000, seconds=0.2)  # keep the first one busy
+    results: list = []
+
+    def one() -> None:
+        results.append(fetch([url], store, sha256=sha(data), policy=FAST, label="same"))
+
+    threads = [threading.Thread(target=one) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    assert sorted(r.fetched_bytes for r in results) == [0, 0, 0, len(data)]
+    assert len(server.gets("/same.bin")) == 1
+    assert store.blob_path(sha(data)).read_bytes() == data
+
+
+def test_server_that_is_down_fails_after_the_retries_naming_the_cause(store: Store) -> None:
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    url = f"http://127.0.0.1:{port}/w.bin"
+
+    with pytest.raises(FetchError) as info:
+        fetch([url], store, sha256=sha(b"w"), policy=FAST, label="w")
+
+    assert not info.value.permanent
+    assert "connection refused" in str(info.value) and url in str(info.value)
