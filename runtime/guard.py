@@ -70,10 +70,16 @@ def _clues() -> dict[str, str]:
         loc = frame.f_locals
         for key in ("repo_id", "url", "filename"):
             value = loc.get(key)
-            if key not in clues and value is not None and not callable(value):
-                text = str(value)
-                if text and len(text) < 500:
-                    clues[key] = text
+            if value is None or callable(value):
+                continue
+            text = str(value)
+            if not text or len(text) > 500:
+                continue
+            if key == "url" and not text.startswith(("http://", "https://")):
+                # http.client's `url` is only the request path; a caller further up has the URL.
+                clues.setdefault("path", text)
+                continue
+            clues.setdefault(key, text)
         frame = frame.f_back
     return clues
 
@@ -85,6 +91,8 @@ def _violation(host: str, port: int | None) -> OfflineViolation:
         f"strict offline mode (runtime.activate(strict=True)) refused a network "
         f"connection to {where}"
     )
+    if "url" not in clues and "path" in clues and clues["path"].startswith("/"):
+        clues["url"] = f"https://{host}{clues['path']}"
     if "url" in clues:
         message += f" while fetching {clues['url']}"
     hint = ""

@@ -54,6 +54,8 @@ def name_keys(name: object) -> list[str]:
     url = getattr(name, "url", None)  # a torchvision WeightsEnum member
     if isinstance(url, str):
         keys += [url, url.rsplit("/", 1)[-1]]
+    elif text.startswith(("https://", "http://")):
+        keys.append(text.rsplit("/", 1)[-1])  # torchvision checkpoints are aliased by file name
     return keys
 
 
@@ -124,6 +126,9 @@ def _problem_summary(found: Found) -> str:
 
 def spec_snippet(name: str) -> str:
     """The `[[artifact]]` TOML block that would put `name` into a bundle."""
+    weights = _torchvision_weights_for(name) if name.startswith("http") else None
+    if weights:
+        name = weights
     if re.match(r"^https?://", name):
         filename = name.rstrip("/").rsplit("/", 1)[-1] or "file"
         art_id = re.sub(r"[^a-z0-9]+", "-", filename.rsplit(".", 1)[0].lower()).strip("-")
@@ -139,6 +144,27 @@ def spec_snippet(name: str) -> str:
         art_id = re.sub(r"[^a-z0-9]+", "-", name.rsplit("/", 1)[-1].lower()).strip("-")
         body = f'source = "hf"\nrepo = "{name}"\nrevision = "main"'
     return f'[[artifact]]\nid = "{art_id or "artifact"}"\n{body}'
+
+
+def _torchvision_weights_for(url: str) -> str | None:
+    """The torchvision weights name ("ViT_B_16_Weights.IMAGENET1K_V1") whose URL is `url`.
+
+    Only when torchvision is already imported (this runs in error messages; never
+    import torch for them).
+    """
+    import sys
+
+    models = sys.modules.get("torchvision.models")
+    if models is None:
+        return None
+    try:
+        for model_name in models.list_models():
+            for weights in models.get_model_weights(model_name):
+                if weights.url == url:
+                    return f"{type(weights).__name__}.{weights.name}"
+    except Exception:  # an unexpected torchvision version must not break the error message
+        return None
+    return None
 
 
 def contents_listing(bundles: list[AttachedBundle]) -> str:
@@ -166,7 +192,7 @@ def contents_listing(bundles: list[AttachedBundle]) -> str:
 def missing_message(name: str, bundles: list[AttachedBundle]) -> str:
     """The ArtifactNotFoundError text: what is attached and how to add `name`."""
     return (
-        f"no artifact named {name!r} in the attached bundles (matched against ids, refs "
+        f"no attached bundle holds an artifact named {name!r} (matched against ids, refs "
         f"and aliases).\n{contents_listing(bundles)}\n"
         f"To add it, put this in your bundle spec (bundles/NAME.toml):\n\n"
         f"{spec_snippet(name)}\n\n"
@@ -196,7 +222,7 @@ def forgotten_artifact_hint(host: str, port: int | None, clues: dict[str, str],
             f"{found.path}), so the code asked for something the bundle lacks: another "
             f"revision or file of it, or it ran before runtime.activate() set the caches."
         )
-    return "It looks like the code needed " + missing_message(name, bundles)
+    return "The code was fetching " + repr(name) + ", but " + missing_message(name, bundles)
 
 
 def resolve(name: object) -> Path:
