@@ -1,0 +1,48 @@
+"""`flood`: binary flood detection on image tiles, ViT-B/16 or a CNN.
+
+Data: two class folders, e.g. ``DATA/flood/*`` and ``DATA/no_flood/*``
+(``--positive-class`` names the positive one). The decision threshold is the one
+with the best F1 on the validation split; it is stored in the checkpoint and used
+by ``evaluate`` and ``predict`` unless ``--threshold`` is given. Metrics:
+precision, recall, F1, accuracy, ROC-AUC.
+
+Examples::
+
+    bundle run flood train --data flood_tiles --out runs/flood --epochs 5
+    bundle run flood train --data flood_tiles --out runs/flood-cnn --arch mobilenet_v3_small
+    bundle run flood evaluate --checkpoint runs/flood/best.pt --data flood_test --out runs/flood/test
+    bundle run flood predict --checkpoint runs/flood/best.pt new_tiles/ --json
+    bundle run flood attention --checkpoint runs/flood/best.pt new_tiles/x.png --out runs/flood/attn
+"""
+
+from __future__ import annotations
+
+import click
+
+from runtime.vision.commands import (
+    make_attention_command,
+    make_evaluate_command,
+    make_predict_command,
+    make_train_command,
+)
+
+STACK = "flood"
+
+#: What the stack loads from the bundle (refs of torchvision weights).
+ARTIFACTS = (
+    "ViT_B_16_Weights.IMAGENET1K_V1",
+    "MobileNet_V3_Small_Weights.IMAGENET1K_V1",
+)
+
+
+@click.group(STACK, help=__doc__)
+def cli() -> None:
+    pass
+
+
+cli.add_command(
+    make_train_command(STACK, "binary", default_arch="vit_b_16", select="f1", binary=True)
+)
+cli.add_command(make_evaluate_command(STACK))
+cli.add_command(make_predict_command(STACK))
+cli.add_command(make_attention_command(STACK))

@@ -1,0 +1,137 @@
+"""`masked-ssl`: self-supervised pre-training of a U-Net on unlabelled satellite tiles.
+
+Tasks: ``masked`` (reconstruct randomly blanked patches; loss on masked pixels
+only), ``temporal`` (predict the next frame of a time series), ``both`` (shared
+encoder, summed losses). Mixed precision follows the shared policy (bf16 on
+sm_80+, fp16 with a GradScaler below, fp32 on CPU); a batch whose random mask is
+empty skips its optimiser step cleanly. The encoder is saved as ``encoder.pt``
+for ``landcover train --arch unet_cnn --init-encoder``.
+
+Data: ``--data DIR`` any images under DIR; ``--series DIR`` one sub-folder per
+time series, frames in file-name order.
+
+Examples::
+
+    bundle run masked-ssl pretrain --data tiles/ --out runs/ssl --epochs 20
+    bundle run masked-ssl pretrain --task temporal --series series/ --out runs/ssl-t
+    bundle run masked-ssl pretrain --task both --data tiles/ --series series/ --out runs/ssl-b
+    bundle run landcover train --data EuroSAT_RGB --out runs/cnn --arch unet_cnn \\
+        --image-size 64 --init-encoder runs/ssl/encoder.pt
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from runtime.vision.commands import PRECISION_NAMES, emit, friendly_errors
+
+STACK = "masked-ssl"
+
+#: Trained from scratch: nothing to load from the bundle.
+ARTIFACTS: tuple[str, ...] = ()
+
+
+def _widths(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[int, ...]:
+    try:
+        widths = tuple(int(w) for w in value.split(","))
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r}: use comma-separated integers, e.g. 16,32,64,128"
+        ) from None
+    if len(widths) < 2 or min(widths) < 1:
+        raise click.BadParameter(f"{value!r}: give at least two positive widths")
+    return widths
+
+
+@click.group(STACK, help=__doc__)
+def cli() -> None:
+    pass
+
+
+@cli.command("pretrain")
+@click.option(
+    "--task", type=click.Choice(["masked", "temporal", "both"]), default="masked", show_default=True
+)
+@click.option(
+    "--data",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="Unlabelled tiles (masked, both).",
+)
+@click.option(
+    "--series",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="Time series, one sub-folder each (temporal, both).",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False, path_type=Path),
+    required=True,
+    help="Run folder: best.pt, last.pt, curves, encoder.pt.",
+)
+@click.option("--image-size", type=int, default=64, show_default=True)
+@click.option(
+    "--patch-size",
+    type=int,
+    default=8,
+    show_default=True,
+    help="Side of the square patches that are masked.",
+)
+@click.option(
+    "--mask-ratio",
+    type=float,
+    default=0.6,
+    show_default=True,
+    help="Probability that a patch is masked.",
+)
+@click.option(
+    "--context",
+    type=int,
+    default=2,
+    show_default=True,
+    help="Frames given to predict the next one (temporal).",
+)
+@click.option(
+    "--widths",
+    default="16,32,64,128",
+    show_default=True,
+    callback=_widths,
+    help="Channels per U-Net level.",
+)
+@click.option("--epochs", type=int, default=10, show_default=True)
+@click.option("--batch-size", type=int, default=32, show_default=True)
+@click.option("--lr", type=float, default=1e-3, show_default=True)
+@click.option(
+    "--precision",
+    type=click.Choice(PRECISION_NAMES),
+    default="auto",
+    show_default=True,
+    help="auto: bf16 on sm_80+, fp16 + GradScaler below, fp32 on CPU.",
+)
+@click.option("--device", default="auto", show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--val-fraction", type=float, default=0.1, show_default=True)
+@click.option(
+    "--workers",
+    type=int,
+    default=None,
+    help="DataLoader workers [default: 0 on CPU, 4 with a GPU].",
+)
+@click.option("--no-progress", is_flag=True, help="No progress bars.")
+@click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
+@friendly_errors
+def pretrain(as_json: bool, no_progress: bool, **kw: object) -> None:
+    """Pre-train the U-Net; write checkpoints, curves and encoder.pt to --out."""
+    from runtime.vision.pretrain import PretrainConfig
+    from runtime.vision.pretrain import pretrain as run
+
+    summary = run(PretrainConfig(progress=not no_progress, **kw))  # type: ignore[arg-type]
+    text = (
+        f"{summary['task']} pre-training, {summary['epochs']} epochs ({summary['precision']}): "
+        f"train loss {summary['first_train_loss']:.4f} -> {summary['last_train_loss']:.4f}; "
+        f"encoder {summary['encoder']}"
+    )
+    emit(summary, as_json, text)

@@ -1,0 +1,542 @@
+"""The image-classification recipe shared by `landcover` (multiclass) and `flood` (binary).
+
+``train`` reads top to bottom: precision policy and DDP context, data, model from
+the registry, AdamW with a lower backbone learning rate, cosine warm-up, then the
+shared core's ``fit`` (checkpoints ``best.pt``/``last.pt``, curves), and finally
+the best checkpoint evaluated once more with its reports written next to it.
+
+Binary tasks have one logit. The decision threshold is the one with the best F1
+on the validation set of the epoch that was kept; it is stored in the
+checkpoint's metrics as ``val_threshold`` and used by ``evaluate`` and ``predict``.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Literal
+
+from runtime.vision.errors import CheckpointError, DatasetError
+
+if TYPE_CHECKING:
+    import torch
+    from torch import nn
+
+TaskKind = Literal["multiclass", "binary"]
+
+METRICS_NAME = "metrics.json"
+
+
+@dataclass
+class TrainConfig:
+    """Options of a training run (the click options of ``train``)."""
+
+    data: Path
+    out: Path
+    arch: str = "vit_b_16"
+    image_size: int | None = None
+    pretrained: bool = True
+    init_encoder: Path | None = None
+    epochs: int = 5
+    batch_size: int = 32
+    lr: float = 1e-3
+    backbone_lr: float | None = None
+    weight_decay: float = 0.05
+    warmup_fraction: float = 0.1
+    precision: str = "auto"
+    device: str = "auto"
+    seed: int = 0
+    val_fraction: float = 0.2
+    workers: int | None = None
+    accum_steps: int = 1
+    max_grad_norm: float | None = 1.0
+    augment: bool = True
+    progress: bool = True
+    resume: Path | None = None
+
+
+@dataclass
+class Task:
+    """What is predicted: ``multiclass`` (one logit per class) or ``binary`` (one logit)."""
+
+    kind: TaskKind
+    stack: str
+    positive_class: str | None = None
+    #: model-selection metric (a key of the evaluation metrics)
+    select: str = field(default="macro_f1")
+
+
+def _workers(requested: int | None, device: torch.device) -> int:
+    # Worker processes pay off when a GPU waits for data; on a CPU they compete with it.
+    if requested is not None:
+        return requested
+    return min(8, os.cpu_count() or 1) if device.type == "cuda" else 0
+
+
+def _positive_index(classes: Sequence[str], task: Task, where: Path) -> int:
+    if len(classes) != 2:
+        raise DatasetError(
+            f"{where}: binary {task.stack} needs exactly two class folders, found "
+            f"{len(classes)}: {', '.join(classes)}"
+        )
+    if task.positive_class not in classes:
+        raise DatasetError(
+            f"{where}: positive class folder {task.positive_class!r} not found among "
+            f"{', '.join(classes)}; pass --positive-class"
+        )
+    return list(classes).index(task.positive_class)
+
+
+def _targets_for(task: Task, labels: torch.Tensor, positive: int | None) -> torch.Tensor:
+    if task.kind == "binary":
+        return (labels == positive).float()
+    return labels.long()
+
+
+def _loss(task: Task, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    from torch.nn import functional as F
+
+    if task.kind == "binary":
+        return F.binary_cross_entropy_with_logits(logits.float(), targets.float())
+    return F.cross_entropy(logits.float(), targets.long())
+
+
+def _forward(task: Task, positive: int | None) -> Callable[[nn.Module, Any], tuple]:
+    def forward(model: nn.Module, batch: Any) -> tuple[torch.Tensor, torch.Tensor]:
+        images, labels = batch
+        logits = model(images)
+        if task.kind == "binary":
+            logits = logits[:, 0]
+        return logits, _targets_for(task, labels, positive)
+
+    return forward
+
+
+def score(
+    task: Task,
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    num_classes: int,
+    *,
+    threshold: float | None = None,
+) -> tuple[dict[str, float], torch.Tensor]:
+    """Metrics and confusion matrix of a whole set of predictions.
+
+    Args:
+        task: multiclass or binary.
+        logits: ``(N, C)`` (multiclass) or ``(N,)`` (binary).
+        targets: class indices, or 0/1 for binary.
+        num_classes: C.
+        threshold: binary only; None chooses the best-F1 threshold on these predictions.
+
+    Returns:
+        ``(metrics, confusion_counts)``.
+    """
+    import torch
+
+    from runtime.train.metrics import classification_report, confusion_matrix
+    from runtime.vision.reports import best_f1_threshold, binary_confusion, binary_metrics
+
+    loss = float(_loss(task, logits, targets)) if len(targets) else float("nan")
+    if task.kind == "binary":
+        probs = torch.sigmoid(logits.float())
+        if threshold is None:
+            threshold = best_f1_threshold(probs, targets)
+        metrics = {"loss": loss, **binary_metrics(probs, targets, threshold)}
+        return metrics, binary_confusion(probs, targets, threshold)
+    metrics = {"loss": loss, **classification_report(logits, targets.long(), num_classes)}
+    return metrics, confusion_matrix(logits, targets.long(), num_classes)
+
+
+def _report_labels(task: Task, classes: Sequence[str]) -> list[str]:
+    if task.kind == "binary":
+        return [f"not {task.positive_class}", str(task.positive_class)]
+    return list(classes)
+
+
+def train(cfg: TrainConfig, task: Task) -> dict[str, Any]:
+    """Train a classifier; write ``best.pt``, ``last.pt``, curves and reports under ``cfg.out``.
+
+    Returns:
+        A summary: best checkpoint path, its validation metrics, classes, epochs.
+
+    Raises:
+        DatasetError, MissingWeightsError, CheckpointError, UnknownArchitectureError.
+    """
+    from torch.utils.data import DataLoader
+
+    from runtime.train.checkpoint import BestTracker, load_checkpoint, seed_everything
+    from runtime.train.distributed import (
+        ShardedEvalSampler,
+        setup_distributed,
+        train_sampler,
+        unwrap_model,
+        wrap_model,
+    )
+    from runtime.train.loop import collect_predictions, fit
+    from runtime.train.optim import build_adamw, cosine_with_warmup
+    from runtime.train.precision import choose_device, choose_precision
+    from runtime.vision.architectures import (
+        IMAGENET_MEAN,
+        IMAGENET_STD,
+        build_classifier,
+        get_architecture,
+    )
+    from runtime.vision.images import labelled_split
+    from runtime.vision.reports import write_confusion_matrix, write_json
+
+    device = choose_device(cfg.device)
+    ctx = setup_distributed(device)
+    policy = choose_precision(device, cfg.precision)
+    seed_everything(cfg.seed)
+
+    arch = get_architecture(cfg.arch)
+    image_size = cfg.image_size or arch.default_image_size
+    split = labelled_split(
+        cfg.data,
+        image_size=image_size,
+        mean=IMAGENET_MEAN,
+        std=IMAGENET_STD,
+        val_fraction=cfg.val_fraction,
+        seed=cfg.seed,
+        augment=cfg.augment,
+    )
+    positive = _positive_index(split.classes, task, cfg.data) if task.kind == "binary" else None
+    num_outputs = 1 if task.kind == "binary" else len(split.classes)
+
+    model = build_classifier(
+        arch.name,
+        num_outputs=num_outputs,
+        image_size=image_size,
+        pretrained=cfg.pretrained,
+        init_encoder=cfg.init_encoder,
+    ).to(device)
+    starts_trained = (cfg.pretrained and arch.weights is not None) or cfg.init_encoder is not None
+    # A pretrained backbone moves slowly; one trained from scratch needs the full rate.
+    backbone_lr = (
+        cfg.backbone_lr
+        if cfg.backbone_lr is not None
+        else (cfg.lr / 10 if starts_trained else cfg.lr)
+    )
+    optimizer = build_adamw(
+        model,
+        lr=cfg.lr,
+        backbone_lr=backbone_lr,
+        is_backbone=lambda name: not name.startswith(arch.head_prefix),
+        weight_decay=cfg.weight_decay,
+    )
+    model = wrap_model(model, ctx, device)
+
+    workers = _workers(cfg.workers, device)
+    sampler = train_sampler(split.train, ctx, seed=cfg.seed)
+    train_loader = DataLoader(
+        split.train,
+        batch_size=cfg.batch_size,
+        shuffle=sampler is None,
+        sampler=sampler,
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        drop_last=len(split.train) > cfg.batch_size * max(1, ctx.world_size),
+    )
+    val_loader = DataLoader(
+        split.val,
+        batch_size=cfg.batch_size,
+        sampler=ShardedEvalSampler(len(split.val), ctx),
+        num_workers=workers,
+    )
+    steps_per_epoch = math.ceil(len(train_loader) / cfg.accum_steps)
+    total_steps = max(1, steps_per_epoch * cfg.epochs)
+    scheduler = cosine_with_warmup(
+        optimizer, warmup_steps=int(total_steps * cfg.warmup_fraction), total_steps=total_steps
+    )
+
+    forward = _forward(task, positive)
+
+    def compute_loss(model: nn.Module, batch: Any) -> torch.Tensor:
+        logits, targets = forward(model, batch)
+        return _loss(task, logits, targets)
+
+    def evaluate(model: nn.Module) -> dict[str, float]:
+        logits, targets = collect_predictions(
+            model, val_loader, forward=forward, policy=policy, ctx=ctx
+        )
+        return score(task, logits, targets, num_outputs)[0]
+
+    config = {
+        "stack": task.stack,
+        "task": task.kind,
+        "arch": arch.name,
+        "image_size": image_size,
+        "classes": list(split.classes),
+        "positive_class": task.positive_class,
+        "num_outputs": num_outputs,
+        "mean": list(IMAGENET_MEAN),
+        "std": list(IMAGENET_STD),
+        "widths": list(getattr(unwrap_model(model), "encoder", None).widths)
+        if arch.name == "unet_cnn"
+        else None,
+        "pretrained": bool(cfg.pretrained and arch.weights is not None),
+        "weights": arch.weights if cfg.pretrained else None,
+        "init_encoder": str(cfg.init_encoder) if cfg.init_encoder else None,
+        "precision": policy.name,
+    }
+    result = fit(
+        model,
+        train_loader=train_loader,
+        compute_loss=compute_loss,
+        evaluate=evaluate,
+        optimizer=optimizer,
+        policy=policy,
+        epochs=cfg.epochs,
+        out_dir=cfg.out,
+        select=BestTracker(task.select, "max"),
+        ctx=ctx,
+        scheduler=scheduler,
+        accum_steps=cfg.accum_steps,
+        max_grad_norm=cfg.max_grad_norm,
+        config=config,
+        resume=cfg.resume,
+        progress=cfg.progress,
+    )
+
+    # The kept model, scored once more on validation; its threshold is the one stored.
+    best = result.best_path or result.last_path
+    record = load_checkpoint(best, model=unwrap_model(model))
+    logits, targets = collect_predictions(
+        model, val_loader, forward=forward, policy=policy, ctx=ctx
+    )
+    threshold = record.metrics.get("val_threshold") if task.kind == "binary" else None
+    metrics, counts = score(task, logits, targets, num_outputs, threshold=threshold)
+    summary = {
+        "checkpoint": str(best),
+        "epochs": record.epoch,
+        "arch": arch.name,
+        "image_size": image_size,
+        "classes": list(split.classes),
+        "train_samples": len(split.train),
+        "val_samples": len(split.val),
+        "precision": policy.name,
+        "val": metrics,
+    }
+    if ctx.is_main:
+        labels = _report_labels(task, split.classes)
+        write_confusion_matrix(counts, labels, cfg.out)
+        write_json(Path(cfg.out) / METRICS_NAME, summary)
+    return summary
+
+
+@dataclass
+class LoadedClassifier:
+    """A trained classifier rebuilt from its checkpoint, with what it needs to run."""
+
+    model: nn.Module
+    config: dict[str, Any]
+    metrics: dict[str, float]
+    path: Path
+
+    @property
+    def task(self) -> Task:
+        return Task(
+            kind=self.config["task"],
+            stack=self.config["stack"],
+            positive_class=self.config.get("positive_class"),
+        )
+
+    @property
+    def threshold(self) -> float | None:
+        return self.metrics.get("val_threshold") if self.config["task"] == "binary" else None
+
+
+def load_classifier(
+    path: Path, *, stack: str, device: torch.device | None = None
+) -> LoadedClassifier:
+    """Rebuild the model of a ``train`` checkpoint (no pretrained weights needed).
+
+    Raises:
+        CheckpointError: missing file, or a checkpoint of another stack.
+    """
+    from runtime.train.checkpoint import CheckpointError as CoreCheckpointError
+    from runtime.train.checkpoint import load_checkpoint, read_checkpoint
+    from runtime.vision.architectures import build_classifier
+
+    try:
+        state = read_checkpoint(path)
+    except CoreCheckpointError as err:
+        raise CheckpointError(str(err)) from err
+    config = state.get("config") or {}
+    if config.get("stack") != stack:
+        raise CheckpointError(
+            f"{path} was written by {config.get('stack') or 'another program'!s}, not {stack} "
+            f"train; pass a best.pt written by `bundle run {stack} train`"
+        )
+    widths = tuple(config["widths"]) if config.get("widths") else None
+    model = build_classifier(
+        config["arch"],
+        num_outputs=int(config["num_outputs"]),
+        image_size=int(config["image_size"]),
+        pretrained=False,
+        widths=widths,
+    )
+    try:
+        record = load_checkpoint(path, model=model)
+    except CoreCheckpointError as err:
+        raise CheckpointError(str(err)) from err
+    if device is not None:
+        model.to(device)
+    model.eval()
+    return LoadedClassifier(model=model, config=config, metrics=record.metrics, path=Path(path))
+
+
+def evaluate(
+    checkpoint: Path,
+    data: Path,
+    out: Path,
+    *,
+    stack: str,
+    batch_size: int = 64,
+    device: str = "auto",
+    threshold: float | None = None,
+    workers: int | None = None,
+) -> dict[str, Any]:
+    """Score a checkpoint on a folder-per-class dataset; write metrics and confusion matrix.
+
+    Args:
+        checkpoint: ``best.pt`` from ``train``.
+        data: ``DATA/CLASS/*`` with the class folders used in training.
+        out: receives ``metrics.json``, ``confusion_matrix.csv`` and ``.png``.
+        threshold: binary only; default the threshold stored in the checkpoint.
+
+    Raises:
+        CheckpointError, DatasetError.
+    """
+    from torch.utils.data import DataLoader
+
+    from runtime.train.loop import collect_predictions
+    from runtime.train.precision import choose_device, choose_precision
+    from runtime.vision.images import labelled_folder
+    from runtime.vision.reports import write_confusion_matrix, write_json
+
+    dev = choose_device(device)
+    loaded = load_classifier(checkpoint, stack=stack, device=dev)
+    cfg, task = loaded.config, loaded.task
+    dataset = labelled_folder(
+        data, image_size=int(cfg["image_size"]), mean=cfg["mean"], std=cfg["std"]
+    )
+    if list(dataset.classes) != list(cfg["classes"]):
+        raise DatasetError(
+            f"{data}: class folders {dataset.classes} differ from the checkpoint's {cfg['classes']}"
+        )
+    positive = cfg["classes"].index(task.positive_class) if task.kind == "binary" else None
+    loader = DataLoader(dataset, batch_size=batch_size, num_workers=_workers(workers, dev))
+    policy = choose_precision(dev, "fp32")
+    logits, targets = collect_predictions(
+        loaded.model, loader, forward=_forward(task, positive), policy=policy
+    )
+    if task.kind == "binary" and threshold is None:
+        threshold = loaded.threshold
+    metrics, counts = score(task, logits, targets, int(cfg["num_outputs"]), threshold=threshold)
+    write_confusion_matrix(counts, _report_labels(task, cfg["classes"]), out)
+    summary = {"checkpoint": str(checkpoint), "data": str(data), "samples": len(dataset), **metrics}
+    write_json(Path(out) / METRICS_NAME, summary)
+    return summary
+
+
+@dataclass
+class Prediction:
+    """One image's prediction."""
+
+    path: str
+    label: str
+    confidence: float
+    probabilities: dict[str, float]
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def predict(
+    checkpoint: Path,
+    inputs: Sequence[Path],
+    *,
+    stack: str,
+    batch_size: int = 64,
+    device: str = "auto",
+    threshold: float | None = None,
+) -> list[Prediction]:
+    """Predict the class of every image in `inputs` (files or folders).
+
+    Binary checkpoints call an image positive when its probability reaches the
+    threshold (default: the one chosen on validation and stored in the checkpoint).
+    """
+    import torch
+    from torch.utils.data import DataLoader
+
+    from runtime.train.precision import choose_device
+    from runtime.vision.images import ImageFiles, gather_images, image_transform
+
+    dev = choose_device(device)
+    loaded = load_classifier(checkpoint, stack=stack, device=dev)
+    cfg = loaded.config
+    transform = image_transform(int(cfg["image_size"]), cfg["mean"], cfg["std"])
+    files = ImageFiles(gather_images(inputs), transform)
+    classes = list(cfg["classes"])
+    results: list[Prediction] = []
+    if threshold is None:
+        threshold = loaded.threshold
+    with torch.no_grad():
+        for images, paths in DataLoader(files, batch_size=batch_size):
+            logits = loaded.model(images.to(dev)).float().cpu()
+            for row, path in zip(logits, paths, strict=True):
+                results.append(_prediction(loaded.task, row, path, classes, threshold))
+    return results
+
+
+def _prediction(
+    task: Task, logits: torch.Tensor, path: str, classes: list[str], threshold: float | None
+) -> Prediction:
+    import torch
+
+    if task.kind == "binary":
+        p = float(torch.sigmoid(logits[0]))
+        positive = str(task.positive_class)
+        negative = next(c for c in classes if c != positive)
+        is_positive = p >= (0.5 if threshold is None else threshold)
+        return Prediction(
+            path=path,
+            label=positive if is_positive else negative,
+            confidence=p if is_positive else 1 - p,
+            probabilities={positive: p, negative: 1 - p},
+        )
+    probs = torch.softmax(logits, dim=0)
+    best = int(probs.argmax())
+    return Prediction(
+        path=path,
+        label=classes[best],
+        confidence=float(probs[best]),
+        probabilities={c: float(v) for c, v in zip(classes, probs.tolist(), strict=True)},
+    )
+
+
+def write_predictions_csv(predictions: Sequence[Prediction], path: Path) -> Path:
+    """One row per image: path, label, confidence, then one probability column per class."""
+    import csv
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    classes = list(predictions[0].probabilities) if predictions else []
+    with open(path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["path", "label", "confidence", *[f"p_{c}" for c in classes]])
+        for p in predictions:
+            row = [p.path, p.label, f"{p.confidence:.6f}"]
+            writer.writerow(row + [f"{p.probabilities[c]:.6f}" for c in classes])
+    return path
+
+
+def log(line: str) -> None:
+    """Progress lines go to stderr, so stdout stays clean for --json."""
+    print(line, file=sys.stderr, flush=True)

@@ -1,0 +1,250 @@
+"""Click commands shared by the classification stacks (`landcover`, `flood`).
+
+Imports only click and the standard library at module level, like the stack
+modules that use it: ``bundle run --help`` must stay fast. The work happens in
+``runtime.vision.classify`` and ``runtime.vision.attention_command``.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import click
+
+from runtime.vision.errors import VisionError
+
+ARCH_NAMES = ("vit_b_16", "mobilenet_v3_small", "resnet18", "unet_cnn")
+PRECISION_NAMES = ("auto", "bf16", "fp16", "fp32")
+
+
+def friendly_errors(func: Callable[..., Any]) -> Callable[..., Any]:
+    """Turn the errors a user can fix into one-line CLI errors (no traceback, exit 1)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from runtime.errors import BundleRuntimeError
+
+        fixable: tuple[type[BaseException], ...] = (VisionError, BundleRuntimeError)
+        if "torch" in sys.modules:  # the core's errors exist only once torch is in
+            from runtime.train.checkpoint import CheckpointError
+            from runtime.train.precision import PrecisionError
+
+            fixable += (CheckpointError, PrecisionError)
+        try:
+            return func(*args, **kwargs)
+        except fixable as err:
+            raise click.ClickException(str(err)) from err
+        except ValueError as err:  # option combinations the builders reject
+            raise click.ClickException(str(err)) from err
+
+    return wrapper
+
+
+def ensure_activated() -> None:
+    """Attach the bundles if nobody did, so torchvision finds its weights in them.
+
+    ``bundle run`` and notebooks usually call ``runtime.activate()`` first; a
+    direct call of a stack command still gets the same offline set-up.
+    """
+    import runtime
+
+    if runtime.current() is None:
+        runtime.activate()
+
+
+def emit(data: Any, as_json: bool, text: str) -> None:
+    """Print `data` as JSON on stdout with --json, else the human summary `text`."""
+    if as_json:
+        click.echo(json.dumps(_json_safe(data), indent=2, default=str))
+    else:
+        click.echo(text)
+
+
+def _json_safe(value: Any) -> Any:
+    # json.dumps writes NaN, which is not JSON; an undefined metric becomes null.
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, dict):
+        return {k: _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    return value
+
+
+def train_options(default_arch: str) -> Callable[[Callable], Callable]:
+    """The options every classification ``train`` takes."""
+    opts = [
+        click.option("--data", type=click.Path(exists=True, file_okay=False, path_type=Path),
+                     required=True, help="Folder-per-class images (or train/ and val/ inside)."),
+        click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+                     help="Run folder: best.pt, last.pt, curves, metrics, confusion matrix."),
+        click.option("--arch", type=click.Choice(ARCH_NAMES), default=default_arch,
+                     show_default=True, help="Model family."),
+        click.option("--image-size", type=int, default=None,
+                     help="Square input size [default: the weights' size, 224; unet_cnn 64]. "
+                          "ViT position embeddings are interpolated to it."),
+        click.option("--pretrained/--no-pretrained", default=True, show_default=True,
+                     help="Start from the torchvision weights in the bundle."),
+        click.option("--init-encoder", type=click.Path(dir_okay=False, path_type=Path),
+                     default=None, help="unet_cnn: start from a masked-ssl encoder.pt."),
+        click.option("--epochs", type=int, default=5, show_default=True),
+        click.option("--batch-size", type=int, default=32, show_default=True),
+        click.option("--lr", type=float, default=1e-3, show_default=True,
+                     help="Learning rate of the new head."),
+        click.option("--backbone-lr", type=float, default=None,
+                     help="Learning rate of the backbone [default: lr/10 when pretrained]."),
+        click.option("--weight-decay", type=float, default=0.05, show_default=True),
+        click.option("--accum-steps", type=int, default=1, show_default=True,
+                     help="Micro-batches per optimiser step."),
+        click.option("--precision", type=click.Choice(PRECISION_NAMES), default="auto",
+                     show_default=True,
+                     help="auto: bf16 on sm_80+, fp16 + GradScaler below, fp32 on CPU."),
+        click.option("--device", default="auto", show_default=True),
+        click.option("--val-fraction", type=float, default=0.2, show_default=True),
+        click.option("--seed", type=int, default=0, show_default=True),
+        click.option("--workers", type=int, default=None,
+                     help="DataLoader workers [default: 0 on CPU, up to 8 with a GPU]."),
+        click.option("--resume", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                     help="Continue from a last.pt."),
+        click.option("--no-progress", is_flag=True, help="No progress bars."),
+        click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON."),
+    ]
+
+    def decorate(func: Callable) -> Callable:
+        for opt in reversed(opts):
+            func = opt(func)
+        return func
+
+    return decorate
+
+
+def make_train_command(stack: str, task_kind: str, *, default_arch: str,
+                       select: str, binary: bool) -> click.Command:
+    """``STACK train``: fine-tune a classifier on a folder-per-class dataset."""
+
+    @click.command("train")
+    @train_options(default_arch)
+    @(click.option("--positive-class", default="flood", show_default=True,
+                   help="Class folder that counts as positive.") if binary
+      else (lambda f: f))
+    @friendly_errors
+    def train(**kw: Any) -> None:
+        from runtime.vision import classify
+
+        as_json = kw.pop("as_json")
+        no_progress = kw.pop("no_progress")
+        positive = kw.pop("positive_class", None)
+        if kw["pretrained"] and kw["init_encoder"] is None and kw["arch"] != "unet_cnn":
+            ensure_activated()
+        cfg = classify.TrainConfig(progress=not no_progress, **kw)
+        task = classify.Task(kind=task_kind, stack=stack, positive_class=positive, select=select)
+        summary = classify.train(cfg, task)
+        val = summary["val"]
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in val.items() if isinstance(v, float))
+        emit(summary, as_json, f"best checkpoint {summary['checkpoint']}: {shown}")
+
+    return train
+
+
+def make_evaluate_command(stack: str) -> click.Command:
+    """``STACK evaluate``: metrics and confusion matrix of a checkpoint on a labelled folder."""
+
+    @click.command("evaluate")
+    @click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path), required=True,
+                  help="best.pt written by train.")
+    @click.option("--data", type=click.Path(exists=True, file_okay=False, path_type=Path),
+                  required=True, help="Folder-per-class images with the training classes.")
+    @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+                  help="Receives metrics.json, confusion_matrix.csv and .png.")
+    @click.option("--threshold", type=float, default=None,
+                  help="Binary stacks: decision threshold [default: the one chosen on validation].")
+    @click.option("--batch-size", type=int, default=64, show_default=True)
+    @click.option("--device", default="auto", show_default=True)
+    @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
+    @friendly_errors
+    def evaluate(checkpoint: Path, data: Path, out: Path, threshold: float | None,
+                 batch_size: int, device: str, as_json: bool) -> None:
+        from runtime.vision import classify
+
+        summary = classify.evaluate(checkpoint, data, out, stack=stack, batch_size=batch_size,
+                                    device=device, threshold=threshold)
+        shown = ", ".join(f"{k} {v:.4f}" for k, v in summary.items() if isinstance(v, float))
+        emit(summary, as_json, f"{summary['samples']} images: {shown}; reports in {out}")
+
+    return evaluate
+
+
+def make_predict_command(stack: str) -> click.Command:
+    """``STACK predict``: the class of each image."""
+
+    @click.command("predict")
+    @click.argument("inputs", nargs=-1, required=True,
+                    type=click.Path(exists=True, path_type=Path))
+    @click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path), required=True,
+                  help="best.pt written by train.")
+    @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                  help="Write a CSV: path, label, confidence, one probability per class.")
+    @click.option("--threshold", type=float, default=None,
+                  help="Binary stacks: decision threshold [default: the one chosen on validation].")
+    @click.option("--batch-size", type=int, default=64, show_default=True)
+    @click.option("--device", default="auto", show_default=True)
+    @click.option("--json", "as_json", is_flag=True, help="Print predictions as JSON.")
+    @friendly_errors
+    def predict(inputs: tuple[Path, ...], checkpoint: Path, out: Path | None,
+                threshold: float | None, batch_size: int, device: str, as_json: bool) -> None:
+        from runtime.vision import classify
+
+        preds = classify.predict(checkpoint, inputs, stack=stack, batch_size=batch_size,
+                                 device=device, threshold=threshold)
+        if out is not None:
+            classify.write_predictions_csv(preds, out)
+        text = "\n".join(f"{p.label}\t{p.confidence:.3f}\t{p.path}" for p in preds)
+        emit([p.to_json() for p in preds], as_json, text)
+
+    return predict
+
+
+def make_attention_command(stack: str) -> click.Command:
+    """``STACK attention``: attention-rollout overlays (and per-layer grids) for images."""
+
+    @click.command("attention")
+    @click.argument("inputs", nargs=-1, required=True,
+                    type=click.Path(exists=True, path_type=Path))
+    @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+                  help="Folder for NAME_rollout.png (and NAME_layers.png, NAME_attention.pt).")
+    @click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path), default=None,
+                  help="A ViT best.pt from train [default: the pretrained ViT-B/16 of the bundle].")
+    @click.option("--image-size", type=int, default=None,
+                  help="Without --checkpoint: input size for the pretrained ViT [default 224].")
+    @click.option("--head-fusion", type=click.Choice(["mean", "max", "min"]), default="mean",
+                  show_default=True, help="How heads are combined in the rollout.")
+    @click.option("--discard-ratio", type=float, default=0.0, show_default=True,
+                  help="Share of the weakest attention weights dropped per layer.")
+    @click.option("--layers/--no-layers", "layer_grid", default=True, show_default=True,
+                  help="Also write a grid of per-layer, per-head class-token attention.")
+    @click.option("--save-maps", is_flag=True,
+                  help="Also save the raw maps (layers, heads, tokens, tokens) as NAME_attention.pt.")
+    @click.option("--device", default="auto", show_default=True)
+    @click.option("--json", "as_json", is_flag=True, help="Print the files written as JSON.")
+    @friendly_errors
+    def attention(inputs: tuple[Path, ...], out: Path, checkpoint: Path | None,
+                  image_size: int | None, head_fusion: str, discard_ratio: float,
+                  layer_grid: bool, save_maps: bool, device: str, as_json: bool) -> None:
+        from runtime.vision.attention_command import write_attention
+
+        if checkpoint is None:
+            ensure_activated()
+        written = write_attention(
+            inputs, out, stack=stack, checkpoint=checkpoint, image_size=image_size,
+            head_fusion=head_fusion, discard_ratio=discard_ratio, layer_grid=layer_grid,
+            save_maps=save_maps, device=device,
+        )
+        text = "\n".join(str(p) for rows in written for p in rows["files"])
+        emit(written, as_json, text)
+
+    return attention

@@ -1,0 +1,136 @@
+"""Classification metrics beyond the core's, and the files evaluation leaves behind.
+
+Multiclass accuracy, macro-F1 and the confusion matrix come from
+``runtime.train.metrics``; binary precision/recall/F1/ROC-AUC and the threshold
+search use torchmetrics.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    import torch
+
+
+def binary_metrics(
+    probabilities: torch.Tensor, targets: torch.Tensor, threshold: float
+) -> dict[str, float]:
+    """Precision, recall, F1 and accuracy at `threshold`, and the ROC-AUC.
+
+    Args:
+        probabilities: ``(N,)`` probability of the positive class.
+        targets: ``(N,)`` 1 for positive, 0 for negative.
+        threshold: a sample is called positive when its probability is >= threshold.
+    """
+    from torchmetrics.functional.classification import (
+        binary_accuracy,
+        binary_auroc,
+        binary_f1_score,
+        binary_precision,
+        binary_recall,
+    )
+
+    t = targets.long()
+    both_classes = bool(t.min() != t.max()) if t.numel() else False
+    return {
+        "precision": float(binary_precision(probabilities, t, threshold=threshold)),
+        "recall": float(binary_recall(probabilities, t, threshold=threshold)),
+        "f1": float(binary_f1_score(probabilities, t, threshold=threshold)),
+        "accuracy": float(binary_accuracy(probabilities, t, threshold=threshold)),
+        # ROC-AUC is undefined with one class present; NaN says so instead of a fake 0.5.
+        "roc_auc": float(binary_auroc(probabilities, t)) if both_classes else float("nan"),
+        "threshold": float(threshold),
+    }
+
+
+def best_f1_threshold(probabilities: torch.Tensor, targets: torch.Tensor) -> float:
+    """The decision threshold with the highest F1 on these (validation) predictions.
+
+    Candidates are the observed probabilities (torchmetrics' precision-recall
+    curve); 0.5 when there is no positive sample to score.
+    """
+    import torch
+    from torchmetrics.functional.classification import binary_precision_recall_curve
+
+    t = targets.long()
+    if t.numel() == 0 or int(t.sum()) == 0:
+        return 0.5
+    precision, recall, thresholds = binary_precision_recall_curve(probabilities, t)
+    # The curve's last point (precision 1, recall 0) has no threshold.
+    precision, recall = precision[:-1], recall[:-1]
+    f1 = 2 * precision * recall / (precision + recall).clamp_min(1e-12)
+    best = int(torch.argmax(f1))
+    return float(thresholds[best])
+
+
+def binary_confusion(probabilities: torch.Tensor, targets: torch.Tensor, threshold: float):
+    """2x2 counts, rows = true (negative, positive), columns = predicted."""
+    import torch
+
+    pred = (probabilities >= threshold).long()
+    index = targets.long() * 2 + pred
+    return torch.bincount(index, minlength=4).reshape(2, 2)
+
+
+def write_confusion_matrix(
+    counts: torch.Tensor, labels: Sequence[str], out_dir: Path, *, name: str = "confusion_matrix"
+) -> tuple[Path, Path]:
+    """Write ``NAME.csv`` (rows = true class, columns = predicted) and ``NAME.png``.
+
+    Returns:
+        The CSV and PNG paths.
+    """
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    matrix = counts.long().tolist()
+    csv_path = out / f"{name}.csv"
+    with open(csv_path, "w", newline="") as fh:
+        writer = csv.writer(fh)
+        writer.writerow(["true \\ predicted", *labels])
+        for label, row in zip(labels, matrix, strict=True):
+            writer.writerow([label, *row])
+
+    n = len(labels)
+    fig, ax = plt.subplots(figsize=(1.0 + 0.6 * n, 0.8 + 0.6 * n))
+    ax.imshow(counts.float().numpy(), cmap="Blues")
+    ax.set_xticks(range(n), labels, rotation=45, ha="right", fontsize=7)
+    ax.set_yticks(range(n), labels, fontsize=7)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    peak = max(1, max(max(r) for r in matrix))
+    for i, row in enumerate(matrix):
+        for j, value in enumerate(row):
+            colour = "white" if value > peak / 2 else "black"
+            ax.text(j, i, str(value), ha="center", va="center", fontsize=7, color=colour)
+    png_path = out / f"{name}.png"
+    fig.savefig(png_path, dpi=100, bbox_inches="tight")
+    plt.close(fig)
+    return csv_path, png_path
+
+
+def write_json(path: Path, data: Any) -> Path:
+    """Write `data` as indented JSON (NaN written as null)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(_finite(data), indent=2) + "\n")
+    return path
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float) and value != value:
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_finite(v) for v in value]
+    return value
