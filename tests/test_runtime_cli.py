@@ -1,0 +1,107 @@
+"""`bundle doctor` and `bundle run`, through the real `bundle` command group."""
+
+from __future__ import annotations
+
+import json
+
+import click
+import pytest
+from click.testing import CliRunner
+
+import runtime
+from builder.cli import main
+from runtime import constants
+from runtime.stacks import STACKS
+from tests.test_runtime_support import hf_art, make_bundle
+
+# This module doubles as a stack (registered under "demo-stack" by the fixture below):
+# a stack is a module with `cli` and `ARTIFACTS`.
+ARTIFACTS = ["vit-tiny"]
+
+
+@click.group()
+def cli() -> None:
+    """Demo stack."""
+
+
+@cli.command()
+@click.option("--name", default="world", help="Who to greet.")
+def hello(name: str) -> None:
+    """Say hello and show what the runtime resolved."""
+    act = runtime.current()
+    click.echo(f"hello {name}; activated={act is not None}; vit={runtime.resolve('vit-tiny').name}")
+
+
+@pytest.fixture
+def attached(tmp_path, monkeypatch):
+    monkeypatch.setitem(STACKS, "demo-stack", __name__)
+    monkeypatch.setenv(constants.ENV_SEARCH_ROOTS, "")
+    monkeypatch.setenv(constants.ENV_VIEW_DIR, str(tmp_path / "views"))
+
+    def attach(arts, stacks):
+        bundle = make_bundle(tmp_path / "b", "demo", arts, stacks=stacks)
+        monkeypatch.setenv(constants.ENV_BUNDLE_PATH, str(bundle))
+        return bundle
+
+    yield attach
+    runtime.deactivate()
+
+
+VIT = hf_art("vit-tiny", "org/vit-tiny", {"config.json": b"{}"})
+
+
+def test_doctor_reports_bundles_stacks_gpu_and_versions(attached):
+    bundle = attached([VIT], ["demo-stack", "not-yet-written"])
+    result = CliRunner().invoke(main, ["doctor"])
+    assert result.exit_code == 0, result.output
+    assert f"demo 1.0.0  {bundle}" in result.output
+    assert "demo-stack: ok (vit-tiny)" in result.output
+    assert "not-yet-written: unknown stack" in result.output
+    assert "GPU: " in result.output and "Libraries: " in result.output
+
+
+def test_doctor_exits_1_naming_the_artifact_a_stack_misses(attached):
+    attached([hf_art("other", "org/other", {"config.json": b"{}"})], ["demo-stack"])
+    result = CliRunner().invoke(main, ["doctor"])
+    assert result.exit_code == 1
+    assert "demo-stack: MISSING vit-tiny" in result.output
+
+
+def test_doctor_json_is_machine_readable(attached):
+    attached([VIT], ["demo-stack"])
+    result = CliRunner().invoke(main, ["doctor", "--json"])
+    report = json.loads(result.output)
+    assert report["ok"] is True
+    assert report["bundles"][0]["artifacts"] == ["vit-tiny"]
+    assert report["stacks"] == [{"name": "demo-stack", "status": "ok", "needs": ["vit-tiny"],
+                                 "missing": [], "detail": ""}]
+    assert set(report["gpu"]) >= {"available", "bf16", "fp16", "capability"}
+    assert report["libraries"]["offline-bundle"]
+
+
+def test_doctor_without_any_bundle_exits_1(attached, monkeypatch):
+    monkeypatch.delenv(constants.ENV_BUNDLE_PATH, raising=False)
+    result = CliRunner().invoke(main, ["doctor"])
+    assert result.exit_code == 1 and "BUNDLE_PATH" in result.output
+
+
+def test_run_activates_then_hands_the_arguments_to_the_stack(attached):
+    attached([VIT], ["demo-stack"])
+    result = CliRunner().invoke(main, ["run", "demo-stack", "hello", "--name", "kaggle"])
+    assert result.exit_code == 0, result.output
+    assert "hello kaggle; activated=True; vit=" in result.output
+
+
+def test_run_passes_help_through_to_the_stack_command(attached):
+    attached([VIT], ["demo-stack"])
+    result = CliRunner().invoke(main, ["run", "demo-stack", "hello", "--help"])
+    assert result.exit_code == 0
+    assert "Who to greet." in result.output
+
+
+def test_run_lists_known_stacks_and_refuses_unknown_ones(attached):
+    result = CliRunner().invoke(main, ["run", "--help"])
+    assert result.exit_code == 0 and "emotion-vit" in result.output and "ddrm" in result.output
+    result = CliRunner().invoke(main, ["run", "no-such-stack", "train"])
+    assert result.exit_code == 2
+    assert "unknown stack 'no-such-stack'" in result.output and "landcover" in result.output
