@@ -1,0 +1,177 @@
+"""Starter notebooks, one per stack a bundle declares: `notebooks/STACK.ipynb`.
+
+Each runs top to bottom with the internet off: find the attached bundle (Kaggle
+mounts it at /kaggle/input/SLUG/ or /kaggle/input/datasets/OWNER/SLUG/, Colab
+Drive at /content/drive/MyDrive/bundles/NAME/, or $BUNDLE_PATH), install
+offline-bundle from the bundle's wheelhouse, activate the runtime, show where
+each model the stack needs resolves to, and run the stack's CLI.
+
+The search list is written from :mod:`runtime.constants` at build time: the
+notebook must find the bundle before the runtime is installed.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from runtime.constants import (
+    DEFAULT_SEARCH_ROOTS,
+    ENV_BUNDLE_PATH,
+    ENV_SEARCH_ROOTS,
+    MANIFEST_NAME,
+    NOTEBOOKS_DIR,
+    WHEELS_DIR,
+)
+
+_INTRO = """\
+# {name}: `{stack}` stack, offline
+
+Bundle **{name} {version}** ({title}). This notebook needs no internet:
+
+1. finds the attached bundle (Kaggle *Add Input*, Colab Drive `MyDrive/bundles/{name}/`, or `$BUNDLE_PATH`);
+2. installs `offline-bundle` from the bundle's `wheels/` folder;
+3. `runtime.activate()` switches Hugging Face, timm and torchvision to the bundle's files;
+4. shows where each model the stack needs comes from, and runs `bundle run {stack}`.
+"""
+
+_FIND = """\
+# Find the bundle: $BUNDLE_PATH first, then Kaggle (both mount styles), Colab Drive, Docker, local builds.
+import glob, json, os
+
+BUNDLE_NAME = {name!r}
+STACK = {stack!r}
+SEARCH_ROOTS = {roots!r}
+
+def _candidates():
+    for entry in filter(None, os.environ.get({env_path!r}, "").split(os.pathsep)):
+        yield entry                                      # a bundle folder ...
+        yield from sorted(glob.glob(os.path.join(entry, "*")))  # ... or a folder of bundles
+    roots = os.environ.get({env_roots!r})
+    for pattern in (roots.split(os.pathsep) if roots is not None else SEARCH_ROOTS):
+        yield from sorted(glob.glob(pattern))
+
+def _bundle_name(folder):
+    try:
+        with open(os.path.join(folder, {manifest!r}), encoding="utf-8") as f:
+            return json.load(f).get("name")
+    except (OSError, ValueError):
+        return None
+
+found = [d for d in _candidates() if _bundle_name(d) == BUNDLE_NAME]
+if not found:
+    raise FileNotFoundError(
+        f"bundle {{BUNDLE_NAME!r}} not found. On Kaggle: Add Input > your dataset; on Colab: mount "
+        f"Drive and unpack it into MyDrive/bundles/; elsewhere set BUNDLE_PATH. Searched: {{SEARCH_ROOTS}}")
+BUNDLE = found[0]
+print("bundle:", BUNDLE)
+"""
+
+_INSTALL = """\
+# Install offline-bundle from the bundle's wheelhouse (no index, no network).
+import importlib, subprocess, sys
+
+def sh(*cmd):  # run a command, show its output here, stop the notebook if it fails
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    print(proc.stdout + proc.stderr)
+    if proc.returncode:
+        raise RuntimeError(f"{{cmd[0]}} exited with status {{proc.returncode}}")
+
+WHEELS = os.path.join(BUNDLE, {wheels!r})
+if glob.glob(os.path.join(WHEELS, "offline_bundle-*.whl")):
+    sh(sys.executable, "-m", "pip", "install", "--no-index", "--find-links", WHEELS, "offline-bundle")
+    importlib.invalidate_caches()
+else:
+    print("this bundle carries no offline-bundle wheel; using the installed runtime")
+"""
+
+_ACTIVATE = """\
+import runtime
+
+activation = runtime.activate()  # before importing transformers / timm / torchvision models
+activation
+"""
+
+_RESOLVE = """\
+# Where each model the stack needs comes from (an error lists what the bundle holds).
+ARTIFACTS = {artifacts!r}
+for name in ARTIFACTS:
+    try:
+        print(f"{{name}} -> {{runtime.resolve(name)}}")
+    except runtime.ArtifactNotFoundError as e:
+        print(f"{{name}} -> MISSING: {{str(e).splitlines()[0]}}")
+"""
+
+_RUN = """\
+# The stack's commands; replace --help with e.g. `train --help` to see a command's options.
+import shutil
+
+BUNDLE_CLI = shutil.which("bundle") or os.path.join(os.path.dirname(sys.executable), "bundle")
+sh(BUNDLE_CLI, "run", STACK, "--help")
+"""
+
+
+def _stack_artifacts(stack: str, spec: Any) -> list[str]:
+    """The stack's own list (runtime.stacks.STACK.ARTIFACTS), else the bundle's artifact ids."""
+    try:
+        from runtime.stacks import load_stack
+
+        return [str(a) for a in getattr(load_stack(stack), "ARTIFACTS", ())]
+    except (ImportError, KeyError):
+        # A stack without a module yet: show what the bundle itself carries.
+        return [a.id for a in getattr(spec, "artifacts", [])]
+
+
+def starter_notebook(spec: Any, stack: str) -> Any:
+    """The starter notebook for one stack, as an nbformat v4 notebook.
+
+    Args:
+        spec: a loaded spec (``name``, ``version``, ``title``, ``artifacts``).
+        stack: a stack name the spec declares.
+
+    Returns:
+        An ``nbformat.NotebookNode``.
+    """
+    import nbformat
+    from nbformat import v4
+
+    name = spec.name
+    values = {
+        "name": name, "stack": stack, "version": getattr(spec, "version", ""),
+        "title": getattr(spec, "title", "") or name, "roots": list(DEFAULT_SEARCH_ROOTS),
+        "env_path": ENV_BUNDLE_PATH, "env_roots": ENV_SEARCH_ROOTS, "manifest": MANIFEST_NAME,
+        "wheels": WHEELS_DIR, "artifacts": _stack_artifacts(stack, spec),
+    }
+    nb = v4.new_notebook()
+    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    nb.metadata["language_info"] = {"name": "python"}
+    nb.cells = [v4.new_markdown_cell(_INTRO.format(**values))]
+    nb.cells += [v4.new_code_cell(t.format(**values)) for t in (_FIND, _INSTALL, _ACTIVATE, _RESOLVE, _RUN)]
+    # Stable cell ids: the same spec writes the same bytes (the bundle digest stays put).
+    for i, cell in enumerate(nb.cells):
+        cell["id"] = f"{stack}-{i}"
+    nbformat.validate(nb)
+    return nb
+
+
+def write_notebooks(spec: Any, staging_dir: str | os.PathLike) -> list[str]:
+    """Write `notebooks/STACK.ipynb` for every stack the spec declares.
+
+    Args:
+        spec: a loaded spec (``.name``, ``.version``, ``.title``, ``.stacks``, ``.artifacts``).
+        staging_dir: the bundle folder being built.
+
+    Returns:
+        The notebook paths relative to `staging_dir`, sorted.
+    """
+    import nbformat
+
+    out_dir = Path(staging_dir) / NOTEBOOKS_DIR
+    paths = []
+    for stack in sorted(set(getattr(spec, "stacks", None) or [])):
+        out_dir.mkdir(parents=True, exist_ok=True)
+        path = out_dir / f"{stack}.ipynb"
+        path.write_text(nbformat.writes(starter_notebook(spec, stack)) + "\n", encoding="utf-8")
+        paths.append(f"{NOTEBOOKS_DIR}/{stack}.ipynb")
+    return paths
