@@ -23,6 +23,7 @@ store (files are added to the store only after verification).
 from __future__ import annotations
 
 import concurrent.futures as cf
+import contextlib
 import hashlib
 import json
 import logging
@@ -71,6 +72,7 @@ class BuildReport:
     fetched_files: int = 0
     fetched_bytes: int = 0
     resolved_from_lock: int = 0
+    unchanged: bool = False  # the existing bundle folder already was this build
     seconds: float = 0.0
     warnings: list[str] = field(default_factory=list)
 
@@ -86,6 +88,7 @@ class BuildReport:
             "fetched_files": self.fetched_files,
             "fetched_bytes": self.fetched_bytes,
             "resolved_from_lock": self.resolved_from_lock,
+            "unchanged": self.unchanged,
             "seconds": round(self.seconds, 3),
             "warnings": list(self.warnings),
         }
@@ -116,8 +119,12 @@ def _read_lock(path: Path) -> dict[str, Any]:
 
 
 def _write_lock(path: Path, entries: dict[str, Any]) -> None:
+    text = json.dumps({"format": LOCK_FORMAT, "artifacts": entries}, sort_keys=True, separators=(",", ":"))
+    with contextlib.suppress(OSError):
+        if path.read_text() == text:
+            return  # unchanged: a rerun writes nothing
     tmp = path.with_name(f"{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(json.dumps({"format": LOCK_FORMAT, "artifacts": entries}, indent=1, sort_keys=True))
+    tmp.write_text(text)
     os.replace(tmp, path)
 
 
@@ -264,10 +271,16 @@ def _check_urls(spec: Spec, plans: dict[str, ResolvedArtifact], policy: FetchPol
     for art in spec.artifacts:
         if art.id not in plans:
             continue
+        seen: set[str] = set()
         for pf in plans[art.id].files:
             for url in pf.urls:
+                rewritten = rewrite_url(url, policy.mirrors)
+                origin = "/".join(rewritten.split("/", 3)[:3])  # scheme://host: what is checked
+                if origin in seen:
+                    continue
+                seen.add(origin)
                 try:
-                    check_url_allowed(rewrite_url(url, policy.mirrors), allow_http=policy.allow_http)
+                    check_url_allowed(rewritten, allow_http=policy.allow_http)
                 except FetchError as e:
                     key = "mirrors" if url in art.mirrors else "url"
                     errors.setdefault(art.id, f"artifact '{art.id}': field '{key}': {e}")
@@ -315,12 +328,18 @@ def _fetch_all(
 ) -> dict[str, str]:
     """Fetch every planned file into the store; fills in sha256/size. Returns errors by artifact."""
     todo: list[tuple[ArtifactSpec, PlannedFile]] = []
+    blob_path = layout.fast_blob_path(store)
     for art in spec.artifacts:
         for pf in plans[art.id].files:
-            if pf.sha256 is not None and store.has(pf.sha256, pf.size):
-                if pf.size is None:
-                    pf.size = store.blob_path(pf.sha256).stat().st_size
-                continue
+            if pf.sha256 is not None:
+                # What Store.has() does (never re-hash), without pathlib per file.
+                try:
+                    size = os.stat(blob_path(pf.sha256)).st_size
+                except OSError:
+                    size = None
+                if size is not None and (pf.size is None or pf.size == size):
+                    pf.size = size
+                    continue
             todo.append((art, pf))
     errors: dict[str, str] = {}
     if not todo:
@@ -462,15 +481,6 @@ def _created() -> str:
     return when.strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _previous_files(bundle_dir: Path) -> dict[str, FileEntry]:
-    if not (bundle_dir / "bundle.json").is_file():
-        return {}
-    try:
-        return {f.path: f for f in read_manifest(bundle_dir).all_files()}
-    except ManifestError:
-        return {}
-
-
 def build(
     spec_path: str | os.PathLike,
     *,
@@ -553,6 +563,94 @@ def _raise_failed(spec: Spec, errors: dict[str, str]) -> None:
     )
 
 
+def _artifact_entries(
+    spec: Spec, plans: dict[str, ResolvedArtifact]
+) -> tuple[list[ArtifactEntry], dict[str, bytes]]:
+    """Manifest entries of every artifact, and the bytes of the generated files by path."""
+    artifacts: list[ArtifactEntry] = []
+    generated: dict[str, bytes] = {}
+    for art in spec.artifacts:
+        plan = plans[art.id]
+        entries: list[FileEntry] = []
+        for pf in plan.files:
+            assert pf.sha256 is not None and pf.size is not None
+            entries.append(FileEntry(pf.path, pf.size, pf.sha256))
+        for g in plan.generated:
+            generated[g.path] = g.data
+            entries.append(FileEntry(g.path, len(g.data), hashlib.sha256(g.data).hexdigest()))
+        artifacts.append(
+            ArtifactEntry(
+                id=art.id,
+                source=plan.source,
+                ref=plan.ref,
+                revision=plan.revision,
+                path=plan.path,
+                files=entries,
+                aliases=list(plan.aliases),
+                fallbacks=list(art.fallbacks),
+            )
+        )
+    return artifacts, generated
+
+
+def _bundle_is_current(
+    bundle_dir: Path,
+    previous: Manifest,
+    manifest: Manifest,
+    generated: dict[str, bytes],
+    staging: Path,
+    store: Store,
+    top_level: dict[str, bytes],
+) -> bool:
+    """True when the existing bundle already is what this build would write.
+
+    Same manifest (apart from ``created``), every fetched file the very store blob
+    (same inode: nothing to re-hash), generated files byte for byte. Then the
+    build leaves the bundle folder alone.
+    """
+    old, new = previous.to_json(), manifest.to_json()
+    old.pop("created"), new.pop("created")
+    if old != new:
+        return False
+    blob_path = layout.fast_blob_path(store)
+    root = str(bundle_dir)
+    for f in manifest.all_files():
+        here = f"{root}/{f.path}"
+        if f.path in generated or f.path.startswith("notebooks/"):
+            data = generated.get(f.path)
+            if data is None:
+                data = (staging / f.path).read_bytes()
+            try:
+                with open(here, "rb") as fh:
+                    if fh.read(len(data) + 1) != data:
+                        return False
+            except OSError:
+                return False
+            continue
+        try:
+            st, blob = os.stat(here), os.stat(blob_path(f.sha256))
+        except OSError:
+            return False
+        if (st.st_ino, st.st_dev) != (blob.st_ino, blob.st_dev) or os.path.islink(here):
+            return False
+    for name, data in top_level.items():
+        try:
+            if (bundle_dir / name).read_bytes() != data:
+                return False
+        except OSError:
+            return False
+    return True
+
+
+def _previous_manifest(bundle_dir: Path) -> Manifest | None:
+    if not (bundle_dir / "bundle.json").is_file():
+        return None
+    try:
+        return read_manifest(bundle_dir)
+    except ManifestError:
+        return None
+
+
 def _materialise(
     spec: Spec,
     plans: dict[str, ResolvedArtifact],
@@ -564,38 +662,13 @@ def _materialise(
     new_lock: dict[str, Any],
 ) -> Manifest:
     layout.clear_stale_staging(out, spec.name)
-    previous = _previous_files(bundle_dir)
+    previous = _previous_manifest(bundle_dir)
+    old_files = {f.path: f for f in previous.all_files()} if previous else {}
     staging = layout.new_staging_dir(out, spec.name)
     try:
-        artifacts: list[ArtifactEntry] = []
-        for art in spec.artifacts:
-            plan = plans[art.id]
-            entries: list[FileEntry] = []
-            for pf in plan.files:
-                assert pf.sha256 is not None and pf.size is not None
-                old = previous.get(pf.path)
-                reuse = (
-                    bundle_dir / pf.path
-                    if old is not None and (old.sha256, old.size) == (pf.sha256, pf.size)
-                    else None
-                )
-                layout.link_or_reuse(store, pf.sha256, staging / pf.path, reuse)
-                entries.append(FileEntry(pf.path, pf.size, pf.sha256))
-            for g in plan.generated:
-                layout.write_bytes(staging, g.path, g.data)
-                entries.append(FileEntry(g.path, len(g.data), hashlib.sha256(g.data).hexdigest()))
-            artifacts.append(
-                ArtifactEntry(
-                    id=art.id,
-                    source=plan.source,
-                    ref=plan.ref,
-                    revision=plan.revision,
-                    path=plan.path,
-                    files=entries,
-                    aliases=list(plan.aliases),
-                    fallbacks=list(art.fallbacks),
-                )
-            )
+        artifacts, generated = _artifact_entries(spec, plans)
+        # Wheels (linked from the store when cached) and notebooks first: their
+        # entries are part of the manifest we compare with the existing bundle.
         extra = _wheelhouse(spec, staging, store, lock, new_lock, report)
         extra += _notebooks(spec, staging, report)
         manifest = Manifest(
@@ -607,7 +680,25 @@ def _materialise(
             extra_files=extra,
             created=_created(),
         )
-        layout.write_generated(staging, manifest, kaggle=spec.kaggle, license=spec.license)
+        manifest.digest = manifest.compute_digest()
+        top_level = layout.generated_top_level(manifest, kaggle=spec.kaggle, license=spec.license)
+        if previous is not None and _bundle_is_current(
+            bundle_dir, previous, manifest, generated, staging, store, top_level
+        ):
+            layout.remove_tree(staging)
+            report.unchanged = True
+            return previous
+
+        linker = layout.Linker(store, staging)
+        for art in manifest.artifacts:
+            for f in art.files:
+                if f.path in generated:
+                    layout.write_bytes(staging, f.path, generated[f.path])
+                    continue
+                old = old_files.get(f.path)
+                reuse = bundle_dir / f.path if old is not None and old == f else None
+                linker.link(f.sha256, f.path, reuse)
+        layout.write_generated(staging, manifest, top_level)
         layout.check_tree(staging)
         layout.swap_in(staging, bundle_dir)
     except BaseException:

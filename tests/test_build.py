@@ -180,7 +180,15 @@ def test_rerun_of_an_unchanged_build_asks_no_server_and_keeps_bundle_json(
     first.pop("created"), second.pop("created")
     assert first == second
     assert elapsed < 1.0
+    assert report["unchanged"] is True  # the folder already was this build: left alone
     assert sorted(p.name for p in (tmp_path / "out").iterdir() if p.is_dir()) == ["rerun"]
+
+    # A file deleted from the bundle comes back from the store, still with no request.
+    (tmp_path / "out/rerun/files/weights/mnv3-047dcff4.pth").unlink()
+    repaired = cli(*args, "--json")
+    assert repaired.exit_code == 0 and json.loads(repaired.stdout)["unchanged"] is False
+    assert len(hub.requests) == hub_before and len(file_server.requests) == files_before
+    assert cli("verify", tmp_path / "out/rerun").exit_code == 0
 
 
 # --- timm and torchvision --------------------------------------------------------
