@@ -16,6 +16,7 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,6 +133,9 @@ def _size(n: int) -> str:
     return str(n)
 
 
+_LOCK = threading.Lock()
+
+
 class _State:
     """What the current activation changed, so deactivate() can undo exactly that."""
 
@@ -245,6 +249,7 @@ def activate(strict: bool = False) -> Activation:
     Args:
         strict: also refuse every network connection to a non-loopback host with
             `OfflineViolation`, naming the host and the artifact the code wanted.
+            Stays on until deactivate(), even if a later call passes strict=False.
 
     Returns:
         The Activation: bundles, artifacts, problems found by the quick size check,
@@ -255,10 +260,16 @@ def activate(strict: bool = False) -> Activation:
         BundleIntegrityWarning: a listed file is missing or has the wrong size.
         NoBundleWarning: no bundle was found at all.
     """
+    with _LOCK:
+        return _activate(strict)
+
+
+def _activate(strict: bool) -> Activation:
     found = locate_with_stats()
     folders = [folder for folder, _ in found]
     key = _bundles_key(found)
     act = _State.activation
+    was_strict = act is not None and act.strict
     if act is None or key != _State.key or act.view is None or not act.view.is_dir():
         if act is not None:
             # The attached set changed: rebuild from scratch, keep the original saved env.
@@ -277,6 +288,9 @@ def activate(strict: bool = False) -> Activation:
     # Re-applied every call: a library imported since the last call still gets patched.
     _set_env(act.env)
     act.patched = _patch_imported(act.view)
+    # Strict mode is sticky: a stack calling activate() must not undo the user's
+    # activate(strict=True); only deactivate() lifts it.
+    strict = strict or was_strict
     act.strict = strict
     if strict:
         guard.install(hint=_strict_hint)

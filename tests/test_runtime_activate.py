@@ -317,21 +317,50 @@ def test_import_runtime_loads_no_heavy_library():
     assert out.stdout.strip() == "[]"
 
 
-def test_activate_with_200_mounted_datasets_stays_fast(isolated, monkeypatch):
+@pytest.fixture
+def fast_dir(isolated):
+    """A folder on tmpfs when there is one: 1000 small files in seconds, not tens."""
+    import shutil
+    import tempfile
+
+    parent = "/dev/shm" if os.access("/dev/shm", os.W_OK) else str(isolated)
+    folder = Path(tempfile.mkdtemp(prefix="runtime-test-", dir=parent))
+    yield folder
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+def test_activate_with_200_mounted_datasets_reads_only_their_manifests(
+        isolated, fast_dir, monkeypatch):
     for i in range(200):
-        make_bundle(isolated / f"input/ds{i:03d}", f"ds{i}", [
+        make_bundle(fast_dir / f"input/ds{i:03d}", f"ds{i}", [
             hf_art(f"m{i}", f"org/m{i}", {"config.json": b"{}", "model.safetensors": b"0" * 8}),
             torch_art(f"t{i}", f"T{i}_Weights.V1", f"t{i}.pth", b"w")])
-    monkeypatch.setenv(constants.ENV_SEARCH_ROOTS, str(isolated / "input/*"))
+    monkeypatch.setenv(constants.ENV_SEARCH_ROOTS, str(fast_dir / "input/*"))
+    monkeypatch.delenv(constants.ENV_VIEW_DIR)  # the default (tmpfs) view, as in a notebook
+    opened: list[str] = []
+    listed: list[str] = []
+    recording = [True]
 
+    def spy(event, args):  # audit hooks cannot be removed: switch it off afterwards
+        if recording[0] and event == "open" and isinstance(args[0], str):
+            opened.append(args[0])
+        elif recording[0] and event == "os.scandir":
+            listed.append(str(args[0]))
+
+    sys.addaudithook(spy)
     start = time.perf_counter()
     act = runtime.activate()
     elapsed = time.perf_counter() - start
+    recording[0] = False
 
     assert len(act.bundles) == 200 and act.problems == []
-    # Target 50 ms (bench); the bound here only catches accidental hashing or deep walks
-    # on a CPU shared with other test runs.
-    assert elapsed < 0.5, f"activate() took {elapsed * 1000:.0f} ms for 200 bundles"
+    # No hashing, no walking: the only files read are the manifests, the only folder
+    # listed is the search root.
+    assert sorted(opened) == sorted(str(b.path / "bundle.json") for b in act.bundles)
+    assert listed == [str(fast_dir / "input")]
+    # Bench target: 50 ms (about 30 ms on an idle 2-core machine). The bound here only
+    # catches gross regressions on a CPU shared with other test runs.
+    assert elapsed < 2, f"activate() took {elapsed * 1000:.0f} ms for 200 bundles"
     start = time.perf_counter()
     assert runtime.activate() is act
-    assert time.perf_counter() - start < 0.2
+    assert time.perf_counter() - start < 1

@@ -129,3 +129,10 @@ print("RESULT " + json.dumps(out))
     assert "'google/vit-base-patch16-224'" in hub  # the artifact it wanted
     assert "org/vit-tiny" in hub  # what the bundle holds
     assert 'repo = "google/vit-base-patch16-224"' in hub  # how to add it
+
+
+def test_strict_mode_survives_a_later_plain_activate(strict):
+    # `bundle run --strict` activates strictly; the stack then calls activate() itself.
+    assert runtime.activate() is strict and strict.strict
+    with pytest.raises(runtime.OfflineViolation):
+        socket.getaddrinfo("192.0.2.1", 443)
