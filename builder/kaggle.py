@@ -317,8 +317,12 @@ def plan_publish(
     where = str(root / KAGGLE_METADATA_NAME)
     if dataset:
         owner, slug = split_dataset_id(dataset)
-    elif meta.get("id"):
+    elif "/" in str(meta.get("id") or ""):
         owner, slug = split_dataset_id(str(meta["id"]), f"{where}: field 'id'")
+    elif meta.get("id"):
+        # `bundle build` writes the bare slug when the spec names no owner.
+        owner, slug = None, str(meta["id"])
+        check_slug(slug, f"{where}: field 'id'")
     else:
         # DESIGN: the bundle name is the default slug, owned by whoever logs in.
         owner, slug = None, manifest.name

@@ -228,12 +228,13 @@ def test_credentials_from_kaggle_json(kaggle_env, tmp_path, monkeypatch):
     config.mkdir(parents=True, exist_ok=True)
     (config / "kaggle.json").write_text(json.dumps({"username": USERNAME, "key": KEY}))
     (config / "kaggle.json").chmod(0o600)
-    # No id anywhere: the dataset is YOU/BUNDLE-NAME.
-    bundle = make_bundle(tmp_path, files_v1(), kaggle_id=None)
-
+    # No owner in the id (what `bundle build` writes without `kaggle = ...`): YOU/SLUG.
+    bundle = make_bundle(tmp_path / "a", files_v1(), kaggle_id="tiny-bundle-test")
     result = publish(bundle, quiet=True)
-
     assert result.action == "create" and result.dataset == DATASET
+    # No id at all: the bundle name is the slug.
+    other = make_bundle(tmp_path / "b", files_v1(), name="other-bundle", kaggle_id=None)
+    assert publish(other, quiet=True).dataset == f"{USERNAME}/other-bundle"
 
 
 def test_dry_run_lists_files_without_credentials_or_server_calls(kaggle_env, tmp_path, monkeypatch):
@@ -289,3 +290,41 @@ def test_kaggle_naming_rules_checked_before_upload(kaggle_env, tmp_path, dataset
     with pytest.raises(KaggleMetadataError, match=match):
         publish(bundle, dataset=dataset)
     assert kaggle_env.calls == []
+
+
+def test_published_bundle_as_kaggle_mounts_it_is_found_and_resolved_by_the_runtime(
+    kaggle_env, bundle_factory, tmp_path, monkeypatch
+):
+    import runtime
+    from runtime.constants import DEFAULT_SEARCH_ROOTS
+    from tests.fixtures.bundles import activated, make_read_only
+
+    weights = b"tiny mobilenet weights published to kaggle"
+    bundle = bundle_factory(f'''
+        [bundle]
+        name = "tiny-flood"
+        version = "1.0.0"
+        title = "Tiny flood bundle"
+        kaggle = "{USERNAME}/tiny-flood-bundle"
+
+        [[artifact]]
+        id = "mnv3"
+        source = "torchvision"
+        weights = "MobileNet_V3_Small_Weights.IMAGENET1K_V1"
+        sha256 = "{hashlib.sha256(weights).hexdigest()}"
+    ''', urls={"https://download.pytorch.org/models/mobilenet_v3_small-047dcff4.pth": weights})
+    assert publish(bundle, quiet=True).action == "create"
+
+    # Both Kaggle mount styles, under tmp_path instead of /.
+    older = kaggle_env.mount(f"{USERNAME}/tiny-flood-bundle", tmp_path / "kaggle/input/tiny-flood-bundle")
+    newer = kaggle_env.mount(f"{USERNAME}/tiny-flood-bundle",
+                             tmp_path / f"kaggle/input/datasets/{USERNAME}/tiny-flood-bundle")
+    make_read_only(tmp_path / "kaggle")
+    roots = [f"{tmp_path}{p}" for p in DEFAULT_SEARCH_ROOTS if p.startswith("/kaggle/input")]
+    monkeypatch.delenv("BUNDLE_PATH", raising=False)
+    monkeypatch.setenv("OFFLINE_BUNDLE_SEARCH_ROOTS", os.pathsep.join(roots))
+    assert {p.resolve() for p in map(Path, runtime.locate())} == {older.resolve(), newer.resolve()}
+    for mounted in (older, newer):
+        with activated(mounted):
+            path = runtime.resolve("MobileNet_V3_Small_Weights.IMAGENET1K_V1")
+            assert path.read_bytes() == weights
