@@ -35,6 +35,8 @@ class _Plan:
     repos: dict[str, list[str]] = field(default_factory=dict)
     # "repo/snapshots/COMMIT" -> [(source folder, [files relative to it])], in bundle order
     snapshots: dict[str, list[tuple[str, list[str]]]] = field(default_factory=dict)
+    # repo folder name -> the first commit seen for it (what "main" means when no ref says)
+    first_commit: dict[str, str] = field(default_factory=dict)
     # path below torch/ -> source file (first bundle wins)
     torch_files: dict[str, str] = field(default_factory=dict)
 
@@ -50,6 +52,7 @@ def _plan(bundles: list[AttachedBundle]) -> _Plan:
                     holders = plan.repos.setdefault(parts[1], [])
                     if not holders or holders[-1] != hf_root:
                         holders.append(hf_root)
+                    plan.first_commit.setdefault(parts[1], parts[3])
                     key = f"{parts[1]}/snapshots/{parts[3]}"
                     sources = plan.snapshots.setdefault(key, [])
                     src = f"{hf_root}/{key}"
@@ -80,14 +83,24 @@ def build_view(bundles: list[AttachedBundle], view: Path) -> list[str]:
     for repo, holders in plan.repos.items():
         # The repo folder itself is real and writable (.no_exist markers go there).
         os.mkdir(f"{hf}/{repo}")
+        has_main = any(os.path.exists(f"{h}/{repo}/refs/main") for h in holders)
         if len(holders) == 1:
-            # The common case: one bundle holds this repo; link its two sub-folders.
+            # The common case: one bundle holds this repo; link its sub-folders.
             os.symlink(f"{holders[0]}/{repo}/snapshots", f"{hf}/{repo}/snapshots")
-            os.symlink(f"{holders[0]}/{repo}/refs", f"{hf}/{repo}/refs")
-            continue
-        os.mkdir(f"{hf}/{repo}/snapshots")
+            if has_main:
+                os.symlink(f"{holders[0]}/{repo}/refs", f"{hf}/{repo}/refs")
+                continue
+        else:
+            os.mkdir(f"{hf}/{repo}/snapshots")
         os.mkdir(f"{hf}/{repo}/refs")
         notes.extend(_merge_refs(repo, holders, f"{hf}/{repo}/refs"))
+        if not has_main:
+            # The spec pinned a tag or branch other than main; code that names no
+            # revision asks for "main" and should get the bundled commit.
+            commit = plan.first_commit[repo]
+            with open(f"{hf}/{repo}/refs/main", "w") as f:
+                f.write(commit)
+            notes.append(f"{repo}: no refs/main in the bundle; main -> {commit[:12]} (the bundled commit)")
     for key, sources in plan.snapshots.items():
         if len(plan.repos[key.split("/", 1)[0]]) == 1:
             continue  # linked as a whole above

@@ -364,3 +364,16 @@ def test_activate_with_200_mounted_datasets_reads_only_their_manifests(
     start = time.perf_counter()
     assert runtime.activate() is act
     assert time.perf_counter() - start < 1
+
+
+def test_a_repo_bundled_at_a_tag_still_loads_for_code_that_names_no_revision(isolated, monkeypatch):
+    art = hf_art("vit", "org/vit-tiny", VIT_FILES)
+    art.files = {(p.replace("refs/main", "refs/v1.0")): d for p, d in art.files.items()}
+    use(monkeypatch, make_bundle(isolated / "b", "b", [art]))
+
+    act = runtime.activate()
+    from huggingface_hub import hf_hub_download
+
+    assert Path(hf_hub_download("org/vit-tiny", "config.json")).read_bytes() == VIT_FILES["config.json"]
+    assert Path(hf_hub_download("org/vit-tiny", "config.json", revision="v1.0")).exists()
+    assert any("no refs/main" in n for n in act.notes)
