@@ -159,3 +159,36 @@ def test_unmodified_loading_code_reads_a_read_only_bundle_as_non_root_in_strict_
     # Optional files that are absent (processor_config.json, ...) are looked up offline:
     # no retries with backoff.
     assert result["seconds"]["ast_fe"] < 5, result["seconds"]
+
+
+def test_two_builder_made_bundles_attached_at_once_both_resolve_and_load(bundle_factory, tmp_path):
+    from tests.fixtures.bundles import activated
+
+    made = {}
+    for name in ("alpha", "beta"):
+        folder = tmp_path / name
+        folder.mkdir()
+        (folder / "config.json").write_text(f'{{"model_type": "{name}"}}')
+        (folder / "model.safetensors").write_bytes(name.encode() * 100)
+        made[name] = bundle_factory(f'''
+            [bundle]
+            name = "{name}-bundle"
+            version = "1.0.0"
+
+            [[artifact]]
+            id = "{name}"
+            source = "hf"
+            repo = "org/{name}"
+            ''', hf={f"org/{name}": folder})
+
+    with activated(made["alpha"], made["beta"], strict=True) as act:
+        from huggingface_hub import hf_hub_download
+
+        import runtime
+
+        assert [b.name for b in act.bundles] == ["alpha-bundle", "beta-bundle"]
+        for name in ("alpha", "beta"):
+            snapshot = runtime.resolve(f"org/{name}")
+            assert snapshot.is_relative_to(made[name])
+            loaded = Path(hf_hub_download(f"org/{name}", "model.safetensors"))
+            assert loaded.read_bytes() == name.encode() * 100
