@@ -1,0 +1,175 @@
+"""`bundle run ddrm restore` end to end, from real bundles, strictly offline.
+
+Tiny random networks stand in for the published ones, saved in the same formats
+(guided-diffusion .pt state dicts served at the real OpenAI URLs with pinned
+sha256; a diffusers UNet2DModel snapshot served by the Hub stand-in as
+``google/ddpm-celebahq-256``). The real builder builds the bundle, the real
+runtime activates it read-only with network access forbidden, and the command
+must write the PNGs and the metrics CSV.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from runtime.ddrm.key_manifest import adm_classifier_key_shapes, adm_unet_key_shapes
+from tests.fixtures.bundles import activated
+
+OPENAI = "https://openaipublic.blob.core.windows.net/diffusion/jul-2021"
+TINY_MODEL_FLAGS = (
+    "--image_size 32 --num_channels 32 --num_res_blocks 1 --channel_mult 1,2 "
+    "--attention_resolutions 16 --num_head_channels 16"
+)
+TINY_CLASSIFIER_FLAGS = (
+    "--image_size 32 --classifier_width 32 --classifier_depth 1 --channel_mult 1,2 "
+    "--classifier_attention_resolutions 16"
+)
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _flags(text: str) -> dict[str, object]:
+    from runtime.ddrm.configs import CONFIGS, parse_flags
+
+    return {**CONFIGS["imagenet-cond"].model_flags, **parse_flags(text)}
+
+
+def pt_bytes(shapes: dict[str, tuple[int, ...]], seed: int) -> bytes:
+    """A random state dict in guided-diffusion's file format (torch.save of a flat dict)."""
+    g = torch.Generator().manual_seed(seed)
+    state = {k: torch.randn(s, generator=g) * 0.05 for k, s in shapes.items()}
+    buf = io.BytesIO()
+    torch.save(state, buf)
+    return buf.getvalue()
+
+
+def write_images(folder: Path, n: int = 2) -> list[str]:
+    folder.mkdir()
+    g = torch.Generator().manual_seed(5)
+    names = []
+    for i in range(n):
+        # 48×40: not square and not the network size, so crop and resize are exercised
+        arr = (torch.rand(40, 48, 3, generator=g) * 255).to(torch.uint8).numpy()
+        Image.fromarray(arr).save(folder / f"img{i}.png")
+        names.append(f"img{i}")
+    return names
+
+
+def run_bundle(args: list[str]):
+    from builder.cli import main
+
+    return CliRunner().invoke(main, ["run", "--strict", "ddrm", "restore", *args])
+
+
+def check_outputs(out: Path, names: list[str], result) -> None:
+    assert result.exit_code == 0, result.output
+    for name in names:
+        for kind in ("orig", "degraded", "restored"):
+            with Image.open(out / f"{kind}_{name}.png") as img:
+                assert img.size == (32, 32) and img.mode == "RGB"
+    with open(out / "metrics.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["image"] for r in rows] == [f"{n}.png" for n in names] + ["mean"]
+    for r in rows:
+        assert math.isfinite(float(r["psnr"])) and -1 <= float(r["ssim"]) <= 1
+        assert float(r["seconds"]) > 0
+    records = json.loads(result.stdout)
+    assert [rec["image"] for rec in records] == [f"{n}.png" for n in names]
+
+
+def test_restore_imagenet_cond_with_guidance_from_a_strict_offline_bundle(bundle_factory, tmp_path) -> None:
+    model = pt_bytes(adm_unet_key_shapes(_flags(TINY_MODEL_FLAGS)), seed=1)
+    classifier = pt_bytes(adm_classifier_key_shapes({
+        "image_size": 32, "classifier_width": 32, "classifier_depth": 1, "channel_mult": "1,2",
+        "classifier_attention_resolutions": "16",
+    }), seed=2)
+    bundle = bundle_factory(
+        f"""
+        [bundle]
+        name = "ddrm-tiny"
+        version = "1.0.0"
+        stacks = ["ddrm"]
+
+        [[artifact]]
+        id = "adm-256-cond"
+        source = "url"
+        url = "{OPENAI}/256x256_diffusion.pt"
+        sha256 = "{hashlib.sha256(model).hexdigest()}"
+
+        [[artifact]]
+        id = "adm-256-classifier"
+        source = "url"
+        url = "{OPENAI}/256x256_classifier.pt"
+        sha256 = "{hashlib.sha256(classifier).hexdigest()}"
+        """,
+        urls={f"{OPENAI}/256x256_diffusion.pt": model, f"{OPENAI}/256x256_classifier.pt": classifier},
+    )
+    images, out = tmp_path / "images", tmp_path / "out"
+    names = write_images(images)
+    with activated(bundle, strict=True):
+        result = run_bundle([
+            "--config", "imagenet-cond", "--deg", "sr4", "--images", str(images), "--out", str(out),
+            "--class-label", "207", "--sigma-0", "0.05", "--device", "cpu", "--quiet", "--json",
+            "--model-flags", TINY_MODEL_FLAGS, "--classifier-flags", TINY_CLASSIFIER_FLAGS,
+        ])  # fmt: skip
+    check_outputs(out, names, result)
+    with Image.open(out / "degraded_img0.png") as deg, Image.open(out / "restored_img0.png") as res:
+        assert deg.tobytes() != res.tobytes()
+
+    # The same bundle lacks the unconditional model: an error naming it and how to add it, no traceback.
+    with activated(bundle, strict=True):
+        missing = run_bundle(["--config", "imagenet-uncond", "--deg", "deno", "--images", str(images),
+                              "--out", str(tmp_path / "o2"), "--quiet"])
+    assert missing.exit_code != 0
+    assert "adm-256-uncond" in missing.output and "[[artifact]]" in missing.output
+    assert "Traceback" not in missing.output
+
+
+def test_restore_celeba_from_a_hub_snapshot_in_a_strict_offline_bundle(bundle_factory, tmp_path) -> None:
+    from diffusers import DDPMScheduler, UNet2DModel
+
+    torch.manual_seed(0)
+    unet = UNet2DModel(
+        sample_size=32, in_channels=3, out_channels=3, layers_per_block=1, block_out_channels=(32, 64),
+        down_block_types=("DownBlock2D", "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+    )
+    repo = tmp_path / "ddpm-celebahq-256"
+    unet.save_pretrained(repo)
+    DDPMScheduler(num_train_timesteps=1000, beta_schedule="linear", variance_type="fixed_small").save_pretrained(repo)
+    bundle = bundle_factory(
+        """
+        [bundle]
+        name = "ddrm-celeba-tiny"
+        version = "1.0.0"
+        stacks = ["ddrm"]
+
+        [[artifact]]
+        id = "ddpm-celebahq-256"
+        source = "hf"
+        repo = "google/ddpm-celebahq-256"
+        include = ["*.json", "*.safetensors", "*.bin"]
+        """,
+        hf={"google/ddpm-celebahq-256": repo},
+    )
+    images, out = tmp_path / "faces", tmp_path / "out"
+    names = write_images(images, n=1)
+    with activated(bundle, strict=True):
+        result = run_bundle(["--config", "celeba", "--deg", "inp", "--images", str(images), "--out", str(out),
+                             "--steps", "5", "--device", "cpu", "--quiet", "--json"])
+    check_outputs(out, names, result)
