@@ -173,3 +173,20 @@ def test_restore_celeba_from_a_hub_snapshot_in_a_strict_offline_bundle(bundle_fa
         result = run_bundle(["--config", "celeba", "--deg", "inp", "--images", str(images), "--out", str(out),
                              "--steps", "5", "--device", "cpu", "--quiet", "--json"])
     check_outputs(out, names, result)
+
+
+def test_bundle_spec_declares_every_artifact_the_ddrm_configs_resolve() -> None:
+    from builder.spec import load_spec
+    from runtime.ddrm.configs import CONFIGS
+    from runtime.stacks.ddrm import ARTIFACTS
+
+    spec = load_spec(Path(__file__).parent.parent / "bundles" / "ddrm.toml")
+    ids = {a.id for a in spec.artifacts}
+    needed = {c.model_artifact for c in CONFIGS.values()} | {
+        c.classifier_artifact for c in CONFIGS.values() if c.classifier_artifact
+    }
+    assert needed == set(ARTIFACTS) == ids
+    assert spec.artifact("adm-256-uncond").get("url").endswith("/jul-2021/256x256_diffusion_uncond.pt")
+    celeba = spec.artifact("ddpm-celebahq-256")
+    assert celeba.source == "hf" and celeba.get("repo") == "google/ddpm-celebahq-256"
+    assert any("celeba_hq.ckpt" in alt for alt in celeba.alternatives)  # the dead bucket, for the record
