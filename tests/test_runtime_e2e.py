@@ -155,6 +155,7 @@ def test_unmodified_loading_code_reads_a_read_only_bundle_as_non_root_in_strict_
         four_source_bundle, mode):
     bundle, expected = four_source_bundle
     result = _load_in_fresh_nobody_process(bundle, mode)
+    print(f"child load times ({mode}):", result["seconds"])
     assert result["out"] == expected
     # Optional files that are absent (processor_config.json, ...) are looked up offline:
     # no retries with backoff.
