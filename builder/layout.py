@@ -242,10 +242,12 @@ def readme_text(manifest: Manifest, *, kaggle: str | None) -> str:
         "```python",
     ]
     if has_wheels:
-        lines.append(
+        lines += [
+            f"# On Kaggle this bundle is /kaggle/input/{slug} (newer mounts: "
+            f"/kaggle/input/datasets/OWNER/{slug})",
             "!pip install --no-index --find-links "
-            f"/kaggle/input/{slug}/{WHEELS_DIR} offline-bundle"
-        )
+            f"/kaggle/input/{slug}/{WHEELS_DIR} offline-bundle",
+        ]
     else:
         lines.append("# pip install offline-bundle   # if the runtime is not installed yet")
     lines += [

@@ -350,6 +350,7 @@ def test_verify_catches_flipped_byte_missing_and_extra_files(bundle_factory, tin
     (snap / "model.safetensors").write_bytes(bytes(data))
     (snap / "config.json").unlink()
     (snap / "notes.txt").write_text("not in the manifest")
+    (bundle / "link.json").symlink_to(snap / "preprocessor_config.json")  # dangling, too
 
     result = cli("verify", bundle)
     assert result.exit_code == 1
@@ -357,6 +358,7 @@ def test_verify_catches_flipped_byte_missing_and_extra_files(bundle_factory, tin
     assert "bad" in out and "model.safetensors" in out and "sha256" in out
     assert "missing" in out and "config.json" in out
     assert "extra" in out and "notes.txt" in out
+    assert "symlink" in out and "link.json" in out
     quick = cli("verify", bundle, "--quick", "--json")
     report = json.loads(quick.stdout)
     assert quick.exit_code == 1 and report["bad"] == []  # same size: --quick cannot see the flip
@@ -496,3 +498,14 @@ def test_pinned_commit_include_patterns_and_rebuild_over_a_read_only_bundle(
     assert result.exit_code == 0, result.output
     assert (bundle / "hf/models--org--pinned-vit/snapshots" / commit / "model.safetensors").is_file()
     assert cli("verify", bundle).exit_code == 0
+
+
+def test_building_in_a_process_switched_offline_says_so(hub, tiny_vit_folder, tmp_path, monkeypatch):
+    import huggingface_hub.constants
+
+    hub.add_repo("org/tiny-vit", tiny_vit_folder)
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    result = cli("build", write_spec(tmp_path, HF_SPEC), "--out", tmp_path / "out",
+                 "--store", tmp_path / "store", "--no-progress")
+    assert result.exit_code == 1
+    assert "artifact 'vit'" in result.stderr and "HF_HUB_OFFLINE" in result.stderr

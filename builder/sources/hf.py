@@ -84,6 +84,7 @@ def _api_call(artifact_id: str, what: str, call: Callable[[], Any]) -> Any:
     from huggingface_hub.errors import (
         GatedRepoError,
         HfHubHTTPError,
+        OfflineModeIsEnabled,
         RepositoryNotFoundError,
         RevisionNotFoundError,
     )
@@ -92,6 +93,13 @@ def _api_call(artifact_id: str, what: str, call: Callable[[], Any]) -> Any:
     for attempt in range(1, _API_TRIES + 1):
         try:
             return call()
+        except OfflineModeIsEnabled:
+            raise BuildError(
+                f"artifact '{artifact_id}': {what}: huggingface_hub is in offline mode "
+                "(HF_HUB_OFFLINE=1, or runtime.activate() ran in this process); building needs "
+                "the Hub: unset HF_HUB_OFFLINE or build in a fresh shell",
+                artifact=artifact_id,
+            ) from None
         except GatedRepoError:
             raise BuildError(
                 f"artifact '{artifact_id}': {what}: the repo is gated; accept its terms on the "
