@@ -667,7 +667,8 @@ def publish_command(bundle_dir: Path, dataset: str | None, message: str | None, 
                    f"{result.digest[:12]} (bundle {result.bundle_version}); nothing uploaded")
         return
     if result.dry_run:
-        click.echo(f"dry run: would {result.action} {result.dataset}; files:")
+        why = " (no Kaggle credentials, so Kaggle was not asked)" if result.action == "create or version" else ""
+        click.echo(f"dry run: would {result.action} {result.dataset}{why}; files:")
         for unit in result.units:
             folder = f" ({unit.files} files, unpacked by Kaggle into {unit.path}/)" if unit.name != unit.path else ""
             click.echo(f"  {unit.name:<24} {_human(unit.size):>10}{folder}")
