@@ -1,9 +1,9 @@
 """A synthetic DEAM-shaped data set whose labels are a known function of the audio.
 
-Each song is a train of short tone pulses: the pitch of the tone sets valence,
-the tempo of the pulses sets arousal (both on DEAM's 1–9 scale)::
+Each song is a sustained tone accented by short pulses: the pitch of the tone
+sets valence, the tempo of the pulses sets arousal (both on DEAM's 1–9 scale)::
 
-    valence = 1 + 8 * log(pitch / 150 Hz) / log(1200 Hz / 150 Hz)
+    valence = 1 + 8 * log(pitch / 200 Hz) / log(3000 Hz / 200 Hz)
     arousal = 1 + 8 * (tempo - 60 bpm) / (240 bpm - 60 bpm)
 
 ``make_deam(root)`` writes the real DEAM layout with its quirks (headers with a
@@ -25,7 +25,7 @@ from pathlib import Path
 import numpy as np
 import soundfile as sf
 
-PITCH_RANGE = (150.0, 1200.0)  # Hz
+PITCH_RANGE = (200.0, 3000.0)  # Hz
 TEMPO_RANGE = (60.0, 240.0)  # beats per minute
 ANNOTATIONS = Path("DEAM_Annotations/annotations/annotations averaged per song/song_level")
 AUDIO = Path("DEAM_audio/MEMD_audio")
@@ -62,11 +62,11 @@ def labels_for(pitch_hz: float, tempo_bpm: float) -> tuple[float, float]:
 def pulse_train(
     pitch_hz: float, tempo_bpm: float, *, seconds: float, sample_rate: int
 ) -> np.ndarray:
-    """A tone (with one overtone) gated into 80 ms pulses at ``tempo_bpm``, float32 mono."""
+    """A sustained tone (with one overtone) accented by 80 ms pulses at ``tempo_bpm``, float32 mono."""
     t = np.arange(int(seconds * sample_rate)) / sample_rate
     tone = np.sin(2 * np.pi * pitch_hz * t) + 0.3 * np.sin(4 * np.pi * pitch_hz * t)
     beat = 60.0 / tempo_bpm
-    gate = ((t % beat) < 0.08).astype(np.float64)
+    gate = 0.2 + 0.8 * ((t % beat) < 0.08)  # the pitch stays visible between the beats
     noise = np.random.default_rng(int(pitch_hz * 1000 + tempo_bpm)).normal(0, 1e-3, t.shape)
     return (0.4 * tone * gate + noise).astype(np.float32)
 

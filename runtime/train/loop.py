@@ -16,7 +16,7 @@ from __future__ import annotations
 import contextlib
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -198,6 +198,7 @@ def fit(
     resume: str | Path | None = None,
     progress: bool = True,
     log: Callable[[str], None] | None = None,
+    log_keys: Sequence[str] | None = None,
 ) -> FitResult:
     """Train for ``epochs`` epochs; evaluate, log, checkpoint after each.
 
@@ -216,6 +217,8 @@ def fit(
         resume: a ``last.pt`` to continue from (model, optimiser, scheduler,
             scaler, epoch, history and best value are restored).
         log: where the one-line epoch summaries go (rank 0 only); default stderr.
+        log_keys: the metrics (names without ``val_``) shown in those lines; default
+            all. Every metric goes to ``curves.csv`` whatever this says.
 
     Returns:
         A :class:`FitResult`.
@@ -280,7 +283,12 @@ def fit(
             if improved:
                 result.best_path = save_checkpoint(out / BEST_NAME, **common)
             write_curves(result.history, out)
-            shown = ", ".join(f"{k} {v:.4f}" for k, v in row.items() if k != "epoch")
+            shown = ", ".join(
+                f"{k} {v:.4f}"
+                for k, v in row.items()
+                if k != "epoch"
+                and (log_keys is None or k.removeprefix("val_") in log_keys or k == "train_loss")
+            )
             skipped = f", {stats.skipped_steps} steps skipped" if stats.skipped_steps else ""
             log(f"epoch {epoch}/{epochs}: {shown}{skipped}{' (best)' if improved else ''}")
         barrier(ctx)  # other ranks wait until the checkpoint exists

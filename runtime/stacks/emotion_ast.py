@@ -1,0 +1,144 @@
+"""emotion-ast: 16 kHz audio -> AST feature extractor -> Audio Spectrogram Transformer -> valence/arousal.
+
+The recipe of the seed notebook, offline: audio decoded at the feature
+extractor's rate, Kaldi-style filterbank features from the bundle's
+``ASTFeatureExtractor`` (cached on disk after the first epoch), an ``ASTModel``
+loaded with ``from_pretrained``, its pooled output ((CLS + distillation token)
+/ 2) through a regression head (LayerNorm -> 512 -> 128 -> 2, dropout, tanh).
+
+    bundle run emotion-ast train --data /kaggle/input/deam --out runs/ast --epochs 10
+    bundle run emotion-ast evaluate --checkpoint runs/ast/best.pt --data /kaggle/input/deam
+    bundle run emotion-ast predict --checkpoint runs/ast/best.pt song.mp3
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import click
+
+from runtime.stacks._emotion import (
+    EmotionStack,
+    from_pretrained_complete,
+    make_cli,
+    regression_head,
+    transformer_blocks,
+)
+
+#: Artifact id of bundles/emotion-ast.toml (MIT/ast-finetuned-audioset-10-10-0.4593).
+DEFAULT_MODEL = "ast-audioset"
+ARTIFACTS = [DEFAULT_MODEL]
+
+
+def _emotion_ast_module():
+    from torch import nn
+
+    class EmotionAST(nn.Module):
+        """Filterbank features (B, max_length, num_mel_bins) -> (B, 2) valence/arousal in [-1, 1]."""
+
+        def __init__(self, backbone: nn.Module, *, dropout: float) -> None:
+            super().__init__()
+            self.backbone = backbone
+            self.head = regression_head(backbone.config.hidden_size, dropout=dropout)
+
+        def forward(self, features):
+            return self.head(self.backbone(input_values=features).pooler_output)
+
+    return EmotionAST
+
+
+def prepare(pretrained: Path, opts: dict[str, Any]) -> dict[str, Any]:
+    """Backbone config and feature extractor settings from the bundle."""
+    from transformers import ASTFeatureExtractor, AutoConfig
+
+    backbone_config = AutoConfig.from_pretrained(pretrained)
+    extractor = ASTFeatureExtractor.from_pretrained(pretrained)
+    if (
+        extractor.max_length != backbone_config.max_length
+        or extractor.num_mel_bins != backbone_config.num_mel_bins
+    ):
+        raise click.ClickException(
+            f"{pretrained}: preprocessor_config.json (max_length {extractor.max_length}, num_mel_bins "
+            f"{extractor.num_mel_bins}) does not match config.json (max_length {backbone_config.max_length}, "
+            f"num_mel_bins {backbone_config.num_mel_bins}); rebuild the bundle from one repository"
+        )
+    # By default decode just what the extractor keeps: max_length frames of 10 ms.
+    seconds = opts["seconds"] or extractor.max_length / 100 + 0.05
+    return {
+        "backbone_config": json.loads(backbone_config.to_json_string()),
+        "extractor": json.loads(extractor.to_json_string()),
+        "audio": {"offset": opts["offset"], "duration": seconds},
+    }
+
+
+def build(config: dict[str, Any], pretrained: Path | None):
+    """EmotionAST: backbone weights from ``pretrained`` (or from a checkpoint later, when None)."""
+    from transformers import ASTConfig, ASTModel
+
+    if pretrained is not None:
+        backbone = from_pretrained_complete(ASTModel, pretrained)
+    else:
+        backbone = ASTModel(ASTConfig.from_dict(config["backbone_config"]))
+    return _emotion_ast_module()(backbone, dropout=config["dropout"])
+
+
+def features(config: dict[str, Any]):
+    from transformers import ASTFeatureExtractor
+
+    from runtime.data.audio import load_audio
+
+    extractor = ASTFeatureExtractor.from_dict(config["extractor"])
+    audio = config["audio"]
+
+    def compute(path: Path):
+        import numpy as np
+
+        y = load_audio(
+            path,
+            sample_rate=extractor.sampling_rate,
+            offset=audio["offset"],
+            duration=audio["duration"],
+        )
+        values = extractor(y, sampling_rate=extractor.sampling_rate, return_tensors="np")[
+            "input_values"
+        ][0]
+        return values.astype(np.float32)
+
+    params = {"kind": "ast-fbank", "extractor": config["extractor"], **audio}
+    # The extractor pads every clip to max_length frames: no further cropping.
+    return params, compute, None, 0.0
+
+
+def blocks(model) -> tuple[list, list]:
+    return transformer_blocks(model.backbone), [model.backbone.layernorm]
+
+
+STACK = EmotionStack(
+    name="emotion-ast",
+    default_model=DEFAULT_MODEL,
+    prepare=prepare,
+    build=build,
+    features=features,
+    blocks=blocks,
+    options=[
+        click.option(
+            "--offset",
+            default=0.0,
+            show_default=True,
+            help="Seconds skipped at the start of each file.",
+        ),
+        click.option(
+            "--seconds",
+            type=float,
+            default=None,
+            help="Seconds of audio per song (default: what the extractor keeps, 10.24 s for AudioSet AST).",
+        ),
+    ],
+)
+
+cli = make_cli(STACK, doc=__doc__.split("\n\n")[0])
+
+if __name__ == "__main__":  # torchrun --nproc_per_node N -m runtime.stacks.emotion_ast train ...
+    cli()

@@ -1,0 +1,199 @@
+"""emotion-vit: log-mel spectrogram image -> ViT -> valence/arousal regression.
+
+The recipe of the seed notebook, offline: librosa log-mel spectrograms (cached
+on disk after the first epoch), resized to the backbone's image size and
+normalised with its image processor's mean/std, a ``ViTModel`` loaded from the
+bundle with ``from_pretrained``, the [CLS] embedding through a regression head
+(LayerNorm -> 512 -> 128 -> 2, dropout, tanh). Model selection on the mean CCC
+of valence and arousal over the whole validation set.
+
+    bundle run emotion-vit train --data /kaggle/input/deam --out runs/vit --epochs 10
+    bundle run emotion-vit evaluate --checkpoint runs/vit/best.pt --data /kaggle/input/deam
+    bundle run emotion-vit predict --checkpoint runs/vit/best.pt song.mp3 --format csv
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from runtime.stacks._emotion import (
+    EmotionStack,
+    from_pretrained_complete,
+    make_cli,
+    regression_head,
+    transformer_blocks,
+)
+
+#: Artifact ids of bundles/emotion-vit.toml (the in21k backbone, with the
+#: ImageNet-1k fine-tuned ViT-B/16 declared as its fallback there).
+DEFAULT_MODEL = "vit-base-in21k"
+ARTIFACTS = [DEFAULT_MODEL]
+
+
+def _emotion_vit_module():
+    """The model class, built on first use so that importing the stack stays light."""
+    import torch
+    from torch import nn
+
+    class EmotionViT(nn.Module):
+        """Spectrogram (B, n_mels, frames) in dB -> (B, 2) valence/arousal in [-1, 1]."""
+
+        def __init__(
+            self,
+            backbone: nn.Module,
+            *,
+            image_size: int,
+            mean: list[float],
+            std: list[float],
+            top_db: float,
+            dropout: float,
+        ) -> None:
+            super().__init__()
+            self.backbone = backbone
+            self.head = regression_head(backbone.config.hidden_size, dropout=dropout)
+            self.image_size = image_size
+            self.top_db = top_db
+            self.register_buffer(
+                "mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False
+            )
+            self.register_buffer(
+                "std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False
+            )
+
+        def to_image(self, spec: torch.Tensor) -> torch.Tensor:
+            # dB in [-top_db, 0] -> [0, 1], low frequencies at the bottom like a picture
+            # of a spectrogram, resized on the device, 3 channels, processor normalisation.
+            x = ((spec.float() + self.top_db) / self.top_db).clamp(0, 1).flip(-2).unsqueeze(1)
+            x = torch.nn.functional.interpolate(
+                x, size=(self.image_size, self.image_size), mode="bilinear", align_corners=False
+            )
+            return (x.expand(-1, 3, -1, -1) - self.mean) / self.std
+
+        def forward(self, spec: torch.Tensor) -> torch.Tensor:
+            hidden = self.backbone(pixel_values=self.to_image(spec)).last_hidden_state
+            return self.head(hidden[:, 0])
+
+    return EmotionViT
+
+
+def prepare(pretrained: Path, opts: dict[str, Any]) -> dict[str, Any]:
+    """Backbone config, image size and normalisation from the bundle; mel parameters from options."""
+    from transformers import AutoConfig
+
+    backbone_config = AutoConfig.from_pretrained(pretrained)
+    image_size, mean, std = _image_processing(pretrained, backbone_config)
+    seconds = opts["seconds"]
+    return {
+        "backbone_config": json.loads(backbone_config.to_json_string()),
+        "image": {"size": image_size, "mean": mean, "std": std},
+        "mel": {
+            "sample_rate": opts["sample_rate"],
+            "n_mels": opts["n_mels"],
+            "n_fft": opts["n_fft"],
+            "hop_length": opts["hop_length"],
+            "offset": opts["offset"],
+            "duration": seconds,
+            "top_db": 80.0,
+        },
+        "frames": 1 + math.floor(seconds * opts["sample_rate"] / opts["hop_length"]),
+    }
+
+
+def _image_processing(pretrained: Path, backbone_config) -> tuple[int, list[float], list[float]]:
+    # The image processor of the checkpoint says how its pixels were normalised
+    # (in21k: mean 0.5, std 0.5). Without one, use the config's size and say so.
+    if (pretrained / "preprocessor_config.json").is_file():
+        from transformers import AutoImageProcessor
+
+        processor = AutoImageProcessor.from_pretrained(pretrained)
+        size = (
+            processor.size.get("height")
+            or processor.size.get("shortest_edge")
+            or backbone_config.image_size
+        )
+        return (
+            int(size),
+            [float(v) for v in processor.image_mean],
+            [float(v) for v in processor.image_std],
+        )
+    print(
+        f"emotion-vit: {pretrained} has no preprocessor_config.json; using image size "
+        f"{backbone_config.image_size} and mean/std 0.5",
+        file=sys.stderr,
+    )
+    return int(backbone_config.image_size), [0.5] * 3, [0.5] * 3
+
+
+def build(config: dict[str, Any], pretrained: Path | None):
+    """EmotionViT: backbone weights from ``pretrained`` (or from a checkpoint later, when None)."""
+    from transformers import ViTConfig, ViTModel
+
+    if pretrained is not None:
+        # No pooler: the head reads the [CLS] token, and DDP needs every trainable
+        # parameter to take part in the forward pass.
+        backbone = from_pretrained_complete(ViTModel, pretrained, add_pooling_layer=False)
+    else:
+        backbone = ViTModel(ViTConfig.from_dict(config["backbone_config"]), add_pooling_layer=False)
+    image = config["image"]
+    return _emotion_vit_module()(
+        backbone,
+        image_size=image["size"],
+        mean=image["mean"],
+        std=image["std"],
+        top_db=config["mel"]["top_db"],
+        dropout=config["dropout"],
+    )
+
+
+def features(config: dict[str, Any]):
+    from runtime.data.audio import MelParams, log_mel_of_file
+
+    params = MelParams(**config["mel"])
+    return (
+        params.as_dict(),
+        (lambda path: log_mel_of_file(path, params)),
+        config["frames"],
+        -params.top_db,
+    )
+
+
+def blocks(model) -> tuple[list, list]:
+    return transformer_blocks(model.backbone), [model.backbone.layernorm]
+
+
+STACK = EmotionStack(
+    name="emotion-vit",
+    default_model=DEFAULT_MODEL,
+    prepare=prepare,
+    build=build,
+    features=features,
+    blocks=blocks,
+    options=[
+        click.option(
+            "--sample-rate", default=22050, show_default=True, help="Decode audio at this rate."
+        ),
+        click.option("--n-mels", default=128, show_default=True),
+        click.option("--n-fft", default=2048, show_default=True),
+        click.option("--hop-length", default=512, show_default=True),
+        click.option(
+            "--offset",
+            default=0.0,
+            show_default=True,
+            help="Seconds skipped at the start of each file.",
+        ),
+        click.option(
+            "--seconds", default=30.0, show_default=True, help="Seconds of audio per song."
+        ),
+    ],
+)
+
+cli = make_cli(STACK, doc=__doc__.split("\n\n")[0])
+
+if __name__ == "__main__":  # torchrun --nproc_per_node N -m runtime.stacks.emotion_vit train ...
+    cli()
