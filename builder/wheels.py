@@ -24,6 +24,7 @@ works with no network. pip's own configuration (PIP_INDEX_URL, pip.conf) applies
 
 from __future__ import annotations
 
+import collections
 import os
 import shutil
 import subprocess
@@ -57,12 +58,18 @@ def _as_list(value: Any, field: str) -> list[str]:
 
 
 def _pip(args: list[str], what: str, spec_name: str) -> None:
+    """Run pip, showing its lines on stderr as they come (downloads can be long)."""
     cmd = [sys.executable, "-m", "pip", *args]
     env = dict(os.environ, PIP_DISABLE_PIP_VERSION_CHECK="1")
-    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-    if proc.returncode != 0:
-        lines = [ln for ln in (proc.stderr or proc.stdout).splitlines() if ln.strip()]
-        reason = " | ".join(lines[-3:]) or f"exit status {proc.returncode}"
+    tail: collections.deque[str] = collections.deque(maxlen=3)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    assert proc.stdout is not None
+    for line in proc.stdout:
+        if line.strip():
+            tail.append(line.strip())
+            print(f"  pip: {line.rstrip()}", file=sys.stderr)
+    if proc.wait() != 0:
+        reason = " | ".join(tail) or f"exit status {proc.returncode}"
         raise WheelhouseError(
             f"bundle '{spec_name}': [wheels] {what} failed: {reason}. Check the requirement names, "
             "that wheels exist for the target python/platform, and pip's index (index_url / PIP_INDEX_URL)"
@@ -139,7 +146,7 @@ def _project_requirements(wheel: Path, python: str, platforms: list[str]) -> lis
 
 
 def _download_args(cfg: dict[str, Any], dest: Path) -> list[str]:
-    args = ["download", "--only-binary=:all:", "--progress-bar", "off", "--quiet", "-d", str(dest),
+    args = ["download", "--only-binary=:all:", "--progress-bar", "off", "-d", str(dest),
             "--python-version", str(cfg.get("python") or DEFAULT_PYTHON)]
     for platform in _as_list(cfg.get("platform"), "platform") or [DEFAULT_PLATFORM]:
         args += ["--platform", platform]
