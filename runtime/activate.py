@@ -307,7 +307,7 @@ def _warn_about(act: Activation) -> None:
             "libraries are offline with an empty cache. Attach the bundle dataset or set BUNDLE_PATH."
         )
         log.warning(message)
-        warnings.warn(message, NoBundleWarning, stacklevel=3)
+        warnings.warn(message, NoBundleWarning, stacklevel=4)
     if act.problems:
         shown = "\n  ".join(str(p) for p in act.problems[:5])
         more = f"\n  ... and {len(act.problems) - 5} more" if len(act.problems) > 5 else ""
@@ -316,7 +316,7 @@ def _warn_about(act: Activation) -> None:
             f"(quick size check):\n  {shown}{more}\nRun runtime.verify() for details."
         )
         log.warning(message)
-        warnings.warn(message, BundleIntegrityWarning, stacklevel=3)
+        warnings.warn(message, BundleIntegrityWarning, stacklevel=4)
 
 
 def _strict_hint(host: str, port: int | None, clues: dict[str, str]) -> str:

@@ -211,10 +211,17 @@ def run_command(ctx: click.Context, strict: bool, stack: str | None, args: tuple
         module = load_stack(stack)
     except UnknownStackError as e:
         raise click.UsageError(str(e), ctx) from None
+    except ImportError as e:
+        # Registered but not importable: a missing optional dependency, or not written yet.
+        raise click.ClickException(
+            f"stack {stack!r} cannot be loaded ({e}); install the stacks extra: "
+            "pip install 'offline-bundle[stacks]'"
+        ) from None
     import runtime
 
-    runtime.activate(strict=strict)
     group: click.Command = module.cli
-    sub_ctx = group.make_context(f"bundle run {stack}", list(args), parent=ctx)
+    # No parent context: click would print the usage as "bundle run [STACK] [ARGS]... STACK".
+    sub_ctx = group.make_context(f"bundle run {stack}", list(args))
+    runtime.activate(strict=strict)
     with sub_ctx:
         return group.invoke(sub_ctx)

@@ -105,3 +105,12 @@ def test_run_lists_known_stacks_and_refuses_unknown_ones(attached):
     result = CliRunner().invoke(main, ["run", "no-such-stack", "train"])
     assert result.exit_code == 2
     assert "unknown stack 'no-such-stack'" in result.output and "landcover" in result.output
+
+
+def test_run_says_how_to_fix_a_stack_that_cannot_be_imported(attached, monkeypatch):
+    monkeypatch.setitem(STACKS, "half-installed", "tests.no_such_stack_module")
+    result = CliRunner().invoke(main, ["run", "half-installed", "train"])
+    assert result.exit_code == 1
+    assert "stack 'half-installed' cannot be loaded" in result.output
+    assert "offline-bundle[stacks]" in result.output
+    assert "Traceback" not in result.output
