@@ -41,6 +41,7 @@ DEFAULT_PYTHON = "3.11"
 DEFAULT_PLATFORM = "manylinux2014_x86_64"
 PROJECT_NAME = "offline-bundle"
 _PROJECT_ROOT = Path(__file__).resolve().parents[1]
+_WHEEL_EPOCH = "315532800"  # 1980-01-01, the earliest time a zip can hold
 
 
 class WheelhouseError(BuildError):
@@ -57,10 +58,10 @@ def _as_list(value: Any, field: str) -> list[str]:
     raise WheelhouseError(f"[wheels] field '{field}' must be a string or a list of strings")
 
 
-def _pip(args: list[str], what: str, spec_name: str) -> None:
+def _pip(args: list[str], what: str, spec_name: str, *, extra_env: dict[str, str] | None = None) -> None:
     """Run pip, showing its lines on stderr as they come (downloads can be long)."""
     cmd = [sys.executable, "-m", "pip", *args]
-    env = dict(os.environ, PIP_DISABLE_PIP_VERSION_CHECK="1")
+    env = dict(os.environ, PIP_DISABLE_PIP_VERSION_CHECK="1", **(extra_env or {}))
     tail: collections.deque[str] = collections.deque(maxlen=3)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     assert proc.stdout is not None
@@ -108,8 +109,11 @@ def build_project_wheel(out_dir: Path, *, spec_name: str = "?") -> Path:
         src = _copy_source_tree(Path(tmp))
         # No build isolation: setuptools is already here, and isolation would
         # need an index to fetch it from.
+        # Fixed zip timestamps: the same sources give the same wheel bytes, so a
+        # rebuilt bundle keeps its digest and `bundle publish` uploads nothing.
+        epoch = os.environ.get("SOURCE_DATE_EPOCH") or _WHEEL_EPOCH
         _pip(["wheel", "--no-deps", "--no-build-isolation", "--quiet", "-w", str(out_dir), str(src)],
-             "building the offline-bundle wheel", spec_name)
+             "building the offline-bundle wheel", spec_name, extra_env={"SOURCE_DATE_EPOCH": epoch})
     wheels = sorted(out_dir.glob("offline_bundle-*.whl"))
     if not wheels:
         raise WheelhouseError(f"bundle '{spec_name}': pip wheel made no offline_bundle-*.whl")

@@ -106,3 +106,15 @@ def test_unknown_requirement_fails_with_pip_reason(tmp_path):
                                                "find_links": [str(tmp_path)]})
     with pytest.raises(WheelhouseError, match=r"bundle 'bad'.*no-such-package-xyz"):
         build_wheelhouse(spec, tmp_path / "out")
+
+
+@needs_mirror
+def test_project_wheel_bytes_are_reproducible(wheelhouse, tmp_path):
+    # A rebuilt bundle must keep its digest, or every rebuild would publish a new version.
+    from builder.wheels import build_project_wheel
+
+    staging, paths = wheelhouse
+    first = next(staging / p for p in paths if "offline_bundle-" in p)
+    again = build_project_wheel(tmp_path)
+    assert again.name == first.name
+    assert again.read_bytes() == first.read_bytes()
