@@ -247,6 +247,8 @@ def restore(req: RestoreRequest) -> list[ImageResult]:
     half = (device.type == "cuda") if req.half is None else req.half
     nets = load_networks(cfg, req, device, half)
     labels = read_labels(req, files) if nets.make_guided is not None else None
+    if labels is not None and not all(0 <= label < 1000 for label in labels):
+        raise RestoreError("class labels must be ImageNet ids 0…999 (--class-label / --labels)")
     size = nets.image_size
     mask = read_mask(req.mask, size) if req.mask is not None else None
     try:
