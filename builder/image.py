@@ -86,6 +86,8 @@ fi
 exec "$@"
 """
 
+_ANSI_RE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+
 # Names that hold credentials. A build context carrying one is refused outright,
 # whatever put it there: a leaked token in an image layer cannot be taken back.
 _CREDENTIAL_NAMES = frozenset(
@@ -800,7 +802,7 @@ def _run_build(
             platform=platform,
             rm=True,
             forcerm=True,
-            pull=False,  # never pull: the base must exist locally or the daemon says so
+            pull=False,  # no forced re-pull: a local base is used as is (the daemon pulls only a missing one)
             network_mode="none",  # RUN steps get no network: the build is offline by construction
             use_config_proxy=False,  # ~/.docker/config.json proxies would become build args
             decode=True,
@@ -808,11 +810,13 @@ def _run_build(
         step = ""
         tail: deque[str] = deque(maxlen=12)
         image_id = ""
+        partial = ""  # the daemon splits lines across chunks (and colours RUN stderr)
         for chunk in stream:
             if "stream" in chunk:
                 text = chunk["stream"]
                 emit(text)
-                for line in text.splitlines():
+                *lines, partial = (partial + _ANSI_RE.sub("", text)).split("\n")
+                for line in lines:
                     line = line.strip()
                     if not line:
                         continue
@@ -829,6 +833,8 @@ def _run_build(
             elif "status" in chunk:
                 emit(chunk["status"] + "\n")
             if "error" in chunk or "errorDetail" in chunk:
+                if partial.strip():
+                    tail.append(partial.strip())
                 detail = chunk.get("errorDetail") or {}
                 message = (detail.get("message") or chunk.get("error") or "").strip()
                 output = [
@@ -984,7 +990,7 @@ def build_image(
         bundle_dir: the bundle folder (holds bundle.json).
         tag: image tag; default `NAME:VERSION` from bundle.json.
         base_image: FROM image; default the PyTorch CUDA runtime image of Dockerfile.gpu.
-            It must exist locally or be pullable by the daemon (the build never pulls itself).
+            Used as is when the daemon has it; pulled by the daemon only when missing.
         platform: e.g. "linux/amd64"; the smoke check is skipped for a foreign platform.
         push: push the tag after a passing smoke check.
         smoke: run `bundle doctor --json` in the image with no network.
@@ -1144,7 +1150,7 @@ def _human(n: int) -> str:
 @click.option("--tag", "-t", help="Image tag (default NAME:VERSION from bundle.json).")
 @click.option(
     "--base-image",
-    help=f"FROM image (default {DEFAULT_BASE_IMAGE}); never pulled by the build itself.",
+    help=f"FROM image (default {DEFAULT_BASE_IMAGE}); used as is when local, pulled only when missing.",
 )
 @click.option(
     "--platform", help="Target platform, e.g. linux/amd64 (smoke check skipped when foreign)."

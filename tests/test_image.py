@@ -365,6 +365,31 @@ def test_weights_layer_is_reused_when_only_bundle_json_changes(
         client.images.remove(report.image_id, force=True)
 
 
+def test_smoke_check_fails_when_the_image_lacks_the_bundle_files(
+    built, tmp_path, docker_engine, docker_base_image
+):
+    # Same context, but a Dockerfile that forgets to copy the weights layer.
+    dockerfile = tmp_path / "Dockerfile.broken"
+    text = image_mod.dockerfile_path().read_text()
+    assert "COPY bundle/artifacts/" in text
+    dockerfile.write_text(
+        "\n".join(ln for ln in text.splitlines() if not ln.startswith("COPY bundle/artifacts/"))
+    )
+    tag = "offline-bundle-test/no-weights:1"
+    result = CliRunner().invoke(
+        image_command,
+        [str(built["bundle"]), "--base-image", docker_base_image, "--tag", tag, "-q",
+         "--dockerfile", str(dockerfile)],
+    )  # fmt: skip
+    try:
+        assert result.exit_code == 1
+        message = result.output.strip()
+        assert "bundle 'tiny-image' inside the image" in message
+        assert "missing artifact(s) tiny-bert, tinynet, tiny-ckpt" in message
+    finally:
+        docker_engine.client.images.remove(tag, force=True)
+
+
 # --- No engine needed ----------------------------------------------------------
 
 
