@@ -118,3 +118,37 @@ def test_classifier_guidance_shifts_eps_by_the_log_prob_gradient() -> None:
         out = guided(x, t)
     expected = base[:, :3] - math.sqrt(1 - schedule.alpha_bar(500)) * 2.0 * analytic
     torch.testing.assert_close(out, expected)
+
+
+@pytest.mark.parametrize("sigma_0", [0.02, 0.1])
+def test_initial_sample_follows_the_ddrm_prior_given_noisy_y(sigma_0: float) -> None:
+    # x̄_T = x_T/√ᾱ_T: where y is less noisy than σ_T (σ₀/s < σ_T) centred on ȳ with std
+    # √(σ_T² − σ₀²/s²); elsewhere centred on 0 with std σ_T. sr4 has s = 1/4 everywhere observed.
+    schedule = NoiseSchedule.linear(1e-6, 1e-4, 1000)  # mild: σ_T ≈ 0.11 at T = 500, near σ₀/s
+    op = make_operator("sr4", image_size=16, dtype=F64)
+    x = clean_images(64, seed=4)[:, :, :16, :16]
+    y = op.H(x) + sigma_0 * torch.randn(64, op.singulars.numel(), generator=torch.Generator().manual_seed(5), dtype=F64)
+    seen = []
+
+    def eps_fn(x_t, t):
+        if not seen:
+            seen.append((x_t.clone(), int(t[0])))
+        return torch.zeros_like(x_t)
+
+    ddrm_sample(eps_fn, op, y, schedule=schedule, sigma_0=sigma_0, steps=2, generator=torch.Generator().manual_seed(6))
+    x_T, t_T = seen[0]
+    a_T = schedule.alpha_bar(t_T)
+    sigma_T = math.sqrt((1 - a_T) / a_T)
+    z = op.Vt(x_T / math.sqrt(a_T))
+    m = op.singulars.numel()
+    s = float(op.singulars[0])
+    y_bar = op.Ut(y) / s
+    observed, lost = z[:, :m], z[:, m:]
+    if sigma_0 / s < sigma_T:
+        expected_mean, expected_std = y_bar, math.sqrt(sigma_T**2 - (sigma_0 / s) ** 2)
+    else:
+        expected_mean, expected_std = torch.zeros_like(y_bar), sigma_T
+    residual = observed - expected_mean
+    assert abs(residual.mean().item()) < 0.01
+    assert abs(residual.std().item() / expected_std - 1) < 0.03
+    assert abs(lost.std().item() / sigma_T - 1) < 0.03
