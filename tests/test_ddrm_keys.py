@@ -77,3 +77,19 @@ def test_stack_configs_use_the_published_architectures() -> None:
     assert CONFIGS["imagenet-cond"].model_flags == PUBLISHED_MODEL_FLAGS["256x256_diffusion.pt"]
     assert CONFIGS["imagenet-cond"].classifier_flags == PUBLISHED_CLASSIFIER_FLAGS["256x256_classifier.pt"]
     assert CONFIGS["imagenet-cond"].class_cond and not CONFIGS["imagenet-uncond"].class_cond
+
+
+def test_guided_diffusion_flag_strings_parse_into_the_architecture_they_name() -> None:
+    from runtime.ddrm.configs import FlagError, parse_flags
+
+    flags = parse_flags("--attention_resolutions 32,16,8 --class_cond True --image_size 256 "
+                        "--learn_sigma True --num_channels 256 --num_head_channels 64 --num_res_blocks 2 "
+                        "--resblock_updown True --use_fp16 True --use_scale_shift_norm True --dropout 0.0")
+    assert flags["class_cond"] is True and flags["num_channels"] == 256 and flags["dropout"] == 0.0
+    arch = adm_config_from_flags(flags)
+    assert arch.attention_resolutions == (8, 16, 32)  # 256/32, 256/16, 256/8: downsample rates
+    assert arch.channel_mult == (1, 1, 2, 2, 4, 4) and arch.out_channels == 6 and arch.num_classes == 1000
+    with pytest.raises(FlagError, match="pairs"):
+        parse_flags("--image_size")
+    with pytest.raises(FlagError, match="starting with '--'"):
+        parse_flags("image_size 64")
