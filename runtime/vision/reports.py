@@ -2,7 +2,8 @@
 
 Multiclass accuracy, macro-F1 and the confusion matrix come from
 ``runtime.train.metrics``; binary precision/recall/F1/ROC-AUC and the threshold
-search use torchmetrics.
+search use scikit-learn (torchmetrics would do as well, but importing it imports
+transformers and takes seconds on every command).
 """
 
 from __future__ import annotations
@@ -25,25 +26,28 @@ def binary_metrics(
     Args:
         probabilities: ``(N,)`` probability of the positive class.
         targets: ``(N,)`` 1 for positive, 0 for negative.
-        threshold: a sample is called positive when its probability is >= threshold.
+        threshold: a sample is called positive when its probability is >= threshold
+            (the rule of the precision-recall curve the threshold is chosen on).
     """
-    from torchmetrics.functional.classification import (
-        binary_accuracy,
-        binary_auroc,
-        binary_f1_score,
-        binary_precision,
-        binary_recall,
+    from sklearn.metrics import (
+        accuracy_score,
+        f1_score,
+        precision_score,
+        recall_score,
+        roc_auc_score,
     )
 
-    t = targets.long()
-    both_classes = bool(t.min() != t.max()) if t.numel() else False
+    y = targets.long().cpu().numpy()
+    p = probabilities.float().cpu().numpy()
+    called = (p >= threshold).astype(int)
+    both_classes = len(set(y.tolist())) == 2
     return {
-        "precision": float(binary_precision(probabilities, t, threshold=threshold)),
-        "recall": float(binary_recall(probabilities, t, threshold=threshold)),
-        "f1": float(binary_f1_score(probabilities, t, threshold=threshold)),
-        "accuracy": float(binary_accuracy(probabilities, t, threshold=threshold)),
+        "precision": float(precision_score(y, called, zero_division=0)),
+        "recall": float(recall_score(y, called, zero_division=0)),
+        "f1": float(f1_score(y, called, zero_division=0)),
+        "accuracy": float(accuracy_score(y, called)) if len(y) else float("nan"),
         # ROC-AUC is undefined with one class present; NaN says so instead of a fake 0.5.
-        "roc_auc": float(binary_auroc(probabilities, t)) if both_classes else float("nan"),
+        "roc_auc": float(roc_auc_score(y, p)) if both_classes else float("nan"),
         "threshold": float(threshold),
     }
 
@@ -51,21 +55,21 @@ def binary_metrics(
 def best_f1_threshold(probabilities: torch.Tensor, targets: torch.Tensor) -> float:
     """The decision threshold with the highest F1 on these (validation) predictions.
 
-    Candidates are the observed probabilities (torchmetrics' precision-recall
-    curve); 0.5 when there is no positive sample to score.
+    Candidates are the observed probabilities (scikit-learn's precision-recall
+    curve, which calls a sample positive when its score is >= the threshold);
+    0.5 when there is no positive sample to score.
     """
-    import torch
-    from torchmetrics.functional.classification import binary_precision_recall_curve
+    import numpy as np
+    from sklearn.metrics import precision_recall_curve
 
-    t = targets.long()
-    if t.numel() == 0 or int(t.sum()) == 0:
+    y = targets.long().cpu().numpy()
+    if y.size == 0 or int(y.sum()) == 0:
         return 0.5
-    precision, recall, thresholds = binary_precision_recall_curve(probabilities, t)
+    precision, recall, thresholds = precision_recall_curve(y, probabilities.float().cpu().numpy())
     # The curve's last point (precision 1, recall 0) has no threshold.
     precision, recall = precision[:-1], recall[:-1]
-    f1 = 2 * precision * recall / (precision + recall).clamp_min(1e-12)
-    best = int(torch.argmax(f1))
-    return float(thresholds[best])
+    f1 = 2 * precision * recall / np.clip(precision + recall, 1e-12, None)
+    return float(thresholds[int(np.argmax(f1))])
 
 
 def binary_confusion(probabilities: torch.Tensor, targets: torch.Tensor, threshold: float):

@@ -1,0 +1,137 @@
+"""`landcover`: a CNN with torchvision weights from a read-only bundle learns land-cover colours."""
+
+from __future__ import annotations
+
+import csv
+import json
+import subprocess
+import sys
+
+import pytest
+from click.testing import CliRunner
+
+from tests.fixtures.bundles import activated
+from tests.test_vision_data import (
+    MOBILENET_URL,
+    colour_classes,
+    one_thread,  # noqa: F401
+    tiny_mobilenet_weights,
+    torchvision_spec,
+)
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+
+def test_stack_modules_import_without_torch():
+    code = (
+        "import sys, runtime.stacks.landcover, runtime.stacks.flood, runtime.stacks.masked_ssl\n"
+        "heavy = [m for m in ('torch', 'torchvision', 'numpy', 'PIL') if m in sys.modules]\n"
+        "print(','.join(heavy))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
+
+
+def test_train_evaluate_predict_with_bundled_mobilenet_weights(bundle_factory, tmp_path):
+    import torch
+
+    from runtime.stacks.landcover import cli
+    from runtime.vision.architectures import build_classifier
+
+    data = colour_classes(tmp_path / "eurosat", per_class=12)
+    weights = tiny_mobilenet_weights(data)
+    bundle = bundle_factory(
+        torchvision_spec("landcover-test", "MobileNet_V3_Small_Weights.IMAGENET1K_V1", weights),
+        urls={MOBILENET_URL: weights},
+    )
+    run = tmp_path / "run"
+    runner = CliRunner()
+    with activated(bundle, strict=True):
+        # The stack's model starts from the bundled file, not from a random init.
+        model = build_classifier("mobilenet_v3_small", num_outputs=10, image_size=32, pretrained=True)
+        served = torch.load(bundle / "torch/hub/checkpoints/mobilenet_v3_small-047dcff4.pth",
+                            weights_only=True)  # fmt: skip
+        torch.testing.assert_close(model.features[0][0].weight, served["features.0.0.weight"])
+        assert model.classifier[-1].out_features == 10  # head replaced
+
+        result = runner.invoke(
+            cli,
+            ["train", "--data", str(data), "--out", str(run), "--arch", "mobilenet_v3_small",
+             "--image-size", "32", "--epochs", "3", "--batch-size", "16", "--lr", "3e-3",
+             "--no-progress", "--json"],
+        )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    # Chance is 0.1. MobileNetV3 keeps batch-norm statistics with momentum 0.01, so
+    # three short epochs stay well below what longer fine-tuning reaches.
+    assert summary["val"]["accuracy"] >= 0.3
+    assert summary["val"]["macro_f1"] >= 0.2
+    for name in ("best.pt", "last.pt", "metrics.json", "confusion_matrix.csv",
+                 "confusion_matrix.png", "curves.csv"):  # fmt: skip
+        assert (run / name).is_file(), name
+    with open(run / "confusion_matrix.csv") as fh:
+        rows = list(csv.reader(fh))
+    assert rows[0][1:] == [f"class_{k}" for k in range(10)]
+    counts = [[int(v) for v in row[1:]] for row in rows[1:]]
+    assert sum(map(sum, counts)) == summary["val_samples"] == 20
+    correct = sum(counts[k][k] for k in range(10))
+    assert correct / 20 == pytest.approx(summary["val"]["accuracy"])
+
+    # evaluate and predict rebuild the model from the checkpoint alone: no bundle needed.
+    result = runner.invoke(
+        cli, ["evaluate", "--checkpoint", str(run / "best.pt"), "--data", str(data),
+              "--out", str(tmp_path / "eval"), "--json"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    evaluated = json.loads(result.stdout)
+    assert evaluated["samples"] == 120 and evaluated["accuracy"] >= 0.3
+    assert (tmp_path / "eval" / "confusion_matrix.png").is_file()
+
+    images = [data / "class_2" / "0.png", data / "class_7" / "1.png"]
+    result = runner.invoke(
+        cli, ["predict", *map(str, images), "--checkpoint", str(run / "best.pt"),
+              "--out", str(tmp_path / "preds.csv"), "--json"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    predictions = json.loads(result.stdout)
+    assert [p["path"] for p in predictions] == [str(p) for p in images]
+    for p in predictions:
+        assert sum(p["probabilities"].values()) == pytest.approx(1.0, abs=1e-4)
+        assert p["label"] == max(p["probabilities"], key=p["probabilities"].get)
+    with open(tmp_path / "preds.csv") as fh:
+        assert len(list(csv.reader(fh))) == 3
+
+
+def test_pretrained_weights_missing_from_the_bundle_is_a_one_line_error(bundle_factory, tmp_path):
+    from runtime.stacks.landcover import cli
+
+    data = colour_classes(tmp_path / "eurosat", classes=2, per_class=3, size=16)
+    weights = b"not used"
+    bundle = bundle_factory(
+        torchvision_spec("only-mobilenet", "MobileNet_V3_Small_Weights.IMAGENET1K_V1", weights),
+        urls={MOBILENET_URL: weights},
+    )
+    with activated(bundle, strict=True):
+        result = CliRunner().invoke(
+            cli, ["train", "--data", str(data), "--out", str(tmp_path / "run"),
+                  "--arch", "vit_b_16", "--image-size", "32"],
+        )  # fmt: skip
+    assert result.exit_code == 1
+    message = result.output.strip()
+    assert "\n" not in message and "Traceback" not in message
+    assert "ViT_B_16_Weights.IMAGENET1K_V1" in message and "vit_b_16-c867db91.pth" in message
+    assert "--no-pretrained" in message
+
+
+def test_checkpoint_of_another_stack_is_refused(tmp_path):
+    from runtime.stacks.flood import cli
+    from runtime.train.checkpoint import save_checkpoint
+    from runtime.vision.unet import UNetClassifier
+
+    ckpt = save_checkpoint(
+        tmp_path / "best.pt", model=UNetClassifier(10), config={"stack": "landcover"}
+    )
+    data = colour_classes(tmp_path / "d", classes=2, per_class=1, size=8)
+    result = CliRunner().invoke(cli, ["predict", str(data), "--checkpoint", str(ckpt)])
+    assert result.exit_code == 1
+    assert "landcover" in result.output and "flood" in result.output
