@@ -1,0 +1,282 @@
+"""Fetch throughput: ``bundle build`` vs ``snapshot_download`` in a loop vs ``curl``.
+
+A Hub stand-in serves several repos (a few large ``model.safetensors`` files and
+many small JSON files); large files are redirected to a sendfile "CDN" as on
+huggingface.co (see ``bench/servers.py``). The same files are then fetched,
+in alternating rounds, by:
+
+* ``bundle build`` (``builder.build.build``, fresh store, ``--jobs`` parallel
+  downloads, sha256 / git-id verification, fsync, hard-linked bundle);
+* ``huggingface_hub.snapshot_download`` called once per repo in a loop, as a
+  notebook does it, with its own ``max_workers`` default (8), fresh cache;
+* ``curl`` of the very same URLs (following the same redirects), one process,
+  sequential and ``--parallel`` with ``--jobs`` transfers: the practical limit
+  (no verification, no fsync).
+
+Timing: the Python contenders are timed inside their process around the work
+(interpreter start and imports excluded); curl is timed around its process.
+
+Examples::
+
+    python -m bench.fetch --scale quick          # ~40 MB, < 1 minute
+    python -m bench.fetch --scale full           # 1 GB + 400 MB + 200 MB + 240 small files
+    python -m bench.fetch --scale 0.2 --rounds 5 --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from bench.common import (
+    MB,
+    alternate,
+    check_disk,
+    cpu_seconds,
+    emit_json,
+    machine,
+    make_hub_data,
+    remove,
+    run_json,
+    scratch_dir,
+    table,
+    verdict,
+)
+from bench.servers import REPO_ID_SEP, Servers
+
+#: repo id -> size of its model.safetensors at full scale (bytes); plus SMALL_FILES json each
+REPOS = {
+    "bench/llm-1g": 1000 * MB,
+    "bench/vit-400m": 400 * MB,
+    "bench/audio-200m": 200 * MB,
+    "bench/tokenizers": 0,
+}
+SMALL_FILES = {"bench/tokenizers": 120}
+SMALL_FILES_DEFAULT = 40
+SCALES = {"quick": 0.03, "full": 1.0}
+TARGET_VS_SNAPSHOT = 1.5
+TARGET_VS_CURL = 0.8
+
+
+def make_data(data_dir: Path, scale: float) -> tuple[int, int]:
+    """The repos of REPOS at ``scale`` under ``data_dir`` (reused when already there)."""
+    return make_hub_data(data_dir, {
+        repo: (max(1, int(size * scale)) if size else 0, SMALL_FILES.get(repo, SMALL_FILES_DEFAULT))
+        for repo, size in REPOS.items()
+    })
+
+
+def _files(data_dir: Path) -> list[tuple[str, str]]:
+    """(repo_id, path in repo) of every file served."""
+    out = []
+    for folder in sorted((data_dir / "hub").iterdir()):
+        repo_id = folder.name.replace(REPO_ID_SEP, "/", 1)
+        out += [
+            (repo_id, p.relative_to(folder).as_posix())
+            for p in sorted(folder.rglob("*"))
+            if p.is_file()
+        ]
+    return out
+
+
+def _spec_text(repos: list[str]) -> str:
+    lines = [
+        "[bundle]",
+        'name = "bench-fetch"',
+        'version = "1.0.0"',
+        'title = "Fetch benchmark bundle"',
+        "",
+    ]
+    for i, repo in enumerate(repos):
+        lines += ["[[artifact]]", f'id = "repo-{i}"', 'source = "hf"', f'repo = "{repo}"', ""]
+    return "\n".join(lines)
+
+
+def _hub_env(hub_url: str) -> dict[str, str]:
+    return {
+        "HF_ENDPOINT": hub_url,
+        "HF_HUB_DISABLE_TELEMETRY": "1",
+        "HF_HUB_DISABLE_XET": "1",
+        "HF_HUB_DISABLE_PROGRESS_BARS": "1",
+        "HF_HUB_OFFLINE": "0",
+        "HF_TOKEN": "",
+    }
+
+
+# --- contenders, each run in a fresh process (``--run-one``) -------------------
+
+
+def _run_bundle(cfg: dict) -> dict:
+    # What the build imports on the way, imported before the clock starts (as
+    # snapshot_download's imports are): the benchmark times fetching, not imports.
+    import huggingface_hub.hf_api  # noqa: F401
+    import requests  # noqa: F401
+
+    import builder.sources.hf  # noqa: F401
+    from builder.build import build
+
+    work = Path(cfg["work"])
+    spec = work / "spec.toml"
+    spec.write_text(_spec_text(cfg["repos"]))
+    started, cpu = time.perf_counter(), cpu_seconds(resource.RUSAGE_SELF)
+    report = build(
+        spec, out_dir=work / "out", store_dir=work / "store", jobs=cfg["jobs"], progress=False
+    )
+    seconds = time.perf_counter() - started
+    cpu = cpu_seconds(resource.RUSAGE_SELF) - cpu
+    return {"seconds": seconds, "cpu": cpu, "bytes": report.fetched_bytes, "files": report.files}
+
+
+def _run_snapshot(cfg: dict) -> dict:
+    from huggingface_hub import snapshot_download
+
+    cache = Path(cfg["work"]) / "hf-cache"
+    kwargs = {} if cfg.get("max_workers") is None else {"max_workers": cfg["max_workers"]}
+    started, cpu = time.perf_counter(), cpu_seconds(resource.RUSAGE_SELF)
+    for repo in cfg["repos"]:
+        snapshot_download(repo, cache_dir=cache, **kwargs)
+    seconds = time.perf_counter() - started
+    cpu = cpu_seconds(resource.RUSAGE_SELF) - cpu
+    size = sum(p.stat().st_size for p in (cache).rglob("*") if p.is_file() and "blobs" in p.parts)
+    return {"seconds": seconds, "cpu": cpu, "bytes": size}
+
+
+CONTENDERS = {"bundle": _run_bundle, "snapshot": _run_snapshot}
+
+
+def _curl(
+    files: list[tuple[str, str]], servers: Servers, work: Path, parallel: int
+) -> tuple[float, float]:
+    config = work / "curl.cfg"
+    with open(config, "w") as f:
+        for repo, rel in files:
+            url = f"{servers.hub}/{repo}/resolve/{servers.commits[repo]}/{rel}"
+            f.write(f'url = "{url}"\noutput = "{work}/out/{repo}/{rel}"\n')
+    args = ["curl", "-sS", "--fail", "-L", "--create-dirs", "-K", str(config)]
+    if parallel > 1:
+        args[1:1] = ["--parallel", "--parallel-max", str(parallel)]
+    started, cpu = time.perf_counter(), cpu_seconds(resource.RUSAGE_CHILDREN)
+    proc = subprocess.run(args, capture_output=True, text=True)  # --parallel ignores -s
+    seconds = time.perf_counter() - started
+    cpu = cpu_seconds(resource.RUSAGE_CHILDREN) - cpu
+    if proc.returncode != 0:
+        raise RuntimeError(f"curl failed ({proc.returncode}): {proc.stderr[-2000:]}")
+    return seconds, cpu
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench.fetch", description=__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--scale", default="quick",
+                        help="quick (3%% of full sizes), full, or a factor of the full sizes")
+    parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (median taken)")
+    parser.add_argument("--jobs", type=int, default=4, help="bundle build --jobs and curl --parallel-max")
+    parser.add_argument("--data", type=Path, help="keep the served data here (reused across runs)")
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    parser.add_argument("--run-one", help=argparse.SUPPRESS)
+    parser.add_argument("--config", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.run_one:
+        emit_json(CONTENDERS[args.run_one](json.loads(args.config)))
+        return
+
+    scale = SCALES.get(args.scale) or float(args.scale)
+    data_dir = args.data or scratch_dir("fetch-data")
+    full_bytes = sum(REPOS.values()) * scale
+    check_disk(data_dir.parent, int(full_bytes * 2.2))
+    n_files, n_bytes = make_data(data_dir, scale)
+    print(f"fetch benchmark: {len(REPOS)} repos, {n_files} files, {n_bytes / MB:.0f} MB "
+          f"({machine()})", file=sys.stderr)
+    files = _files(data_dir)
+    repos = list(REPOS)
+    try:
+        with Servers(data_dir) as servers:
+            env = _hub_env(servers.hub)
+
+            def python_contender(kind: str, **cfg: object):
+                def run() -> float:
+                    work = scratch_dir(f"fetch-{kind}")
+                    try:
+                        config = {"work": str(work), "repos": repos, **cfg}
+                        result = run_json(
+                            [sys.executable, "-m", "bench.fetch", "--run-one", kind,
+                             "--config", json.dumps(config)], env=env,
+                        )
+                        if result["bytes"] < n_bytes * 0.99:
+                            raise RuntimeError(f"{kind}: fetched {result['bytes']} of {n_bytes} bytes")
+                        return result["seconds"], result["cpu"]
+                    finally:
+                        remove(work)
+                return run
+
+            def curl_contender(parallel: int):
+                def run() -> float:
+                    work = scratch_dir("fetch-curl")
+                    try:
+                        return _curl(files, servers, work, parallel)
+                    finally:
+                        remove(work)
+                return run
+
+            names = {
+                "bundle": f"bundle build --jobs {args.jobs}",
+                "snapshot": "snapshot_download loop (max_workers=8)",
+                "curl_seq": "curl, sequential",
+                "curl_par": f"curl --parallel-max {args.jobs}",
+            }
+            samples = alternate({
+                names["bundle"]: python_contender("bundle", jobs=args.jobs),
+                names["snapshot"]: python_contender("snapshot", max_workers=None),
+                names["curl_seq"]: curl_contender(1),
+                names["curl_par"]: curl_contender(args.jobs),
+            }, args.rounds)
+    finally:
+        if args.data is None:
+            remove(data_dir)
+
+    med = {k: samples[v].median for k, v in names.items()}
+    cpu_per_gb = {k: samples[v].median_cpu / (n_bytes / 1e9) for k, v in names.items()}
+    rate = {k: n_bytes / MB / s for k, s in med.items()}
+    curl_best = max(rate["curl_seq"], rate["curl_par"])
+    ratios = {
+        "bundle_vs_snapshot": rate["bundle"] / rate["snapshot"],
+        "bundle_vs_curl_best": rate["bundle"] / curl_best,
+        "bundle_vs_curl_seq": rate["bundle"] / rate["curl_seq"],
+        "bundle_vs_curl_par": rate["bundle"] / rate["curl_par"],
+    }
+    result = {
+        "benchmark": "fetch", "scale": scale, "files": n_files, "bytes": n_bytes,
+        "rounds": args.rounds, "machine": machine(),
+        "median_seconds": med, "mb_per_s": rate, "ratios": ratios, "cpu_s_per_gb": cpu_per_gb,
+        "samples": {k: samples[v].seconds for k, v in names.items()},
+    }
+    if args.json:
+        emit_json(result)
+        return
+    print(f"\n{len(REPOS)} repos, {n_files} files, {n_bytes / MB:.0f} MB; median of "
+          f"{args.rounds} alternating rounds; {machine()}\n")
+    print(table(
+        ["contender", "median s", "MB/s", "bundle ratio", "CPU s/GB (client)"],
+        [[names[k], f"{med[k]:.2f}", f"{rate[k]:.0f}",
+          "-" if k == "bundle" else f"{rate['bundle'] / rate[k]:.2f}x", f"{cpu_per_gb[k]:.2f}"]
+         for k in names],
+    ))
+    print()
+    print(table(["measure", "ratio", "target", ""], [
+        ["bundle vs snapshot_download loop", f"{ratios['bundle_vs_snapshot']:.2f}x",
+         f">= {TARGET_VS_SNAPSHOT}x",
+         verdict(ratios["bundle_vs_snapshot"], TARGET_VS_SNAPSHOT, higher_is_better=True)],
+        ["bundle vs best curl", f"{ratios['bundle_vs_curl_best']:.2f}x", f">= {TARGET_VS_CURL}x",
+         verdict(ratios["bundle_vs_curl_best"], TARGET_VS_CURL, higher_is_better=True)],
+    ]))
+
+
+if __name__ == "__main__":
+    main()
