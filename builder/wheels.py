@@ -77,10 +77,9 @@ def _pip(args: list[str], what: str, spec_name: str, *, extra_env: dict[str, str
         )
 
 
-def _copy_source_tree(dest: Path) -> Path:
+def _copy_source_tree(dest: Path, src: Path = _PROJECT_ROOT) -> Path:
     """A clean copy of the project to build from (the build writes build/ and
     *.egg-info next to the sources; never into the working tree)."""
-    src = _PROJECT_ROOT
     for name in ("pyproject.toml", "README.md", "LICENSE", "setup.cfg", "setup.py", "MANIFEST.in"):
         if (src / name).is_file():
             shutil.copy2(src / name, dest / name)
@@ -90,8 +89,13 @@ def _copy_source_tree(dest: Path) -> Path:
     return dest
 
 
-def build_project_wheel(out_dir: Path, *, spec_name: str = "?") -> Path:
+def build_project_wheel(out_dir: Path, *, spec_name: str = "?", source: Path | None = None) -> Path:
     """Build offline-bundle's wheel from the source tree into `out_dir`.
+
+    Args:
+        out_dir: where the wheel goes.
+        spec_name: the bundle, for error messages.
+        source: the project folder (default: the one this module comes from).
 
     Returns:
         The wheel's path.
@@ -100,13 +104,14 @@ def build_project_wheel(out_dir: Path, *, spec_name: str = "?") -> Path:
         WheelhouseError: no source tree (an installed copy cannot rebuild its
             wheel) or the build failed.
     """
-    if not (_PROJECT_ROOT / "pyproject.toml").is_file():
+    source = source or _PROJECT_ROOT
+    if not (source / "pyproject.toml").is_file():
         raise WheelhouseError(
             f"bundle '{spec_name}': [wheels] include_self needs the offline-bundle source tree "
-            f"(no pyproject.toml next to {_PROJECT_ROOT}); build from a checkout, or set include_self = false"
+            f"(no pyproject.toml in {source}); build from a checkout, or set include_self = false"
         )
     with tempfile.TemporaryDirectory(prefix="bundle-wheel-src-") as tmp:
-        src = _copy_source_tree(Path(tmp))
+        src = _copy_source_tree(Path(tmp), source)
         # No build isolation: setuptools is already here, and isolation would
         # need an index to fetch it from.
         # Fixed zip timestamps: the same sources give the same wheel bytes, so a

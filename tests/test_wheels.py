@@ -108,13 +108,16 @@ def test_unknown_requirement_fails_with_pip_reason(tmp_path):
         build_wheelhouse(spec, tmp_path / "out")
 
 
-@needs_mirror
-def test_project_wheel_bytes_are_reproducible(wheelhouse, tmp_path):
+def test_project_wheel_bytes_are_reproducible(tmp_path):
     # A rebuilt bundle must keep its digest, or every rebuild would publish a new version.
-    from builder.wheels import build_project_wheel
+    # Build from one snapshot of the sources (the working tree may change meanwhile).
+    from builder.wheels import _copy_source_tree, build_project_wheel
 
-    staging, paths = wheelhouse
-    first = next(staging / p for p in paths if "offline_bundle-" in p)
-    again = build_project_wheel(tmp_path)
+    (tmp_path / "src").mkdir()
+    source = _copy_source_tree(tmp_path / "src")
+    first = build_project_wheel(tmp_path / "a", source=source)
+    for path in source.rglob("*"):  # other checkout times change nothing
+        os.utime(path, (1_800_000_000, 1_800_000_000))
+    again = build_project_wheel(tmp_path / "b", source=source)
     assert again.name == first.name
     assert again.read_bytes() == first.read_bytes()
