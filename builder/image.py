@@ -27,7 +27,6 @@ import os
 import re
 import shutil
 import stat
-import subprocess
 import sys
 import tarfile
 import tempfile
@@ -411,12 +410,12 @@ def _source_files(root: Path) -> list[Path]:
     return files
 
 
-def build_project_wheel(dest_dir: Path, *, source_dir: Path | None = None) -> Path:
-    """Build the offline-bundle wheel from the source tree (offline, cached by content).
+def cached_project_wheel(dest_dir: Path) -> Path:
+    """The offline-bundle wheel of this source tree, built offline and cached by content.
 
-    The sources are copied to a temp folder first so that the build never writes
-    into the working tree; the wheel is cached under the user cache dir keyed by
-    a hash of the sources, so an unchanged tree costs nothing the second time.
+    Built by `builder.wheels.build_project_wheel` (the wheelhouse's builder: a
+    copy of the tree, reproducible bytes) and cached under the user cache dir,
+    keyed by a hash of the sources: an unchanged tree costs nothing the second time.
 
     Returns:
         The wheel, copied into `dest_dir`.
@@ -424,7 +423,7 @@ def build_project_wheel(dest_dir: Path, *, source_dir: Path | None = None) -> Pa
     Raises:
         ImageError: no source tree, or pip failed (its output is in the message).
     """
-    root = source_dir or project_source_dir()
+    root = project_source_dir()
     if root is None:
         raise ImageError(
             "offline-bundle is not running from a source tree, so its wheel cannot be built; "
@@ -437,38 +436,22 @@ def build_project_wheel(dest_dir: Path, *, source_dir: Path | None = None) -> Pa
     cache = _cache_root() / "runtime-wheels" / h.hexdigest()[:20]
     cached = sorted(cache.glob("offline_bundle-*.whl")) if cache.is_dir() else []
     if not cached:
+        # The wheelhouse's builder (reproducible bytes, never writes into the
+        # tree); same bytes for the same sources keep the image's runtime layer cached.
+        from builder.wheels import build_project_wheel as build_wheel
+
         with tempfile.TemporaryDirectory(prefix="ob-wheel-") as tmp:
-            src = Path(tmp) / "src"
-            for p in files:
-                target = src / p.relative_to(root)
-                target.parent.mkdir(parents=True, exist_ok=True)
-                shutil.copyfile(p, target)
-            out = Path(tmp) / "out"
-            # --no-build-isolation: setuptools is already here; isolation would go to PyPI.
-            cmd = [
-                sys.executable,
-                "-m",
-                "pip",
-                "wheel",
-                "--no-deps",
-                "--no-build-isolation",
-                "--no-index",
-                "--disable-pip-version-check",
-                "-q",
-                "-w",
-                str(out),
-                str(src),
-            ]
-            proc = subprocess.run(cmd, capture_output=True, text=True)
-            built = sorted(out.glob("offline_bundle-*.whl"))
-            if proc.returncode != 0 or not built:
-                tail = " | ".join((proc.stderr or proc.stdout).strip().splitlines()[-5:])
-                raise ImageError(f"building the offline-bundle wheel from {root} failed: {tail}")
+            try:
+                built = build_wheel(Path(tmp), spec_name=PROJECT_DISTRIBUTION)
+            except BuildError as e:
+                raise ImageError(
+                    f"building the offline-bundle wheel from {root} failed: {e}"
+                ) from None
             cache.mkdir(parents=True, exist_ok=True)
-            staged = cache / (built[0].name + ".part")
-            shutil.copyfile(built[0], staged)
-            os.replace(staged, cache / built[0].name)
-            cached = [cache / built[0].name]
+            staged = cache / (built.name + ".part")
+            shutil.copyfile(built, staged)
+            os.replace(staged, cache / built.name)
+            cached = [cache / built.name]
     dest_dir.mkdir(parents=True, exist_ok=True)
     target = dest_dir / cached[0].name
     shutil.copyfile(cached[0], target)
@@ -578,7 +561,7 @@ def collect_runtime_wheels(
         shutil.copyfile(runtime_wheel, wheel)
         origin = f"--runtime-wheel {runtime_wheel}"
     elif project_source_dir() is not None:
-        wheel = build_project_wheel(dest_dir)
+        wheel = cached_project_wheel(dest_dir)
         origin = f"built from the source tree {project_source_dir()}"
     else:
         in_bundle = [

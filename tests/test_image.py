@@ -39,6 +39,7 @@ from tests.fixtures.docker_engine import (  # noqa: F401  (pytest fixtures)
     docker_base_image_without_python,
     docker_engine,
 )
+from tests.fixtures.registry import docker_registry  # noqa: F401  (pytest fixture)
 
 pytestmark = pytest.mark.docker
 
@@ -386,6 +387,51 @@ def test_smoke_check_fails_when_the_image_lacks_the_bundle_files(
         message = result.output.strip()
         assert "bundle 'tiny-image' inside the image" in message
         assert "missing artifact(s) tiny-bert, tinynet, tiny-ckpt" in message
+    finally:
+        docker_engine.client.images.remove(tag, force=True)
+
+
+def test_push_sends_every_layer_and_the_labels_to_the_registry(
+    built, docker_engine, docker_registry, docker_base_image
+):
+    tag = f"{docker_registry.host}/offline-bundle-test/tiny-image:1.0.0"
+    result = CliRunner().invoke(
+        image_command,
+        [str(built["bundle"]), "--base-image", docker_base_image, "--tag", tag,
+         "--push", "--no-smoke", "--json", "-q"],
+    )  # fmt: skip
+    try:
+        assert result.exit_code == 0, result.output
+        report = json.loads(result.stdout)
+        assert report["pushed"] == [tag]
+        _media, body = docker_registry.manifests[("offline-bundle-test/tiny-image", "1.0.0")]
+        pushed = json.loads(body)
+        config = json.loads(docker_registry.blobs[pushed["config"]["digest"]])
+        labels = config["config"]["Labels"]
+        assert labels["offline-bundle.bundle.digest"] == built["manifest"].digest
+        local_layers = docker_engine.client.images.get(tag).attrs["RootFS"]["Layers"]
+        assert config["rootfs"]["diff_ids"] == local_layers
+        # Every layer arrived whole (the stand-in checked each blob against its digest).
+        assert all(layer["digest"] in docker_registry.blobs for layer in pushed["layers"])
+        assert len(pushed["layers"]) == len(local_layers)
+    finally:
+        docker_engine.client.images.remove(tag, force=True)
+
+
+def test_push_to_an_unreachable_registry_fails_with_the_daemons_message(
+    built, docker_engine, docker_base_image
+):
+    tag = "127.0.0.1:9/offline-bundle-test/tiny-image:1.0.0"  # nothing listens on port 9
+    result = CliRunner().invoke(
+        image_command,
+        [str(built["bundle"]), "--base-image", docker_base_image, "--tag", tag, "--push",
+         "--no-smoke", "-q"],
+    )  # fmt: skip
+    try:
+        assert result.exit_code == 1
+        message = result.output.strip()
+        assert message.startswith(f"Error: pushing {tag} failed:"), message
+        assert "connection refused" in message.lower()
     finally:
         docker_engine.client.images.remove(tag, force=True)
 
