@@ -62,11 +62,15 @@ def sha256_of(path: Path) -> str:
 
 
 class _CdnHandler(BaseHTTPRequestHandler):
+    """``GET /blobs/<sha256>`` (Range, ETag); ``GET /stats`` -> ``{"sent": body bytes so far}``."""
+
     protocol_version = "HTTP/1.1"
     # Headers and body go out in separate writes; with Nagle on, the client's
     # delayed ACK stalls every response ~40 ms (real servers set TCP_NODELAY).
     disable_nagle_algorithm = True
     blobs: dict[str, Path] = {}  # sha256 -> file on disk (set per server)
+    sent = [0]  # body bytes sent, all requests (a list: shared by the handler instances)
+    sent_lock = threading.Lock()
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
         pass
@@ -78,6 +82,13 @@ class _CdnHandler(BaseHTTPRequestHandler):
         self._serve(head=False)
 
     def _serve(self, *, head: bool) -> None:
+        if self.path == "/stats":
+            body = json.dumps({"sent": self.sent[0]}).encode()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+            return
         path = self.blobs.get(self.path.split("?", 1)[0].rsplit("/", 1)[-1])
         if path is None:
             self.send_response(404)
@@ -116,13 +127,15 @@ class _CdnHandler(BaseHTTPRequestHandler):
                     if sent == 0:
                         break
                     offset += sent
+                    with self.sent_lock:
+                        self.sent[0] += sent
         except OSError:
             self.close_connection = True  # the client went away (killed build)
 
 
 def start_cdn(blobs: dict[str, Path], port: int = 0) -> tuple[ThreadingHTTPServer, str]:
     """Serve ``blobs`` (sha256 -> file) at ``/blobs/<sha256>``; returns the server and its URL."""
-    handler = type("CdnHandler", (_CdnHandler,), {"blobs": dict(blobs)})
+    handler = type("CdnHandler", (_CdnHandler,), {"blobs": dict(blobs), "sent": [0]})
     server = ThreadingHTTPServer(("127.0.0.1", port), handler)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -258,6 +271,13 @@ class Servers:
         self.hub, self.cdn, self.commits = info["hub"], info["cdn"], info["commits"]
         self.ports = (int(self.hub.rsplit(":", 1)[1]), int(self.cdn.rsplit(":", 1)[1]))
         return self
+
+    def cdn_bytes_sent(self) -> int:
+        """Body bytes the CDN has sent since it started (counted by the server)."""
+        import urllib.request
+
+        with urllib.request.urlopen(f"{self.cdn}/stats", timeout=10) as r:
+            return int(json.loads(r.read())["sent"])
 
     def __exit__(self, *exc: object) -> None:
         if self.proc is not None:
