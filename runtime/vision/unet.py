@@ -140,6 +140,9 @@ class PretrainNet(nn.Module):
         if "temporal" in tasks:
             self.temporal_fusion = TemporalFusion(widths, context_frames)
             self.temporal_decoder = UNetDecoder(widths, in_channels)
+            # Start as "the next frame equals the last one" and learn the change from there.
+            nn.init.zeros_(self.temporal_decoder.head.weight)
+            nn.init.zeros_(self.temporal_decoder.head.bias)
         else:
             self.temporal_fusion = None
             self.temporal_decoder = None
