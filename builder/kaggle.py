@@ -436,8 +436,12 @@ def _server_error(method: str, exc: Exception) -> KaggleServerError:
             method=method, status=None, server_message=text,
         )
     where = f"HTTP {status}" if status else "an error"
+    hint = ""
+    if status in (401, 403):
+        hint = "; check KAGGLE_USERNAME/KAGGLE_KEY, KAGGLE_API_TOKEN or kaggle.json, and the dataset owner"
     return KaggleServerError(
-        f"Kaggle answered {where} to {method}: {text}", method=method, status=status, server_message=text
+        f"Kaggle answered {where} to {method}: {text}{hint}", method=method, status=status,
+        server_message=text,
     )
 
 

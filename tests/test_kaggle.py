@@ -328,3 +328,10 @@ def test_published_bundle_as_kaggle_mounts_it_is_found_and_resolved_by_the_runti
         with activated(mounted):
             path = runtime.resolve("MobileNet_V3_Small_Weights.IMAGENET1K_V1")
             assert path.read_bytes() == weights
+
+
+def test_wrong_key_is_refused_with_a_hint(kaggle_env, tmp_path, monkeypatch):
+    monkeypatch.setenv("KAGGLE_KEY", "not-the-key")
+    code, out, err = run_cli(str(make_bundle(tmp_path, files_v1())))
+    assert code == 1 and "HTTP 401" in err and "Unauthenticated" in err and "KAGGLE_KEY" in err
+    assert "not-the-key" not in err + out
