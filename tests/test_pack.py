@@ -113,3 +113,15 @@ def test_pack_refuses_a_bundle_that_fails_its_check(tmp_path):
     result = CliRunner().invoke(pack_command, [str(bundle), "--out", str(tmp_path / "x.zip")])
     assert result.exit_code == 1 and "nothing packed" in result.output
     assert not (tmp_path / "x.zip").exists()
+
+
+def test_bundle_cli_reaches_pack_and_publish(tmp_path):
+    # Through the real `bundle` group: the names the CLI registers lead to these commands.
+    from builder.cli import main
+
+    bundle = make_bundle(tmp_path / "src", files_v1())
+    packed = CliRunner().invoke(main, ["pack", str(bundle), "--zip", "--out", str(tmp_path / "x.zip")])
+    assert packed.exit_code == 0, packed.output
+    assert zipfile.is_zipfile(tmp_path / "x.zip")
+    helped = CliRunner().invoke(main, ["publish", "--help"])
+    assert helped.exit_code == 0 and "--dry-run" in helped.output
