@@ -45,6 +45,7 @@ _SLUG_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$")
 _OWNER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
 #: How the digest is written into version notes and the description, and read back.
 _DIGEST_RE = re.compile(r"digest:? sha256:([0-9a-f]{64})")
+_DIGEST_LINE_RE = re.compile(r"^bundle \S+ \S+, digest sha256:[0-9a-f]{64}$", re.MULTILINE)
 _ENV_TO_CLIENT_FLAG = {"LOCALHOST": "--local", "STAGING": "--staging", "ADMIN": "--admin"}
 
 
@@ -328,8 +329,12 @@ def plan_publish(
         owner, slug = None, manifest.name
         check_slug(slug, f"bundle name {slug!r}")
     digest_line = _digest_line(manifest)
-    description = (meta.get("description") or manifest.title or manifest.name).rstrip()
-    description = _DIGEST_RE.sub("", description).rstrip()
+    # The dataset page shows the description: the bundle's README says how to use it.
+    readme = root / README_NAME
+    description = meta.get("description") or (
+        readme.read_text(encoding="utf-8", errors="replace") if readme.is_file() else ""
+    ) or manifest.title or manifest.name
+    description = _DIGEST_LINE_RE.sub("", description).rstrip()
     metadata = {
         "title": meta.get("title") or manifest.title or manifest.name,
         "licenses": meta.get("licenses") or [{"name": "other"}],

@@ -104,6 +104,7 @@ def test_first_publish_creates_dataset_with_metadata_and_every_file(kaggle_env, 
     assert body["title"] == "Tiny bundle for tests" and body["licenseName"] == "other"
     assert body["isPrivate"] is True  # private unless --public
     assert read_manifest(bundle).digest in body["description"]
+    assert body["description"].startswith("# tiny")  # the bundle's README is the dataset page
     ds = kaggle_env.dataset(DATASET)
     # Top-level files as they are, each top-level folder as one zip.
     assert sorted(ds.versions[0].files) == ["README.md", "bundle.json", "hf.zip", "notebooks.zip", "wheels.zip"]
