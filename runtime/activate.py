@@ -142,7 +142,11 @@ class _State:
     activation: Activation | None = None
     key: tuple | None = None
     saved_env: dict[str, str | None] = {}
-    saved_attrs: dict[tuple[str, str], Any] = {}
+    #: (module, attribute) -> (value before activate(), module loaded before the first activate())
+    saved_attrs: dict[tuple[str, str], tuple[Any, bool]] = {}
+    patched_once = False
+    #: every view cache path set this session (to recognise our values in late imports)
+    view_caches: set[str] = set()
     temp_views: list[Path] = []
     atexit_registered = False
 
@@ -204,37 +208,78 @@ def _patch_imported(view: Path) -> list[str]:
     """Update import-time copies of the offline flags and cache path in loaded libraries."""
     values: dict[str, Any] = {a: True for a in _OFFLINE_ATTRS}
     values.update({a: str(view / VIEW_HF) for a in _CACHE_ATTRS})
+    _State.view_caches.add(str(view / VIEW_HF))
+    # Modules loaded before the first activate() keep their own values to go back to;
+    # those imported since read our environment, so they go back to the restored one.
+    pre_existing = not _State.patched_once
     patched: list[str] = []
-    for mod_name, module in list(sys.modules.items()):
-        if module is None or not mod_name.startswith(PATCHED_PACKAGES):
-            continue
-        if mod_name.split(".", 1)[0] not in PATCHED_PACKAGES:
-            continue  # "timmy" is not "timm"
-        namespace = getattr(module, "__dict__", {})  # never trigger a lazy module's __getattr__
-        for attr, value in values.items():
-            old = namespace.get(attr, None)
-            expected = bool if isinstance(value, bool) else str
-            if attr not in namespace or not isinstance(old, expected):
-                continue
-            if (mod_name, attr) not in _State.saved_attrs:
-                _State.saved_attrs[(mod_name, attr)] = old
-            setattr(module, attr, value)
-            patched.append(f"{mod_name}.{attr}")
+    for mod_name, module, attr, old in _loaded_constants():
+        value = values[attr]
+        if (mod_name, attr) not in _State.saved_attrs:
+            _State.saved_attrs[(mod_name, attr)] = (old, pre_existing)
+        setattr(module, attr, value)
+        patched.append(f"{mod_name}.{attr}")
     # torch.hub.set_dir() beats TORCH_HOME; follow it only if someone set it.
     hub = sys.modules.get("torch.hub")
     if hub is not None and getattr(hub, "_hub_dir", None) is not None:
-        _State.saved_attrs.setdefault(("torch.hub", "_hub_dir"), hub._hub_dir)
+        _State.saved_attrs.setdefault(("torch.hub", "_hub_dir"), (hub._hub_dir, True))
         hub._hub_dir = str(view / VIEW_TORCH / "hub")
         patched.append("torch.hub._hub_dir")
+    _State.patched_once = True
     return patched
 
 
+def _loaded_constants() -> list[tuple[str, Any, str, Any]]:
+    """(module name, module, attribute, value) of every offline flag / cache path copy loaded."""
+    found = []
+    for mod_name, module in list(sys.modules.items()):
+        if module is None or mod_name.split(".", 1)[0] not in PATCHED_PACKAGES:
+            continue
+        namespace = getattr(module, "__dict__", {})  # never trigger a lazy module's __getattr__
+        for attr in (*_OFFLINE_ATTRS, *_CACHE_ATTRS):
+            value = namespace.get(attr)
+            expected = bool if attr in _OFFLINE_ATTRS else str
+            if attr in namespace and isinstance(value, expected):
+                found.append((mod_name, module, attr, value))
+    return found
+
+
+def _env_values() -> dict[str, Any]:
+    """What huggingface_hub & co. would read from the current environment at import."""
+
+    def true(name: str) -> bool:
+        return os.environ.get(name, "").upper() in {"1", "ON", "YES", "TRUE"}
+
+    hub_offline = true("HF_HUB_OFFLINE") or true("TRANSFORMERS_OFFLINE")
+    hf_home = os.path.join(os.getenv("XDG_CACHE_HOME", os.path.join(os.path.expanduser("~"), ".cache")),
+                           "huggingface")
+    hf_home = os.path.expandvars(os.path.expanduser(os.getenv("HF_HOME", hf_home)))
+    legacy = os.getenv("HUGGINGFACE_HUB_CACHE", os.path.join(hf_home, "hub"))
+    return {
+        "HF_HUB_OFFLINE": hub_offline,
+        "TRANSFORMERS_OFFLINE": hub_offline,
+        "HF_DATASETS_OFFLINE": true("HF_DATASETS_OFFLINE") or hub_offline,
+        "HF_HUB_CACHE": os.path.expandvars(os.path.expanduser(os.getenv("HF_HUB_CACHE", legacy))),
+        "HUGGINGFACE_HUB_CACHE": legacy,
+    }
+
+
 def _restore_imported() -> None:
-    for (mod_name, attr), old in _State.saved_attrs.items():
-        module = sys.modules.get(mod_name)
-        if module is not None:
+    """Put back what _patch_imported changed; call after the environment is restored."""
+    from_env = _env_values()
+    for mod_name, module, attr, value in _loaded_constants():
+        old, pre_existing = _State.saved_attrs.get((mod_name, attr), (None, False))
+        if pre_existing:
             setattr(module, attr, old)
+        elif value is True or value in _State.view_caches:
+            # Imported while activated: it read our environment; give it the restored one.
+            setattr(module, attr, from_env[attr])
+    hub = sys.modules.get("torch.hub")
+    if hub is not None and ("torch.hub", "_hub_dir") in _State.saved_attrs:
+        hub._hub_dir = _State.saved_attrs[("torch.hub", "_hub_dir")][0]
     _State.saved_attrs = {}
+    _State.patched_once = False
+    _State.view_caches = set()
 
 
 def activate(strict: bool = False) -> Activation:
@@ -272,8 +317,7 @@ def _activate(strict: bool) -> Activation:
     was_strict = act is not None and act.strict
     if act is None or key != _State.key or act.view is None or not act.view.is_dir():
         if act is not None:
-            # The attached set changed: rebuild from scratch, keep the original saved env.
-            _restore_imported()
+            # The attached set changed: a new view; the saved originals stay as they are.
             _remove_views()
         bundles, problems = attach_all(folders)
         view = _new_view_dir()
@@ -329,13 +373,13 @@ def _strict_hint(host: str, port: int | None, clues: dict[str, str]) -> str:
 def deactivate() -> None:
     """Undo activate(): restore the environment and patched constants, drop strict mode and the view."""
     guard.uninstall()
-    _restore_imported()
     for key, old in _State.saved_env.items():
         if old is None:
             os.environ.pop(key, None)
         else:
             os.environ[key] = old
     _State.saved_env = {}
+    _restore_imported()
     _remove_views()
     _State.activation = None
     _State.key = None

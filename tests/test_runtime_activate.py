@@ -377,3 +377,17 @@ def test_a_repo_bundled_at_a_tag_still_loads_for_code_that_names_no_revision(iso
     assert Path(hf_hub_download("org/vit-tiny", "config.json")).read_bytes() == VIT_FILES["config.json"]
     assert Path(hf_hub_download("org/vit-tiny", "config.json", revision="v1.0")).exists()
     assert any("no refs/main" in n for n in act.notes)
+
+
+def test_deactivate_also_resets_libraries_imported_while_activated(isolated, monkeypatch):
+    use(monkeypatch, vit_bundle(isolated / "b"))
+    monkeypatch.setenv("HF_HOME", str(isolated / "hf_home"))
+    code = (
+        "import runtime; runtime.activate()\n"
+        "import huggingface_hub.constants as c\n"
+        "assert c.HF_HUB_OFFLINE is True\n"
+        "runtime.deactivate()\n"
+        "print(c.HF_HUB_OFFLINE, c.HF_HUB_CACHE)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.split() == ["False", str(isolated / "hf_home/hub")]
