@@ -151,15 +151,30 @@ class PublishResult:
 # --- Local checks ------------------------------------------------------------
 
 
-def _sha256(path: Path) -> str:
+def _sha256(path: Path, progress: Any = None) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             h.update(chunk)
+            if progress is not None:
+                progress.update(len(chunk))
     return h.hexdigest()
 
 
-def check_bundle(bundle_dir: str | os.PathLike, *, full: bool = False) -> Manifest:
+@contextlib.contextmanager
+def _hash_progress(total: int, enabled: bool) -> Iterator[Any]:
+    """A byte counter on stderr while hashing (gigabytes take a while); None when off."""
+    if not enabled:
+        yield None
+        return
+    from tqdm import tqdm
+
+    with tqdm(total=total, unit="B", unit_scale=True, desc="sha256", file=sys.stderr) as bar:
+        yield bar
+
+
+def check_bundle(bundle_dir: str | os.PathLike, *, full: bool = False,
+                 progress: bool = False) -> Manifest:
     """Check a bundle folder before it is uploaded.
 
     Every file bundle.json lists must exist as a regular file (not a link) with
@@ -169,6 +184,7 @@ def check_bundle(bundle_dir: str | os.PathLike, *, full: bool = False) -> Manife
     Args:
         bundle_dir: the bundle folder (holds bundle.json).
         full: also hash every file (reads every byte).
+        progress: show a byte counter on stderr while hashing.
 
     Returns:
         The bundle's manifest.
@@ -184,16 +200,17 @@ def check_bundle(bundle_dir: str | os.PathLike, *, full: bool = False) -> Manife
         raise BundleCheckError(str(e)) from None
     problems: list[str] = []
     listed = {f.path for f in manifest.all_files()}
-    for entry in manifest.all_files():
-        path = root / entry.path
-        if path.is_symlink():
-            problems.append(f"{entry.path}: is a symlink (Kaggle flattens links)")
-        elif not path.is_file():
-            problems.append(f"{entry.path}: missing")
-        elif path.stat().st_size != entry.size:
-            problems.append(f"{entry.path}: {path.stat().st_size} bytes, bundle.json says {entry.size}")
-        elif full and _sha256(path) != entry.sha256:
-            problems.append(f"{entry.path}: sha256 differs from bundle.json")
+    with _hash_progress(manifest.size, full and progress) as bar:
+        for entry in manifest.all_files():
+            path = root / entry.path
+            if path.is_symlink():
+                problems.append(f"{entry.path}: is a symlink (Kaggle flattens links)")
+            elif not path.is_file():
+                problems.append(f"{entry.path}: missing")
+            elif path.stat().st_size != entry.size:
+                problems.append(f"{entry.path}: {path.stat().st_size} bytes, bundle.json says {entry.size}")
+            elif full and _sha256(path, bar) != entry.sha256:
+                problems.append(f"{entry.path}: sha256 differs from bundle.json")
     for dirpath, dirnames, filenames in os.walk(root):
         rel_dir = Path(dirpath).relative_to(root).as_posix()
         for name in sorted(filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]):
@@ -313,7 +330,7 @@ def plan_publish(
         BundleCheckError, KaggleMetadataError.
     """
     root = Path(bundle_dir).resolve()
-    manifest = check_bundle(root, full=full_verify)
+    manifest = check_bundle(root, full=full_verify, progress=full_verify)
     meta = _read_bundle_metadata(root)
     where = str(root / KAGGLE_METADATA_NAME)
     if dataset:

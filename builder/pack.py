@@ -190,7 +190,7 @@ def unpack_bundle(archive: str | os.PathLike, dest: str | os.PathLike, *, quick:
         try:
             _extract_members(zf, infos, work, archive)
             try:
-                check_bundle(work / name, full=not quick)
+                check_bundle(work / name, full=not quick, progress=not quick)
             except BundleCheckError as e:
                 raise PackError(str(e).replace("nothing uploaded", "nothing unpacked")) from None
             if final.exists():

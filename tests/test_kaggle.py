@@ -270,6 +270,13 @@ def test_bundle_failing_verification_is_refused_before_any_call(kaggle_env, tmp_
     assert code != 0 and "model.safetensors" in err and "fails verification" in err
     assert kaggle_env.calls == []
 
+    same_size = make_bundle(tmp_path / "c", files_v1())
+    path = same_size / SNAP / "model.safetensors"
+    path.write_bytes(bytes(path.stat().st_size))  # same size, other bytes: only sha256 tells
+    code, out, err = run_cli(str(same_size), "--full-verify")
+    assert code != 0 and "sha256 differs" in err
+    assert kaggle_env.calls == []
+
     stray = make_bundle(tmp_path / "b", files_v1())
     (stray / ".env").write_text("SECRET=1")
     with pytest.raises(BundleCheckError, match=r"\.env: not listed"):
