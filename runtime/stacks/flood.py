@@ -6,8 +6,9 @@ with the best F1 on the validation split; it is stored in the checkpoint and use
 by ``evaluate`` and ``predict`` unless ``--threshold`` is given. Metrics:
 precision, recall, F1, accuracy, ROC-AUC.
 
-Examples::
+Examples:
 
+\b
     bundle run flood train --data flood_tiles --out runs/flood --epochs 5
     bundle run flood train --data flood_tiles --out runs/flood-cnn --arch mobilenet_v3_small
     bundle run flood evaluate --checkpoint runs/flood/best.pt --data flood_test --out runs/flood/test

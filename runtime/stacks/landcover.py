@@ -5,11 +5,12 @@ head replaced, position embeddings interpolated for other input sizes), and CNN
 baselines: torchvision MobileNetV3-Small / ResNet-18 (bundled weights) or our
 U-Net-encoder CNN, which can start from a masked-ssl encoder.
 
-Examples::
+Examples:
 
+\b
     bundle run landcover train --data EuroSAT_RGB --out runs/vit --epochs 5
     bundle run landcover train --data EuroSAT_RGB --out runs/cnn --arch unet_cnn \\
-        --image-size 64 --init-encoder runs/ssl/encoder.pt
+      --image-size 64 --init-encoder runs/ssl/encoder.pt
     bundle run landcover evaluate --checkpoint runs/vit/best.pt --data EuroSAT_test --out runs/vit/test
     bundle run landcover predict --checkpoint runs/vit/best.pt tiles/ --out preds.csv
     bundle run landcover attention --checkpoint runs/vit/best.pt tiles/a.jpg --out runs/vit/attn

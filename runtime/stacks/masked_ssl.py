@@ -10,13 +10,14 @@ for ``landcover train --arch unet_cnn --init-encoder``.
 Data: ``--data DIR`` any images under DIR; ``--series DIR`` one sub-folder per
 time series, frames in file-name order.
 
-Examples::
+Examples:
 
+\b
     bundle run masked-ssl pretrain --data tiles/ --out runs/ssl --epochs 20
     bundle run masked-ssl pretrain --task temporal --series series/ --out runs/ssl-t
     bundle run masked-ssl pretrain --task both --data tiles/ --series series/ --out runs/ssl-b
     bundle run landcover train --data EuroSAT_RGB --out runs/cnn --arch unet_cnn \\
-        --image-size 64 --init-encoder runs/ssl/encoder.pt
+      --image-size 64 --init-encoder runs/ssl/encoder.pt
 """
 
 from __future__ import annotations

@@ -16,9 +16,11 @@ from typing import Any
 
 import click
 
+from runtime.vision.architectures import ARCHITECTURES
 from runtime.vision.errors import VisionError
 
-ARCH_NAMES = ("vit_b_16", "mobilenet_v3_small", "resnet18", "unet_cnn")
+# The registry module imports torch only inside its functions, so listing it is cheap.
+ARCH_NAMES = tuple(ARCHITECTURES)
 PRECISION_NAMES = ("auto", "bf16", "fp16", "fp32")
 
 
@@ -84,7 +86,8 @@ def train_options(default_arch: str) -> Callable[[Callable], Callable]:
         click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
                      help="Run folder: best.pt, last.pt, curves, metrics, confusion matrix."),
         click.option("--arch", type=click.Choice(ARCH_NAMES), default=default_arch,
-                     show_default=True, help="Model family."),
+                     show_default=True,
+                     help="; ".join(f"{a.name}: {a.description}" for a in ARCHITECTURES.values())),
         click.option("--image-size", type=int, default=None,
                      help="Square input size [default: the weights' size, 224; unet_cnn 64]. "
                           "ViT position embeddings are interpolated to it."),
@@ -127,7 +130,22 @@ def make_train_command(stack: str, task_kind: str, *, default_arch: str,
                        select: str, binary: bool) -> click.Command:
     """``STACK train``: fine-tune a classifier on a folder-per-class dataset."""
 
-    @click.command("train")
+    positive_note = (
+        " Two class folders; --positive-class names the positive one. The threshold with"
+        " the best validation F1 is stored in the checkpoint." if binary else ""
+    )
+    help_text = (
+        f"Fine-tune a classifier on a folder-per-class dataset.{positive_note}\n\n"
+        "Writes best.pt, last.pt, curves.csv/png, metrics.json and confusion_matrix.csv/png "
+        "to --out.\n\nExamples:\n\n\b\n"
+        f"  bundle run {stack} train --data DATA --out runs/vit --epochs 5\n"
+        f"  bundle run {stack} train --data DATA --out runs/cnn --arch mobilenet_v3_small "
+        "--image-size 64\n"
+        f"  bundle run {stack} train --data DATA --out runs/small --image-size 64 "
+        "--precision fp16"
+    )
+
+    @click.command("train", help=help_text, short_help="Fine-tune a classifier.")
     @train_options(default_arch)
     @(click.option("--positive-class", default="flood", show_default=True,
                    help="Class folder that counts as positive.") if binary
@@ -154,7 +172,13 @@ def make_train_command(stack: str, task_kind: str, *, default_arch: str,
 def make_evaluate_command(stack: str) -> click.Command:
     """``STACK evaluate``: metrics and confusion matrix of a checkpoint on a labelled folder."""
 
-    @click.command("evaluate")
+    @click.command(
+        "evaluate",
+        short_help="Metrics and confusion matrix of a checkpoint.",
+        help="Score a checkpoint on a folder-per-class dataset; write metrics.json and "
+        "confusion_matrix.csv/png to --out.\n\nExample:\n\n\b\n"
+        f"  bundle run {stack} evaluate --checkpoint runs/vit/best.pt --data TEST --out runs/test",
+    )
     @click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path), required=True,
                   help="best.pt written by train.")
     @click.option("--data", type=click.Path(exists=True, file_okay=False, path_type=Path),
@@ -182,7 +206,13 @@ def make_evaluate_command(stack: str) -> click.Command:
 def make_predict_command(stack: str) -> click.Command:
     """``STACK predict``: the class of each image."""
 
-    @click.command("predict")
+    @click.command(
+        "predict",
+        short_help="Predict the class of images.",
+        help="Predict the class of each image (files or folders): label, confidence and "
+        "per-class probabilities; --out writes them as CSV.\n\nExample:\n\n\b\n"
+        f"  bundle run {stack} predict --checkpoint runs/vit/best.pt tiles/ --out preds.csv",
+    )
     @click.argument("inputs", nargs=-1, required=True,
                     type=click.Path(exists=True, path_type=Path))
     @click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path), required=True,
@@ -212,7 +242,15 @@ def make_predict_command(stack: str) -> click.Command:
 def make_attention_command(stack: str) -> click.Command:
     """``STACK attention``: attention-rollout overlays (and per-layer grids) for images."""
 
-    @click.command("attention")
+    @click.command(
+        "attention",
+        short_help="ViT attention-rollout overlays as PNG.",
+        help="Write attention-rollout overlays (NAME_rollout.png) and per-layer, per-head "
+        "class-token maps (NAME_layers.png) for each image, from a ViT checkpoint or, "
+        "without one, the bundle's pretrained ViT-B/16.\n\nExamples:\n\n\b\n"
+        f"  bundle run {stack} attention --checkpoint runs/vit/best.pt tiles/a.png --out attn\n"
+        f"  bundle run {stack} attention tiles/ --out attn --image-size 224 --save-maps",
+    )
     @click.argument("inputs", nargs=-1, required=True,
                     type=click.Path(exists=True, path_type=Path))
     @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
