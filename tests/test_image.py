@@ -24,15 +24,15 @@ import pytest
 from click.testing import CliRunner
 
 from builder import image as image_mod
-from builder.image import (
+from builder.image import image_command
+from builder.image_context import (
     CTX_ARTIFACTS,
     CTX_META,
     ContextError,
     assemble_context,
     credential_reason,
-    image_command,
-    repack_installed_distribution,
 )
+from builder.runtime_wheels import repack_installed_distribution
 from runtime.manifest import ArtifactEntry, FileEntry, Manifest, read_manifest, write_manifest
 from tests.fixtures.docker_engine import (  # noqa: F401  (pytest fixtures)
     docker_base_image,
