@@ -94,12 +94,15 @@ def _stack_reports(bundles: list[Any]) -> list[StackReport]:
         except ImportError as e:
             reports.append(StackReport(name, "unknown", detail=f"cannot import its module: {e}"))
             continue
-        needs = [str(n) for n in getattr(module, "ARTIFACTS", ())]
-        missing = []
-        for need in needs:
-            found = find(need, bundles)
-            if found is None or not found.ok:
-                missing.append(need)
+        needs: list[str] = []
+        missing: list[str] = []
+        for need in getattr(module, "ARTIFACTS", ()):
+            # A tuple/list entry means "any one of these" (e.g. one of several configs).
+            choices = [str(n) for n in need] if isinstance(need, (tuple, list)) else [str(need)]
+            label = " | ".join(choices)
+            needs.append(label)
+            if not any((f := find(c, bundles)) is not None and f.ok for c in choices):
+                missing.append(label)
         reports.append(StackReport(name, "missing" if missing else "ok", needs, missing))
     return reports
 

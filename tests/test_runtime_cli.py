@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 
 import click
 import pytest
@@ -114,3 +115,12 @@ def test_run_says_how_to_fix_a_stack_that_cannot_be_imported(attached, monkeypat
     assert "stack 'half-installed' cannot be loaded" in result.output
     assert "offline-bundle[stacks]" in result.output
     assert "Traceback" not in result.output
+
+
+def test_doctor_accepts_any_one_of_a_group_of_alternatives(attached, monkeypatch):
+    monkeypatch.setattr(sys.modules[__name__], "ARTIFACTS", [("vit-large", "vit-tiny"), ("x", "y")])
+    attached([VIT], ["demo-stack"])
+    result = CliRunner().invoke(main, ["doctor", "--json"])
+    stack = json.loads(result.output)["stacks"][0]
+    assert stack["needs"] == ["vit-large | vit-tiny", "x | y"]
+    assert stack["missing"] == ["x | y"] and result.exit_code == 1
