@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -162,6 +163,8 @@ def make_train_command(stack: str, task_kind: str, *, default_arch: str,
         cfg = classify.TrainConfig(progress=not no_progress, **kw)
         task = classify.Task(kind=task_kind, stack=stack, positive_class=positive, select=select)
         summary = classify.train(cfg, task)
+        if os.environ.get("RANK", "0") != "0":
+            return  # under torchrun, rank 0 reports
         val = summary["val"]
         shown = ", ".join(f"{k} {v:.4f}" for k, v in val.items() if isinstance(v, float))
         emit(summary, as_json, f"best checkpoint {summary['checkpoint']}: {shown}")
