@@ -1,0 +1,54 @@
+"""dB log-mel spectrograms as network inputs: GAN images in [-1, 1] and ImageNet-style images.
+
+The emotion features are ``(n_mels, frames)`` arrays in dB, in ``[-top_db, 0]``
+(see :mod:`runtime.data.audio`). The GAN works on square images in ``[-1, 1]``
+(row 0 = lowest mel band, as in the features); the student sees the same
+picture the emotion-vit teacher sees (low frequencies at the bottom, resized,
+three channels, its pretrained normalisation).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def db_to_gan_image(spec_db: torch.Tensor, *, size: int, top_db: float) -> torch.Tensor:
+    """``(B, n_mels, frames)`` dB -> ``(B, 1, size, size)`` in [-1, 1]."""
+    x = ((spec_db.float() + top_db) / top_db * 2 - 1).clamp(-1, 1).unsqueeze(1)
+    return F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+
+
+def gan_image_to_db(image: torch.Tensor, *, top_db: float) -> torch.Tensor:
+    """``(B, 1, H, W)`` in [-1, 1] -> ``(B, H, W)`` dB in [-top_db, 0]."""
+    return ((image.float().clamp(-1, 1) + 1) / 2 * top_db - top_db).squeeze(1)
+
+
+def resize_db(spec_db: torch.Tensor, shape: tuple[int, int]) -> torch.Tensor:
+    """Resize ``(B, H, W)`` dB spectrograms to ``(B, *shape)`` (bilinear)."""
+    x = F.interpolate(
+        spec_db.float().unsqueeze(1), size=shape, mode="bilinear", align_corners=False
+    )
+    return x.squeeze(1)
+
+
+def db_to_model_image(
+    spec_db: torch.Tensor,
+    *,
+    size: int,
+    top_db: float,
+    mean: torch.Tensor,
+    std: torch.Tensor,
+) -> torch.Tensor:
+    """``(B, n_mels, frames)`` dB -> ``(B, 3, size, size)`` normalised like the pretrained model.
+
+    Mirrors what emotion-vit's model does before its ViT, so teacher and
+    student look at the same picture: dB to [0, 1], low frequencies at the
+    bottom, bilinear resize, three identical channels, ``(x - mean) / std``.
+
+    Args:
+        mean, std: shape ``(1, 3, 1, 1)``, on the spectrogram's device.
+    """
+    x = ((spec_db.float() + top_db) / top_db).clamp(0, 1).flip(-2).unsqueeze(1)
+    x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
+    return (x.expand(-1, 3, -1, -1) - mean) / std
