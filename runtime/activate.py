@@ -344,10 +344,10 @@ def _activate(strict: bool) -> Activation:
 
 
 def _warn_about(act: Activation) -> None:
-    if not act.bundles:
-        roots = ", ".join(constants.search_roots())
+    if not act.bundles and not act.problems:
+        roots = ", ".join(constants.search_roots()) or "no search roots"
         message = (
-            "runtime.activate(): no bundle found (searched $BUNDLE_PATH and " + roots + "); "
+            f"runtime.activate(): no bundle found (searched $BUNDLE_PATH and {roots}); "
             "libraries are offline with an empty cache. Attach the bundle dataset or set BUNDLE_PATH."
         )
         log.warning(message)

@@ -8,6 +8,7 @@ integrity check); nothing is hashed here.
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -86,8 +87,28 @@ def _nested_root(bundle: str, top: str, rel: str) -> str | None:
     return None
 
 
+_LINK = -1  # _size_of: the path is a symlink
+
+
+def _size_of(path: str) -> int | None:
+    """Size of the regular file at `path`; None when missing; _LINK for a symlink.
+
+    lstat, not stat: a bundle holds no symlinks (DESIGN.md) and one could point anywhere.
+    """
+    try:
+        st = os.lstat(path)
+    except OSError:
+        return None
+    return _LINK if stat.S_ISLNK(st.st_mode) else st.st_size
+
+
 def attach(folder: Path) -> AttachedBundle | Problem:
-    """Read `folder`'s manifest and size-check its files; a Problem if the manifest is unusable."""
+    """Read `folder`'s manifest and size-check its files (one lstat each, no hashing).
+
+    Returns:
+        The AttachedBundle, its missing or mis-sized files listed in `.problems`; or a
+        Problem when the bundle cannot be attached at all (unusable bundle.json, symlinks).
+    """
     try:
         manifest = read_manifest(folder)
     except ManifestError as e:
@@ -96,33 +117,30 @@ def attach(folder: Path) -> AttachedBundle | Problem:
     base = str(folder)
     owners = [(a.id, f) for a in manifest.artifacts for f in a.files]
     owners += [(None, f) for f in manifest.extra_files]
+    links: list[str] = []
     for art_id, entry in owners:
-        try:
-            size = os.stat(bundle._real(entry.path)).st_size
-        except OSError:
-            size = None
-            top = entry.path.split("/", 1)[0]
+        size = _size_of(bundle._real(entry.path))
+        top = entry.path.split("/", 1)[0]
+        if size is None and top in LAYOUT_DIRS and top not in bundle.roots and "/" in entry.path:
             # The first missing file under a layout dir: was it unpacked one level deeper?
-            if top in LAYOUT_DIRS and top not in bundle.roots and "/" in entry.path:
-                nested = _nested_root(base, top, entry.path)
-                bundle.roots[top] = nested or top
-                if nested:
-                    try:
-                        size = os.stat(bundle._real(entry.path)).st_size
-                    except OSError:
-                        size = None
-                elif os.path.exists(os.path.join(base, top + ".zip")):
-                    bundle.problems.append(
-                        Problem(
-                            folder,
-                            "archive",
-                            f"{top}.zip was not unpacked; unzip it next to bundle.json "
-                            f"(python -m zipfile -e {folder / (top + '.zip')} DEST) and point "
-                            "BUNDLE_PATH at DEST",
-                            path=top + ".zip",
-                        )
+            nested = _nested_root(base, top, entry.path)
+            bundle.roots[top] = nested or top
+            if nested:
+                size = _size_of(bundle._real(entry.path))
+            elif os.path.exists(os.path.join(base, top + ".zip")):
+                bundle.problems.append(
+                    Problem(
+                        folder,
+                        "archive",
+                        f"{top}.zip was not unpacked; unzip it next to bundle.json "
+                        f"(python -m zipfile -e {folder / (top + '.zip')} DEST) and point "
+                        "BUNDLE_PATH at DEST",
+                        path=top + ".zip",
                     )
-        if size is None:
+                )
+        if size == _LINK:
+            links.append(entry.path)
+        elif size is None:
             bundle.problems.append(
                 Problem(folder, "missing", "listed in bundle.json but missing", entry.path, art_id)
             )
@@ -136,6 +154,16 @@ def attach(folder: Path) -> AttachedBundle | Problem:
                     art_id,
                 )
             )
+    if links:
+        # Refused whole: the view links whole folders, so one symlink would be served.
+        shown = ", ".join(links[:3]) + (f" (+{len(links) - 3} more)" if len(links) > 3 else "")
+        return Problem(
+            folder,
+            "symlink",
+            f"not attached: holds symlinks ({shown}); bundles hold real files only "
+            "(rebuild it with `bundle build`)",
+            path=links[0],
+        )
     return bundle
 
 

@@ -391,3 +391,18 @@ def test_deactivate_also_resets_libraries_imported_while_activated(isolated, mon
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", str(isolated / "hf_home/hub")]
+
+
+def test_a_bundle_holding_a_symlink_is_refused_not_served(isolated, monkeypatch):
+    secret = isolated / "secret.txt"
+    secret.write_bytes(b"\x00" * 64)  # same size as the listed weights
+    bundle = vit_bundle(isolated / "b")
+    weights = next(bundle.glob("hf/*/snapshots/*/model.safetensors"))
+    weights.unlink()
+    weights.symlink_to(secret)
+    use(monkeypatch, bundle)
+
+    with pytest.warns(runtime.BundleIntegrityWarning, match="symlinks"):
+        act = runtime.activate()
+    assert act.bundles == [] and [p.kind for p in act.problems] == ["symlink"]
+    assert not (act.view / "hf/models--org--vit-tiny").exists()
