@@ -229,7 +229,8 @@ def _run_build(
                 shown = " | ".join(output[-4:])
                 raise ImageBuildError(
                     f"docker build of {tag} failed at {step or 'the first step'}: {message}"
-                    + (f" (step output: {shown})" if shown else ""),
+                    + (f" (step output: {shown})" if shown else "")
+                    + _step_hint(step),
                     step=step,
                     daemon_message=message,
                     output_tail=output,
@@ -242,6 +243,18 @@ def _run_build(
             output_tail=list(tail),
         )
     return image_id
+
+
+def _step_hint(step: str) -> str:
+    """What to do next, for the steps of Dockerfile.gpu that fail for a known reason."""
+    if "-m venv" in step:
+        return "; the base image needs Python >= 3.10 with the venv module (choose it with --base-image)"
+    if "pip install" in step:
+        return (
+            "; a wheel does not fit the base image's Python or platform: rebuild the bundle's "
+            "wheelhouse for it ([wheels] python / platform in the spec) or pass --no-wheelhouse"
+        )
+    return ""
 
 
 def smoke_check(

@@ -64,7 +64,13 @@ def _entry(root: Path, rel: str, data: bytes, *, mode: int = 0o644) -> FileEntry
     return FileEntry(rel, len(data), hashlib.sha256(data).hexdigest())
 
 
-def make_tiny_bundle(parent: Path, *, name: str = "tiny-image", version: str = "1.0.0") -> Path:
+def make_tiny_bundle(
+    parent: Path,
+    *,
+    name: str = "tiny-image",
+    version: str = "1.0.0",
+    extra_wheels: tuple[str, ...] = (),
+) -> Path:
     """A bundle laid out with runtime.manifest: one hf, one torchvision, one url artifact,
     a wheelhouse with one pure-Python wheel, and stray files that must stay out of images."""
     root = parent / name
@@ -88,6 +94,10 @@ def make_tiny_bundle(parent: Path, *, name: str = "tiny-image", version: str = "
     # The wheelhouse: a pure-Python package the base image lacks (six).
     wheel = repack_installed_distribution("six", root / "wheels")
     extra = [_entry(root, f"wheels/{wheel.name}", wheel.read_bytes())]
+    extra += [
+        _entry(root, f"wheels/{w}", b"not opened: pip skips wheels whose tags do not fit")
+        for w in extra_wheels
+    ]
     manifest = Manifest(name=name, version=version, artifacts=artifacts, extra_files=extra,
                         title="Tiny image test bundle", created="2026-11-21T10:00:00Z")  # fmt: skip
     write_manifest(root, manifest)
@@ -325,10 +335,39 @@ def test_failing_run_step_surfaces_daemon_error_and_exits_non_zero(
     assert "failed at Step" in message and "venv" in message  # the step that failed
     assert "returned a non-zero code: 127" in message  # the daemon's message
     assert "python3: not found" in message  # the step's own error text
+    assert message.endswith("(choose it with --base-image)")  # what to do next
     from docker.errors import ImageNotFound
 
     with pytest.raises(ImageNotFound):
         docker_engine.client.images.get("offline-bundle-test/broken:1")
+
+
+def test_wheelhouse_that_does_not_fit_the_base_fails_at_pip_with_a_way_out(
+    tmp_path, docker_engine, docker_base_image
+):
+    # A wheelhouse made for another interpreter and platform (e.g. for Windows by mistake).
+    bundle = make_tiny_bundle(tmp_path, extra_wheels=("winonly-1.0-cp39-cp39-win_amd64.whl",))
+    args = [
+        str(bundle),
+        "--base-image",
+        docker_base_image,
+        "--tag",
+        "offline-bundle-test/winonly:1",
+        "-q",
+    ]
+    result = CliRunner().invoke(image_command, args)
+    assert result.exit_code == 1
+    message = result.output.strip()
+    assert "pip install" in message and "winonly" in message  # the step and pip's own words
+    assert "No matching distribution found for winonly" in message
+    assert message.endswith("or pass --no-wheelhouse")
+    # The way out: the context then asks pip for the runtime only.
+    result = CliRunner().invoke(
+        image_command, [*args[:1], "--no-wheelhouse", "--context-only", str(tmp_path / "ctx")]
+    )
+    assert result.exit_code == 0, result.output
+    requirements = (tmp_path / "ctx/runtime/requirements.txt").read_text().split()
+    assert "winonly" not in requirements and "six" not in requirements
 
 
 def test_weights_layer_is_reused_when_only_bundle_json_changes(
@@ -434,6 +473,55 @@ def test_push_to_an_unreachable_registry_fails_with_the_daemons_message(
         assert "connection refused" in message.lower()
     finally:
         docker_engine.client.images.remove(tag, force=True)
+
+
+def test_bundle_from_the_real_builder_bakes_and_resolves_offline(
+    bundle_factory, tmp_path, docker_engine, docker_base_image
+):
+    """The builder's own output (read-only, store hard links) goes through unchanged."""
+    repo = tmp_path / "tiny-repo"
+    repo.mkdir()
+    (repo / "config.json").write_text('{"model_type": "vit", "hidden_size": 32}')
+    (repo / "model.safetensors").write_bytes(os.urandom(3000))
+    ckpt = os.urandom(1500)
+    bundle = bundle_factory(
+        f"""
+        [bundle]
+        name = "built-image"
+        version = "0.3.0"
+        title = "Built by bundle build"
+
+        [[artifact]]
+        id = "tiny-vit"
+        source = "hf"
+        repo = "org/tiny-vit-image"
+
+        [[artifact]]
+        id = "ckpt"
+        source = "url"
+        url = "https://example.org/models/ckpt.pt"
+        sha256 = "{hashlib.sha256(ckpt).hexdigest()}"
+        """,
+        hf={"org/tiny-vit-image": repo},
+        urls={"https://example.org/models/ckpt.pt": ckpt},
+    )
+    client = docker_engine.client
+    report = image_mod.build_image(
+        bundle, base_image=docker_base_image, progress=False, client=client
+    )
+    try:
+        assert report.tags == ["built-image:0.3.0"]
+        assert report.smoke["artifacts_present"] == ["tiny-vit", "ckpt"]
+        script = (
+            "import runtime; runtime.activate(strict=True); "
+            "p = runtime.resolve('org/tiny-vit-image'); "
+            "print((p / 'config.json').read_text()); print(runtime.resolve('ckpt').stat().st_size)"
+        )
+        code, out, err = _run(client, report.image_id, ["python", "-c", script])
+        assert code == 0, err
+        assert out.splitlines() == ['{"model_type": "vit", "hidden_size": 32}', "1500"]
+    finally:
+        client.images.remove(report.image_id, force=True)
 
 
 # --- No engine needed ----------------------------------------------------------
