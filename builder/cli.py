@@ -24,6 +24,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ls": ("builder.cli:ls_command", "List the artifacts of a bundle folder or a spec."),
     "publish": ("builder.kaggle:publish_command", "Upload a bundle as a (new version of a) Kaggle dataset."),
     "pack": ("builder.pack:pack_command", "Pack a bundle into one archive (e.g. for Colab Drive)."),
+    "unpack": ("builder.pack:unpack_command", "Unpack a packed bundle safely (verified, no path escapes)."),
     "image": ("builder.image:image_command", "Build a CUDA Docker image that carries a bundle."),
     "doctor": ("runtime.cli:doctor_command", "Show the bundles found, missing artifacts, GPU and precision."),
     "run": ("runtime.cli:run_command", "Run a stack command (train, evaluate, predict, ...) offline."),

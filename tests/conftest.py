@@ -11,4 +11,5 @@ pytest_plugins = [
     "tests.fixtures.fileserver",
     "tests.fixtures.hubserver",
     "tests.fixtures.bundles",
+    "tests.fixtures.kaggleserver",
 ]

@@ -20,12 +20,7 @@ from builder.kaggle import (
     publish_command,
 )
 from runtime.manifest import ArtifactEntry, FileEntry, Manifest, read_manifest, write_manifest
-from tests.fixtures import kaggleserver
 from tests.fixtures.kaggleserver import KEY, TOKEN, USERNAME
-
-# The stand-in's fixtures (tests/conftest.py does not list tests.fixtures.kaggleserver).
-kaggle_server = kaggleserver.kaggle_server
-kaggle_env = kaggleserver.kaggle_env
 
 DATASET = f"{USERNAME}/tiny-bundle-test"
 
