@@ -131,7 +131,9 @@ def _hook(event: str, args: tuple) -> None:
 def install(hint: HintFn | None = None) -> None:
     """Turn strict mode on (idempotent). `hint` explains what the caller probably forgot."""
     _State.hint = hint
-    _State.allowed = constants.allowed_hosts()
+    # This machine's own name resolves from /etc/hosts and torch.distributed looks it
+    # up; the address it gives is still checked at connect time.
+    _State.allowed = constants.allowed_hosts() | {socket.gethostname().lower()}
     if not _State.hook_installed:
         sys.addaudithook(_hook)
         _State.hook_installed = True
