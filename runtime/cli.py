@@ -10,6 +10,7 @@ import importlib.metadata
 import importlib.util
 import json
 import sys
+import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -225,6 +226,12 @@ def run_command(ctx: click.Context, strict: bool, stack: str | None, args: tuple
     group: click.Command = module.cli
     # No parent context: click would print the usage as "bundle run [STACK] [ARGS]... STACK".
     sub_ctx = group.make_context(f"bundle run {stack}", list(args))
-    runtime.activate(strict=strict)
+    if not {"--help", "-h"} & set(args):
+        # Warnings as one line each on stderr, not Python's file:line format.
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            runtime.activate(strict=strict)
+        for w in caught:
+            click.echo(f"warning: {w.message}", err=True)
     with sub_ctx:
         return group.invoke(sub_ctx)
