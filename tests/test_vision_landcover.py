@@ -135,3 +135,60 @@ def test_checkpoint_of_another_stack_is_refused(tmp_path):
     result = CliRunner().invoke(cli, ["predict", str(data), "--checkpoint", str(ckpt)])
     assert result.exit_code == 1
     assert "landcover" in result.output and "flood" in result.output
+
+
+@pytest.mark.parametrize("arch", ["vit_b_16", "mobilenet_v3_small", "resnet18", "unet_cnn"])
+def test_each_architecture_gets_a_new_head_that_trains_at_the_head_rate(arch):
+    """The registry's head_prefix must name exactly the replaced head (it gets the full lr)."""
+    from runtime.train.optim import param_groups
+    from runtime.vision.architectures import build_classifier, get_architecture
+
+    spec = get_architecture(arch)
+    model = build_classifier(arch, num_outputs=7, image_size=32, pretrained=False)
+    head = [n for n, _ in model.named_parameters() if n.startswith(spec.head_prefix)]
+    assert sorted(head) == sorted(f"{spec.head_prefix}{s}" for s in ("weight", "bias"))
+    groups = param_groups(
+        model, lr=1e-3, backbone_lr=1e-4, is_backbone=lambda n: not n.startswith(spec.head_prefix)
+    )
+    head_params = sum(p.numel() for g in groups if g["lr"] == 1e-3 for p in g["params"])
+    weight = dict(model.named_parameters())[f"{spec.head_prefix}weight"]
+    assert weight.shape[0] == 7 and head_params == weight.numel() + 7
+
+
+class _Payload:
+    """Pickles as "call Path.touch(marker)": what a tampered checkpoint would run."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        from pathlib import Path
+
+        return (Path.touch, (Path(self.marker),))
+
+
+def test_weights_file_with_pickled_code_is_refused_not_run(bundle_factory, tmp_path):
+    import io
+
+    import torch
+
+    from runtime.stacks.landcover import cli
+
+    marker = tmp_path / "payload-ran"
+    buffer = io.BytesIO()
+    torch.save({"features.0.0.weight": _Payload(marker)}, buffer)
+    data = buffer.getvalue()
+    bundle = bundle_factory(
+        torchvision_spec("tampered", "MobileNet_V3_Small_Weights.IMAGENET1K_V1", data),
+        urls={MOBILENET_URL: data},
+    )
+    images = colour_classes(tmp_path / "eurosat", classes=2, per_class=3, size=16)
+    with activated(bundle, strict=True):
+        result = CliRunner().invoke(
+            cli, ["train", "--data", str(images), "--out", str(tmp_path / "run"),
+                  "--arch", "mobilenet_v3_small", "--image-size", "32"],
+        )  # fmt: skip
+    assert result.exit_code == 1
+    assert "refusing to load MobileNet_V3_Small_Weights.IMAGENET1K_V1" in result.output
+    assert "mobilenet_v3_small-047dcff4.pth" in result.output
+    assert not marker.exists()  # torchvision's own weights_only=False would have run it

@@ -22,7 +22,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
-from runtime.vision.errors import CheckpointError, MissingWeightsError, UnknownArchitectureError
+from runtime.vision.errors import (
+    CheckpointError,
+    MissingWeightsError,
+    UnknownArchitectureError,
+    UnsafeWeightsError,
+)
 
 if TYPE_CHECKING:
     from torch import nn
@@ -99,12 +104,28 @@ def weights_file(weights_name: str) -> Path:
 
 
 @contextlib.contextmanager
-def weights_only_loads() -> Iterator[None]:
-    """Make every torch.load() in the block unpickle tensors only (no code execution)."""
+def weights_only_loads(weights_name: str = "") -> Iterator[None]:
+    """Make every torch.load() in the block unpickle tensors only (no code execution).
+
+    Raises:
+        UnsafeWeightsError: a file loaded in the block holds pickled objects other
+            than tensors and plain containers (what an injected payload looks like).
+    """
+    import pickle
+
     previous = os.environ.get(TORCH_FORCE_WEIGHTS_ONLY_ENV)
     os.environ[TORCH_FORCE_WEIGHTS_ONLY_ENV] = "1"
     try:
         yield
+    except pickle.UnpicklingError as err:
+        where = weights_file(weights_name) if weights_name else "a weights file"
+        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UnsafeWeightsError(
+            f"refusing to load {weights_name or 'weights'} from {where}: it holds pickled "
+            f"objects other than tensors ({first_line}). Rebuild the bundle from the "
+            "official URL with its hash check (bundle build), or pin the sha256 of a "
+            "file you trust"
+        ) from err
     finally:
         if previous is None:
             os.environ.pop(TORCH_FORCE_WEIGHTS_ONLY_ENV, None)
@@ -162,7 +183,7 @@ def _build_vit_b_16(num_outputs: int, image_size: int, pretrained: bool, **_: An
 
     if pretrained:
         weights = pretrained_weights("ViT_B_16_Weights.IMAGENET1K_V1")
-        with weights_only_loads():
+        with weights_only_loads(weights.__class__.__name__ + "." + weights.name):
             model = vit_b_16(weights=weights)  # built at 224, the weights' size
         resize_vit(model, image_size)
     else:
@@ -179,7 +200,7 @@ def _build_mobilenet_v3_small(
 
     if pretrained:
         weights = pretrained_weights("MobileNet_V3_Small_Weights.IMAGENET1K_V1")
-        with weights_only_loads():
+        with weights_only_loads(weights.__class__.__name__ + "." + weights.name):
             model = mobilenet_v3_small(weights=weights)
     else:
         model = mobilenet_v3_small()
@@ -194,7 +215,7 @@ def _build_resnet18(num_outputs: int, image_size: int, pretrained: bool, **_: An
 
     if pretrained:
         weights = pretrained_weights("ResNet18_Weights.IMAGENET1K_V1")
-        with weights_only_loads():
+        with weights_only_loads(weights.__class__.__name__ + "." + weights.name):
             model = resnet18(weights=weights)
     else:
         model = resnet18()
@@ -218,7 +239,7 @@ register(
         default_image_size=224,
         size_multiple=16,
         build=_build_vit_b_16,
-        head_prefix="heads.",
+        head_prefix="heads.head.",
         description="torchvision ViT-B/16 (86M), ImageNet-1k weights, head replaced",
     )
 )

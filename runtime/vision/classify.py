@@ -437,7 +437,8 @@ def evaluate(
         loaded.model, loader, forward=_forward(task, positive), policy=policy
     )
     if task.kind == "binary" and threshold is None:
-        threshold = loaded.threshold
+        # Never pick the threshold on the data being scored: that would flatter the F1.
+        threshold = loaded.threshold if loaded.threshold is not None else 0.5
     metrics, counts = score(task, logits, targets, int(cfg["num_outputs"]), threshold=threshold)
     write_confusion_matrix(counts, _report_labels(task, cfg["classes"]), out)
     summary = {"checkpoint": str(checkpoint), "data": str(data), "samples": len(dataset), **metrics}

@@ -21,3 +21,7 @@ class CheckpointError(VisionError):
 
 class UnknownArchitectureError(VisionError):
     """An --arch name that the registry does not know."""
+
+
+class UnsafeWeightsError(VisionError):
+    """A weights file holds pickled objects other than tensors: it is not loaded."""

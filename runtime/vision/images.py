@@ -4,7 +4,8 @@ Layouts (RGB images of any format PIL reads: .jpg, .png, .tif, ...):
 
 - labelled, EuroSAT style: ``DATA/CLASS_NAME/*.jpg`` (one folder per class); or
   ``DATA/train/CLASS_NAME/*`` with ``DATA/val/CLASS_NAME/*`` for a fixed split.
-  Without ``val/`` a stratified random split (``val_fraction``, ``seed``) is used.
+  Without ``val/`` a stratified random split (``val_fraction``, ``seed``) of the
+  class folders (of ``train/`` when there is one) is used.
 - unlabelled tiles: any images under ``DATA/`` (recursively).
 - time series: ``DATA/SERIES_NAME/*`` — one folder per series, frames in file-name order.
 
@@ -140,6 +141,8 @@ def labelled_split(
                 f"{data_dir}: class folders of train/ {train.classes} and val/ {val.classes} differ"
             )
         return LabelledSplit(train, val, list(train.classes))
+    if (data_dir / "train").is_dir():
+        data_dir = data_dir / "train"  # a train/ folder without val/: split it
     train_view = _image_folder(data_dir, train_tf)
     eval_view = _image_folder(data_dir, eval_tf)
     train_idx, val_idx = _stratified_split(list(train_view.targets), val_fraction, seed)

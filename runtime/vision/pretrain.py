@@ -19,6 +19,7 @@ and ``encoder.pt`` (``{"kind": "unet-encoder", "widths", "in_channels",
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -166,6 +167,12 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         raise ValueError(
             f"--image-size {cfg.image_size} must be a multiple of {multiple} for "
             f"{len(cfg.widths)} U-Net levels"
+        )
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # Every rank would train its own copy and write the same files.
+        raise ValueError(
+            "masked-ssl pretrain runs in one process; start it without torchrun "
+            "(it uses one GPU)"
         )
     device = choose_device(cfg.device)
     policy = choose_precision(device, cfg.precision)
