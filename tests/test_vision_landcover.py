@@ -192,3 +192,16 @@ def test_weights_file_with_pickled_code_is_refused_not_run(bundle_factory, tmp_p
     assert "refusing to load MobileNet_V3_Small_Weights.IMAGENET1K_V1" in result.output
     assert "mobilenet_v3_small-047dcff4.pth" in result.output
     assert not marker.exists()  # torchvision's own weights_only=False would have run it
+
+
+def test_image_size_the_model_cannot_take_is_a_one_line_error(tmp_path):
+    from runtime.stacks.landcover import cli
+
+    data = colour_classes(tmp_path / "eurosat", classes=2, per_class=3, size=8)
+    result = CliRunner().invoke(
+        cli, ["train", "--data", str(data), "--out", str(tmp_path / "r"), "--arch", "unet_cnn",
+              "--image-size", "36"],
+    )  # fmt: skip
+    assert result.exit_code == 1
+    assert "--image-size 36" in result.output and "multiple of 8" in result.output
+    assert "Traceback" not in result.output

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from runtime.vision.errors import (
     CheckpointError,
     MissingWeightsError,
+    OptionError,
     UnknownArchitectureError,
     UnsafeWeightsError,
 )
@@ -303,11 +304,11 @@ def build_classifier(
             those of `init_encoder`).
 
     Raises:
-        UnknownArchitectureError, MissingWeightsError, CheckpointError, ValueError.
+        UnknownArchitectureError, MissingWeightsError, CheckpointError, OptionError.
     """
     arch = get_architecture(arch_name)
     if image_size % arch.size_multiple:
-        raise ValueError(
+        raise OptionError(
             f"--image-size {image_size} does not suit --arch {arch.name}: use a multiple of "
             f"{arch.size_multiple}"
         )

@@ -42,8 +42,6 @@ def friendly_errors(func: Callable[..., Any]) -> Callable[..., Any]:
             return func(*args, **kwargs)
         except fixable as err:
             raise click.ClickException(str(err)) from err
-        except ValueError as err:  # option combinations the builders reject
-            raise click.ClickException(str(err)) from err
 
     return wrapper
 

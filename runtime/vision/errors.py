@@ -25,3 +25,7 @@ class UnknownArchitectureError(VisionError):
 
 class UnsafeWeightsError(VisionError):
     """A weights file holds pickled objects other than tensors: it is not loaded."""
+
+
+class OptionError(VisionError, ValueError):
+    """Option values the stack cannot run with (e.g. an image size the model cannot take)."""

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from runtime.vision.errors import DatasetError
+from runtime.vision.errors import DatasetError, OptionError
 
 if TYPE_CHECKING:
     import torch
@@ -148,7 +148,8 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
 
     Raises:
         DatasetError: missing folders or too few samples.
-        ValueError: an unknown task, or an image size the U-Net cannot halve enough.
+        OptionError: an unknown task, an image size the U-Net cannot halve enough,
+            or a torchrun launch.
     """
     import torch
     from torch.utils.data import DataLoader
@@ -161,16 +162,16 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     from runtime.vision.unet import PretrainNet
 
     if cfg.task not in TASKS:
-        raise ValueError(f"--task must be one of {', '.join(TASKS)}, got {cfg.task!r}")
+        raise OptionError(f"--task must be one of {', '.join(TASKS)}, got {cfg.task!r}")
     multiple = 2 ** (len(cfg.widths) - 1)
     if cfg.image_size % multiple:
-        raise ValueError(
+        raise OptionError(
             f"--image-size {cfg.image_size} must be a multiple of {multiple} for "
             f"{len(cfg.widths)} U-Net levels"
         )
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         # Every rank would train its own copy and write the same files.
-        raise ValueError(
+        raise OptionError(
             "masked-ssl pretrain runs in one process; start it without torchrun "
             "(it uses one GPU)"
         )
