@@ -8,7 +8,11 @@ from pathlib import Path
 
 
 def write_curves(
-    history: list[dict[str, float]], out_dir: str | os.PathLike, *, name: str = "curves"
+    history: list[dict[str, float]],
+    out_dir: str | os.PathLike,
+    *,
+    name: str = "curves",
+    png: bool = True,
 ) -> tuple[Path, Path]:
     """Write ``NAME.csv`` and ``NAME.png`` for a list of per-epoch rows.
 
@@ -20,6 +24,8 @@ def write_curves(
         history: rows such as ``{"epoch": 1, "train_loss": 0.3, "val_ccc_mean": 0.4}``.
         out_dir: the folder, usually the one holding the checkpoint.
         name: the file stem.
+        png: also draw the PNG (matplotlib takes a second or two; the loop
+            skips it on short epochs and draws it at the end).
 
     Returns:
         The CSV and PNG paths.
@@ -35,7 +41,8 @@ def write_curves(
         writer.writeheader()
         writer.writerows(history)
     png_path = out / f"{name}.png"
-    _plot(history, keys, png_path)
+    if png:
+        _plot(history, keys, png_path)
     return csv_path, png_path
 
 

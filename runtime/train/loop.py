@@ -39,6 +39,8 @@ if TYPE_CHECKING:
 
     from runtime.train.precision import PrecisionPolicy
 
+#: Epochs at least this long redraw curves.png each time (shorter ones only at the end).
+PNG_EVERY_EPOCH_S = 30.0
 LAST_NAME = "last.pt"
 BEST_NAME = "best.pt"
 
@@ -211,7 +213,8 @@ def fit(
         optimizer, scheduler: the scheduler advances once per optimiser step.
         policy: precision policy (autocast dtype, GradScaler).
         epochs: total epochs, counting those done before a resume.
-        out_dir: receives ``last.pt``, ``best.pt``, ``curves.csv`` and ``curves.png``.
+        out_dir: receives ``last.pt``, ``best.pt``, ``curves.csv`` (every epoch) and
+            ``curves.png`` (at the end, and every epoch when epochs take 30 s or more).
         select: the selection metric (name without ``val_``) and its direction.
         config: plain values stored in checkpoints (to rebuild the model later).
         resume: a ``last.pt`` to continue from (model, optimiser, scheduler,
@@ -282,7 +285,10 @@ def fit(
             result.last_path = save_checkpoint(out / LAST_NAME, **common)
             if improved:
                 result.best_path = save_checkpoint(out / BEST_NAME, **common)
-            write_curves(result.history, out)
+            # Drawing costs ~1-2 s: every epoch only when epochs are long, always at the end.
+            write_curves(
+                result.history, out, png=epoch == epochs or stats.seconds >= PNG_EVERY_EPOCH_S
+            )
             shown = ", ".join(
                 f"{k} {v:.4f}"
                 for k, v in row.items()
