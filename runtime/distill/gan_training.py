@@ -181,9 +181,9 @@ def train_gan(
                     )
                 backward(loss_d, policy)
                 d_updates += optimizer_step(opt_d, policy, max_grad_norm=settings.clip)
-                sums["d_loss"] += float(loss_d)
-                sums["d_real"] += float(torch.sigmoid(logit_real.float()).mean())
-                sums["d_fake"] += float(torch.sigmoid(logit_fake.float()).mean())
+                sums["d_loss"] += float(loss_d.detach())
+                sums["d_real"] += float(torch.sigmoid(logit_real.detach().float()).mean())
+                sums["d_fake"] += float(torch.sigmoid(logit_fake.detach().float()).mean())
                 n_d += 1
             # Generator: make D call its samples real; D's weights get no gradient here.
             disc.requires_grad_(False)
@@ -197,7 +197,7 @@ def train_gan(
                     )
                 backward(loss_g, policy)
                 g_updates += optimizer_step(opt_g, policy, max_grad_norm=settings.clip)
-                sums["g_loss"] += float(loss_g)
+                sums["g_loss"] += float(loss_g.detach())
                 n_g += 1
             it += 1
         disc.requires_grad_(True)
