@@ -403,8 +403,9 @@ def build_image(
         ImageReport: image id, tags, size, labels, the smoke check's result.
 
     Raises:
-        ContextError, DockerUnavailableError, ImageBuildError (the daemon's message
-        and the failing step), SmokeCheckError, PushError.
+        ContextError (incomplete bundle, credential in the context), RuntimeWheelError,
+        DockerUnavailableError, ImageBuildError (the daemon's message and the failing
+        step), SmokeCheckError, PushError: all BuildError subclasses.
     """
     from runtime.manifest import read_manifest
 
@@ -414,8 +415,8 @@ def build_image(
             sys.stderr.flush()
 
     bundle_dir = Path(bundle_dir)
-    client = client or connect()
     with tempfile.TemporaryDirectory(prefix="ob-image-") as work:
+        # The bundle is checked (and the context assembled) before any daemon is asked.
         context = assemble_context(
             bundle_dir,
             work_dir=Path(work),
@@ -425,6 +426,7 @@ def build_image(
             base_image=base_image,
         )
         tag = tag or default_tag(context.bundle_name, context.bundle_version)
+        client = client or connect()
         emit(
             f"building {tag} from {bundle_dir} ({human_size(context.size)} context; runtime {context.runtime_wheel_origin})\n"
         )
