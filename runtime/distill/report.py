@@ -161,7 +161,7 @@ def _bar_chart(report: DistillReport, path: Path) -> None:
         ax.set_title(title, fontsize=9)
         ax.tick_params(labelsize=8)
     retention = "n/a" if report.retention is None else f"{report.retention:.2f}"
-    fig.suptitle(f"retention {retention}, compression {report.compression:.1f}x", fontsize=10)
+    fig.suptitle(f"retention {retention}, compression {report.compression:.3g}x", fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=90)
     plt.close(fig)

@@ -77,7 +77,15 @@ def student_weights(name: str) -> StudentWeights:
     full = full_model_name(name)
     if runtime.current() is None:
         runtime.activate()
-    folder = runtime.resolve(full)
+    try:
+        folder = runtime.resolve(full)
+    except runtime.ArtifactNotFoundError as exc:
+        raise runtime.ArtifactNotFoundError(
+            f"{exc} To train the student from random weights on purpose, pass "
+            "--no-pretrained-student.",
+            name=exc.name,
+            available=exc.available,
+        ) from None
     if folder.is_file():  # URL-hosted timm weights live in torch/hub/checkpoints
         return StudentWeights(full, folder)
     for candidate in WEIGHT_FILES:
