@@ -238,3 +238,56 @@ def test_declared_student_weights_missing_is_a_one_line_error_not_random_weights
     assert "mobilevit-xxs" in result.output and STUDENT in result.output
     assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
     assert not (tmp_path / "o" / "last.pt").exists()
+
+
+def test_ccc_loss_is_one_minus_the_ccc_the_reports_use():
+    from runtime.distill.losses import ccc_loss
+    from runtime.train.metrics import ccc
+
+    torch.manual_seed(0)
+    target = torch.rand(50, 2) * 2 - 1
+    pred = 0.6 * target + 0.2 + 0.1 * torch.randn(50, 2)
+    assert float(ccc_loss(pred, target)) == pytest.approx(
+        1 - float(ccc(pred, target).mean()), abs=1e-5
+    )
+
+
+def test_distillation_loss_weights_each_term_and_features_compare_directions_only():
+    import torch.nn.functional as F
+
+    from runtime.distill.losses import DistillWeights, distillation_loss
+
+    torch.manual_seed(0)
+    pred, target, teacher = torch.randn(8, 2), torch.randn(8, 2), torch.randn(8, 2)
+    feats = torch.randn(8, 16)
+    weights = DistillWeights(supervised=0.5, output=2.0, feature=3.0)
+    total, parts = distillation_loss(
+        pred, target, teacher, weights=weights, student_features=5 * feats, teacher_features=feats
+    )
+    assert parts["feature"] == pytest.approx(0.0, abs=1e-6)  # same direction, 5x the scale
+    expected = 0.5 * F.mse_loss(pred, target) + 2.0 * F.mse_loss(pred, teacher)
+    assert float(total) == pytest.approx(float(expected), rel=1e-6)
+    with pytest.raises(ValueError, match="teacher's width"):
+        distillation_loss(pred, target, teacher, weights=weights,
+                          student_features=feats, teacher_features=torch.randn(8, 4))  # fmt: skip
+    with pytest.raises(ValueError, match="at least one"):
+        DistillWeights(supervised=0, output=0, feature=0)
+
+
+def test_generated_samples_follow_their_condition_and_seed():
+    from runtime.distill.data import GeneratedSpectrograms
+    from runtime.distill.gan import GanShape, Generator, generate
+    from runtime.distill.spectrogram import gan_image_to_db
+
+    torch.manual_seed(0)
+    gen = Generator(GanShape(size=16, z_dim=8, width=8))
+    cond = torch.tensor([[0.5, -0.5], [-0.9, 0.9], [0.0, 0.0]])
+    images = generate(gen, cond, seed=3)
+    assert images.shape == (3, 1, 16, 16) and images.abs().max() <= 1
+    assert torch.equal(images, generate(gen, cond, seed=3))
+    assert not torch.equal(images, generate(gen, cond, seed=4))
+    spec = gan_image_to_db(images, top_db=80.0)
+    assert spec.min() >= -80 and spec.max() <= 0
+    dataset = GeneratedSpectrograms(spec, cond, shape=(32, 63))  # the real features' shape
+    item, label = dataset[1]
+    assert item.shape == (32, 63) and torch.equal(label, cond[1])

@@ -547,7 +547,22 @@ _DATA = click.option(
 _JSON = click.option("--json", "json", is_flag=True, help="Print the summary as JSON on stdout.")
 
 
-@click.group(name=STACK_NAME, help=__doc__.split("\n\n")[0])
+GROUP_HELP = """Spectrogram GAN augmentation and distillation of an emotion-vit teacher into a
+timm MobileViT student, offline from the bundle.
+
+\b
+Steps (after `bundle run emotion-vit train --data D --out runs/vit`):
+  train-gan  conditional (valence, arousal) spectrogram GAN on the teacher's training songs
+  distill    MobileViT + regression head from labels, teacher outputs and features
+  evaluate   teacher vs student CCC, parameters, sizes, latency, retention, compression
+
+\b
+Example:
+  bundle run emotion-distill distill --teacher runs/vit/best.pt --data /kaggle/input/deam --out runs/student
+"""
+
+
+@click.group(name=STACK_NAME, help=GROUP_HELP)
 def cli() -> None:
     pass
 
