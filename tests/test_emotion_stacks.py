@@ -314,3 +314,22 @@ def test_torchrun_two_processes_global_ccc_equals_single_process_evaluation(
     assert evaluated["samples"] == 11
     assert evaluated["ccc_mean"] == pytest.approx(logged["val_ccc_mean"], abs=1e-5)
     assert evaluated["loss"] == pytest.approx(logged["val_loss"], abs=1e-5)
+
+
+def test_feature_functions_survive_pickling_for_spawned_dataloader_workers(tiny_models, deam):
+    import pickle
+
+    import numpy as np
+
+    audio_file = next(iter(deam.audio.values()))
+    vit_opts = dict(
+        sample_rate=16000, n_mels=32, n_fft=512, hop_length=256, offset=0.0, seconds=2.0
+    )
+    configs = [
+        (emotion_vit, emotion_vit.prepare(tiny_models["vit"], vit_opts)),
+        (emotion_ast, emotion_ast.prepare(tiny_models["ast"], {"offset": 0.0, "seconds": None})),
+    ]
+    for stack, config in configs:
+        _params, compute, _frames, _pad = stack.features(config)
+        restored = pickle.loads(pickle.dumps(compute))
+        assert np.array_equal(restored(audio_file), compute(audio_file))

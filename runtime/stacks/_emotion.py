@@ -17,6 +17,7 @@ import csv
 import io
 import json
 import math
+import os
 import sys
 import tempfile
 from collections.abc import Callable
@@ -334,7 +335,10 @@ def evaluate(stack: EmotionStack, opts: dict[str, Any]) -> dict[str, float]:
         songs, val_fraction=config["val_fraction"], seed=config["seed"]
     )
     chosen = {"val": val_songs, "train": train_songs, "all": songs}[opts["split"]]
-    cache_dir = Path(opts["cache_dir"] or Path(opts["checkpoint"]).parent / "cache")
+    cache_dir = opts["cache_dir"] or Path(opts["checkpoint"]).parent / "cache"
+    if not opts["cache_dir"] and not os.access(Path(opts["checkpoint"]).parent, os.W_OK):
+        # A checkpoint on a read-only mount (a Kaggle input): cache in a temporary folder.
+        cache_dir = Path(tempfile.mkdtemp(prefix="emotion-evaluate-"))
     cache = feature_cache(stack, config, cache_dir)
     if ctx.is_main:
         cache.warm([s.audio for s in chosen], progress=opts["progress"], desc="spectrograms")
@@ -466,11 +470,9 @@ def make_cli(stack: EmotionStack, *, doc: str) -> click.Group:
 
     def train_command(**opts: Any) -> None:
         summary = _run(lambda: train(stack, opts))
-        if opts["json"] and summary is not None:
-            import os
-
-            if os.environ.get("RANK", "0") == "0":
-                click.echo(json.dumps(summary, indent=1))
+        # Under torchrun only rank 0 prints the summary.
+        if opts["json"] and summary is not None and os.environ.get("RANK", "0") == "0":
+            click.echo(json.dumps(summary, indent=1))
 
     train_command.__doc__ = f"""Fine-tune {stack.default_model} + a regression head on valence/arousal.
 
@@ -580,8 +582,6 @@ def make_cli(stack: EmotionStack, *, doc: str) -> click.Group:
           bundle run STACK evaluate --checkpoint runs/x/best.pt --data /kaggle/input/deam --json
         """
         metrics = _run(lambda: evaluate(stack, opts))
-        import os
-
         if os.environ.get("RANK", "0") != "0":
             return
         if opts["json"]:

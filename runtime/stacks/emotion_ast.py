@@ -84,31 +84,42 @@ def build(config: dict[str, Any], pretrained: Path | None):
     return _emotion_ast_module()(backbone, dropout=config["dropout"])
 
 
-def features(config: dict[str, Any]):
-    from transformers import ASTFeatureExtractor
+class ASTFeatures:
+    """audio file -> AST filterbank features (max_length, num_mel_bins), float32.
 
-    from runtime.data.audio import load_audio
+    A class rather than a closure so that DataLoader workers started by
+    spawn/forkserver can pickle it.
+    """
 
-    extractor = ASTFeatureExtractor.from_dict(config["extractor"])
-    audio = config["audio"]
+    def __init__(
+        self, extractor_config: dict[str, Any], offset: float, duration: float | None
+    ) -> None:
+        self.extractor_config, self.offset, self.duration = extractor_config, offset, duration
+        self._extractor = None
 
-    def compute(path: Path):
+    def __getstate__(self) -> dict[str, Any]:
+        return {**self.__dict__, "_extractor": None}
+
+    def __call__(self, path: Path):
         import numpy as np
 
-        y = load_audio(
-            path,
-            sample_rate=extractor.sampling_rate,
-            offset=audio["offset"],
-            duration=audio["duration"],
-        )
-        values = extractor(y, sampling_rate=extractor.sampling_rate, return_tensors="np")[
-            "input_values"
-        ][0]
+        from runtime.data.audio import load_audio
+
+        if self._extractor is None:
+            from transformers import ASTFeatureExtractor
+
+            self._extractor = ASTFeatureExtractor.from_dict(self.extractor_config)
+        rate = self._extractor.sampling_rate
+        y = load_audio(path, sample_rate=rate, offset=self.offset, duration=self.duration)
+        values = self._extractor(y, sampling_rate=rate, return_tensors="np")["input_values"][0]
         return values.astype(np.float32)
 
+
+def features(config: dict[str, Any]):
+    audio = config["audio"]
     params = {"kind": "ast-fbank", "extractor": config["extractor"], **audio}
     # The extractor pads every clip to max_length frames: no further cropping.
-    return params, compute, None, 0.0
+    return params, ASTFeatures(config["extractor"], audio["offset"], audio["duration"]), None, 0.0
 
 
 def blocks(model) -> tuple[list, list]:

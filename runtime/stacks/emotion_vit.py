@@ -14,6 +14,7 @@ of valence and arousal over the whole validation set.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import sys
@@ -161,12 +162,9 @@ def features(config: dict[str, Any]):
     from runtime.data.audio import MelParams, log_mel_of_file
 
     params = MelParams(**config["mel"])
-    return (
-        params.as_dict(),
-        (lambda path: log_mel_of_file(path, params)),
-        config["frames"],
-        -params.top_db,
-    )
+    # A partial, not a lambda: DataLoader workers started by spawn/forkserver pickle it.
+    compute = functools.partial(log_mel_of_file, params=params)
+    return params.as_dict(), compute, config["frames"], -params.top_db
 
 
 def blocks(model) -> tuple[list, list]:
