@@ -167,6 +167,10 @@ def test_gan_distill_evaluate_offline_from_the_bundle(teacher_bundle, deam, tmp_
     print("timings", timings, "summary", {k: v for k, v in summary.items() if k != "history"})
     assert summary["pretrained_student"] and summary["student"] == STUDENT
     assert summary["gan_samples"] == 16
+    parts = summary["loss_parts"]  # every term logged per epoch; the label term goes down
+    assert [p["epoch"] for p in parts] == list(range(1, 9))
+    assert all(set(p) == {"epoch", "supervised", "output", "feature"} for p in parts)
+    assert parts[-1]["supervised"] < parts[0]["supervised"]
     # The untrained student (random head) is no better than guessing; the distilled one is.
     assert summary["best_val_ccc_mean"] > summary["initial_val_ccc_mean"] + 0.25
     assert summary["best_val_ccc_mean"] > 0.3

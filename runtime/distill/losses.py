@@ -101,3 +101,22 @@ def distillation_loss(
     scale = {"supervised": weights.supervised, "output": weights.output, "feature": weights.feature}
     total = sum(scale[k] * v for k, v in parts.items())
     return total, {k: float(v.detach()) for k, v in parts.items()}
+
+
+class RunningMeans:
+    """Means of the loss terms over the micro-batches since the last :meth:`pop`."""
+
+    def __init__(self) -> None:
+        self.sums: dict[str, float] = {}
+        self.count = 0
+
+    def add(self, parts: dict[str, float]) -> None:
+        for key, value in parts.items():
+            self.sums[key] = self.sums.get(key, 0.0) + value
+        self.count += 1
+
+    def pop(self) -> dict[str, float]:
+        """The means so far (empty before the first batch), and a fresh start."""
+        means = {k: v / self.count for k, v in self.sums.items()} if self.count else {}
+        self.sums, self.count = {}, 0
+        return means

@@ -50,6 +50,7 @@ DEFAULT_STUDENT = "mobilevit_s"
 ARTIFACTS = ["mobilevit-s"]
 STACK_NAME = "emotion-distill"
 STUDENT_KIND = "student"
+LOSS_PARTS_NAME = "loss_parts"
 
 
 class DistillConfigError(ValueError):
@@ -237,7 +238,7 @@ def distill(opts: dict[str, Any]) -> dict[str, Any]:
     from torch.utils.data import ConcatDataset, DataLoader
 
     from runtime.distill.data import WithTeacher
-    from runtime.distill.losses import DistillWeights, distillation_loss
+    from runtime.distill.losses import DistillWeights, RunningMeans, distillation_loss
     from runtime.distill.student import (
         build_student,
         full_model_name,
@@ -245,7 +246,8 @@ def distill(opts: dict[str, Any]) -> dict[str, Any]:
         student_weights,
     )
     from runtime.distill.teacher import load_teacher, teacher_outputs, teacher_width
-    from runtime.train.checkpoint import BestTracker, seed_everything
+    from runtime.train.checkpoint import BestTracker, read_checkpoint, seed_everything
+    from runtime.train.curves import write_curves
     from runtime.train.distributed import barrier, setup_distributed, train_sampler, wrap_model
     from runtime.train.loop import fit
     from runtime.train.optim import build_adamw, cosine_with_warmup
@@ -262,6 +264,9 @@ def distill(opts: dict[str, Any]) -> dict[str, Any]:
         feature=opts["feature_weight"],
         supervised_kind=opts["supervised_loss"],
     )
+
+    if opts["gan_samples"] is not None and opts["gan"] is None:
+        raise DistillConfigError("--gan-samples needs --gan (the generator.pt of train-gan)")
 
     # The student's pretrained weights from the bundle, or random only when asked for.
     if opts["pretrained_student"]:
@@ -364,7 +369,7 @@ def distill(opts: dict[str, Any]) -> dict[str, Any]:
             pred, feature = student(spec, with_features=True)
         else:
             pred, feature = student(spec), None
-        loss, _parts = distillation_loss(
+        loss, parts = distillation_loss(
             pred.float(),
             label,
             teacher_pred,
@@ -372,13 +377,24 @@ def distill(opts: dict[str, Any]) -> dict[str, Any]:
             student_features=feature,
             teacher_features=teacher_feature,
         )
+        running.add(parts)
         return loss
+
+    # Each term's mean per epoch (this rank's batches), to see what the weights balance.
+    running = RunningMeans()
+    first_epoch = 1 + (read_checkpoint(opts["resume"])["epoch"] if opts["resume"] else 0)
+    loss_parts: list[dict[str, float]] = []
+
+    def evaluate_epoch(student) -> dict[str, float]:
+        # fit calls this once right after each training epoch: close that epoch's terms.
+        loss_parts.append({"epoch": first_epoch + len(loss_parts), **running.pop()})
+        return evaluate_model(student, val_loader, policy, ctx)
 
     result = fit(
         model,
         train_loader=train_loader,
         compute_loss=compute_loss,
-        evaluate=lambda m: evaluate_model(m, val_loader, policy, ctx),
+        evaluate=evaluate_epoch,
         optimizer=optimizer,
         scheduler=scheduler,
         policy=policy,
@@ -394,6 +410,8 @@ def distill(opts: dict[str, Any]) -> dict[str, Any]:
         log=say,
         log_keys=("loss", "ccc_valence", "ccc_arousal", "ccc_mean"),
     )
+    if ctx.is_main:
+        write_curves(loss_parts, out, name=LOSS_PARTS_NAME)
     summary = {
         "stack": STACK_NAME,
         "out": str(out),
@@ -410,7 +428,10 @@ def distill(opts: dict[str, Any]) -> dict[str, Any]:
         "precision": policy.name,
         "world_size": ctx.world_size,
         "history": result.history,
-        "curves": [str(out / "curves.csv"), str(out / "curves.png")],
+        "loss_parts": loss_parts,
+        "curves": [
+            str(out / f"{n}.{ext}") for n in ("curves", LOSS_PARTS_NAME) for ext in ("csv", "png")
+        ],
     }
     if ctx.is_main:
         (out / "summary.json").write_text(json.dumps(summary, indent=1))
@@ -713,8 +734,9 @@ def distill_command(**opts: Any) -> None:
     The student's pretrained weights come from the attached bundle (artifact
     `source = "timm"`, e.g. mobilevit_s.cvnets_in1k); if the bundle lacks them
     the command stops, unless --no-pretrained-student says to start from random.
-    OUT receives best.pt (highest validation CCC), last.pt, curves.csv/png and
-    summary.json (with the untrained student's and the teacher's CCC).
+    OUT receives best.pt (highest validation CCC), last.pt, curves.csv/png,
+    loss_parts.csv/png (each term's mean per epoch) and summary.json (with the
+    untrained student's and the teacher's CCC).
 
     \b
     Examples:
