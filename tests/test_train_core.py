@@ -463,6 +463,9 @@ def _gather_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
     sampler = ShardedEvalSampler(7, ctx)  # 4 rows on rank 0, 3 on rank 1
     rows = torch.tensor([[float(i), 10.0 * i] for i in sampler])
     torch.save(gather(rows, ctx), f"{out_dir}/rank{rank}.pt")
+    # One row for two ranks: rank 1 has nothing, not even the trailing shape.
+    tiny = torch.tensor([[1.0, 2.0, 3.0]]) if rank == 0 else torch.zeros(0)
+    torch.save(gather(tiny, ctx), f"{out_dir}/tiny{rank}.pt")
     dist.destroy_process_group()
 
 
@@ -474,3 +477,7 @@ def test_gather_across_two_processes_returns_every_row_once_in_order(tmp_path):
     expected = torch.tensor([[float(i), 10.0 * i] for i in range(7)])
     for rank in range(2):
         assert torch.equal(torch.load(tmp_path / f"rank{rank}.pt", weights_only=True), expected)
+        assert torch.equal(
+            torch.load(tmp_path / f"tiny{rank}.pt", weights_only=True),
+            torch.tensor([[1.0, 2.0, 3.0]]),
+        )

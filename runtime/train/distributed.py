@@ -145,7 +145,8 @@ def gather(tensor: torch.Tensor, ctx: DistContext) -> torch.Tensor:
     """Concatenate along dim 0 the tensors of every rank, in rank order.
 
     Ranks may hold different numbers of rows (the last evaluation slice is
-    shorter): rows are padded to the longest for ``all_gather``, then trimmed.
+    shorter, or empty when the set has fewer rows than ranks): rows are padded
+    to the longest for ``all_gather``, then trimmed.
 
     Args:
         tensor: this rank's rows; same trailing shape and dtype on every rank.
@@ -159,16 +160,18 @@ def gather(tensor: torch.Tensor, ctx: DistContext) -> torch.Tensor:
     import torch
     import torch.distributed as dist
 
-    tensor = tensor.contiguous()
-    size = torch.tensor([tensor.shape[0]], device=tensor.device)
-    sizes = [torch.zeros_like(size) for _ in range(ctx.world_size)]
-    dist.all_gather(sizes, size)
-    longest = int(max(s.item() for s in sizes))
-    padded = tensor.new_zeros((longest, *tensor.shape[1:]))
+    # Shapes first: rows differ between ranks, and a rank with no rows at all may
+    # not know the trailing shape (it sends an empty tensor of any shape).
+    shapes: list[tuple[int, ...]] = [()] * ctx.world_size
+    dist.all_gather_object(shapes, tuple(tensor.shape))
+    trailing = next((s[1:] for s in shapes if s and s[0] > 0), tuple(tensor.shape[1:]))
+    rows = [s[0] if s else 0 for s in shapes]
+    tensor = tensor.reshape(0, *trailing) if tensor.numel() == 0 else tensor.contiguous()
+    padded = tensor.new_zeros((max(max(rows), 1), *trailing))
     padded[: tensor.shape[0]] = tensor
     parts = [torch.zeros_like(padded) for _ in range(ctx.world_size)]
     dist.all_gather(parts, padded)
-    return torch.cat([part[: int(n.item())] for part, n in zip(parts, sizes, strict=True)])
+    return torch.cat([part[:n] for part, n in zip(parts, rows, strict=True)])
 
 
 def all_reduce_sum(values: list[float], ctx: DistContext, device: torch.device) -> list[float]:

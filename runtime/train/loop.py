@@ -165,8 +165,8 @@ def collect_predictions(
             targets.append(target.float())
     if preds:
         pred, target = torch.cat(preds), torch.cat(targets)
-    else:  # a rank with an empty slice still takes part in the gather
-        pred = target = torch.zeros((0, 2), device=policy.device)
+    else:  # a rank with an empty slice still takes part in the gather (shape from the others)
+        pred = target = torch.zeros(0, device=policy.device)
     return gather(pred, ctx).cpu(), gather(target, ctx).cpu()
 
 
