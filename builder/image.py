@@ -17,14 +17,16 @@ and `tqdm` are imported inside the functions that need them.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
 import sys
 import tempfile
+import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -166,6 +168,42 @@ def connect(*, timeout_s: float = 10.0) -> Any:
         time.sleep(0.25)
 
 
+@contextlib.contextmanager
+def _tar_stream(context: BuildContext, *, progress: bool) -> Iterator[Iterator[bytes]]:
+    """The context as tar blocks, written by a thread into a pipe while the daemon reads.
+
+    No temporary copy of the bundle: a 20 GB bundle needs no 20 GB of free temp space.
+
+    Raises:
+        ContextError: writing the tar failed (a bundle file vanished or shrank meanwhile).
+    """
+    read_fd, write_fd = os.pipe()
+    reader, writer = os.fdopen(read_fd, "rb"), os.fdopen(write_fd, "wb")
+    failure: list[BaseException] = []
+
+    def produce() -> None:
+        try:
+            context.write_tar(writer, progress=progress)
+        except BaseException as e:  # handed to the consumer below
+            failure.append(e)
+        finally:
+            with contextlib.suppress(OSError):
+                writer.close()
+
+    thread = threading.Thread(target=produce, name="build-context-tar", daemon=True)
+    thread.start()
+    try:
+        yield iter(lambda: reader.read(1 << 20), b"")
+    finally:
+        reader.close()  # a writer the daemon stopped reading gets EPIPE and ends
+        thread.join()
+        if failure and not isinstance(failure[0], BrokenPipeError):
+            # The daemon saw a truncated tar; the cause is on this side.
+            if isinstance(failure[0], ContextError):
+                raise failure[0]
+            raise ContextError(f"writing the build context failed: {failure[0]}") from failure[0]
+
+
 def _run_build(
     client: Any,
     context: BuildContext,
@@ -176,11 +214,9 @@ def _run_build(
     emit: Callable[[str], None],
 ) -> str:
     """Send the context, stream the build, return the image id or raise ImageBuildError."""
-    with tempfile.TemporaryFile(prefix="ob-context-") as fh:
-        context.write_tar(fh, progress=progress)
-        fh.seek(0)
+    with _tar_stream(context, progress=progress) as blocks:
         stream = client.api.build(
-            fileobj=fh,
+            fileobj=blocks,
             custom_context=True,
             dockerfile=CTX_DOCKERFILE,
             tag=tag,

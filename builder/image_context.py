@@ -198,8 +198,16 @@ class BuildContext:
                     tar.addfile(info, io.BytesIO(f.data))
                 else:
                     assert f.source is not None
-                    with open(f.source, "rb") as fh:
-                        tar.addfile(info, _CountingReader(fh, bar))
+                    try:
+                        with open(f.source, "rb") as fh:
+                            tar.addfile(info, _CountingReader(fh, bar))
+                    except OSError as e:
+                        if isinstance(e, BrokenPipeError):
+                            raise  # the reader went away; not this file's fault
+                        raise ContextError(
+                            f"{f.source}: changed or vanished while the build context was sent "
+                            f"({e}); is a build writing into the bundle? run `bundle verify` and retry"
+                        ) from None
         bar.close()
 
 

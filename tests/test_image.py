@@ -524,6 +524,20 @@ def test_bundle_from_the_real_builder_bakes_and_resolves_offline(
         client.images.remove(report.image_id, force=True)
 
 
+def test_bundle_file_shrinking_during_the_upload_fails_with_the_cause_not_a_broken_tar(
+    tmp_path, docker_engine, docker_base_image
+):
+    bundle = make_tiny_bundle(tmp_path)
+    context = assemble_context(bundle, work_dir=tmp_path / "work", base_image=docker_base_image)
+    # Between the check and the upload, a weights file is replaced by a shorter one.
+    (bundle / "files/tiny-ckpt/weights.pt").write_bytes(b"short")
+    with pytest.raises(ContextError, match=r"files/tiny-ckpt/weights.pt: changed or vanished"):
+        image_mod._run_build(
+            docker_engine.client, context, tag="offline-bundle-test/shrunk:1", platform=None,
+            progress=False, emit=lambda text: None,
+        )  # fmt: skip
+
+
 # --- No engine needed ----------------------------------------------------------
 
 
