@@ -198,11 +198,17 @@ def test_emotion_ast_trains_offline_from_the_bundle_and_beats_the_mean(
         AST_SPEC, hf={"MIT/ast-finetuned-audioset-10-10-0.4593": tiny_models["ast"]}
     )
     out = tmp_path / "run"
+    from builder.cli import main as bundle_cli
+
     with activated(bundle, strict=True):
+        # Through the user-facing command: bundle run --strict emotion-ast train ...
         summary = json.loads(
             invoke(
-                emotion_ast.cli,
+                bundle_cli,
                 [
+                    "run",
+                    "--strict",
+                    "emotion-ast",
                     "train",
                     "--data",
                     deam.root,
