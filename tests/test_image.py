@@ -460,7 +460,12 @@ def test_push_sends_every_layer_and_the_labels_to_the_registry(
 def test_push_to_an_unreachable_registry_fails_with_the_daemons_message(
     built, docker_engine, docker_base_image
 ):
-    tag = "127.0.0.1:9/offline-bundle-test/tiny-image:1.0.0"  # nothing listens on port 9
+    import socket
+
+    with socket.socket() as s:  # a port that was free a moment ago: nothing listens there
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    tag = f"127.0.0.1:{port}/offline-bundle-test/tiny-image:1.0.0"
     result = CliRunner().invoke(
         image_command,
         [str(built["bundle"]), "--base-image", docker_base_image, "--tag", tag, "--push",
