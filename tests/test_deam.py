@@ -139,3 +139,14 @@ def test_predict_inputs_accept_files_and_folders(deam, tmp_path):
     assert len(songs) == len(deam.labels) and all(np.isnan(s.valence) for s in songs)
     with pytest.raises(DeamLayoutError, match="nope.mp3"):
         songs_from_files([tmp_path / "nope.mp3"])
+
+
+def test_kaggle_copies_with_underscored_annotation_folders_are_read(tmp_path):
+    # Some DEAM copies name the folder "annotations_averaged_per_song" instead of
+    # "annotations averaged per song".
+    data = make_deam(tmp_path / "deam", n_songs=4, seconds=0.5)
+    annotations = data.root / "DEAM_Annotations" / "annotations"
+    (annotations / "annotations averaged per song").rename(
+        annotations / "annotations_averaged_per_song"
+    )
+    assert sorted(s.song_id for s in read_songs(data.root)) == sorted(data.labels)
