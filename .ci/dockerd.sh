@@ -37,8 +37,8 @@ start_dockerd() {
       return 1
     fi
     DEBIAN_FRONTEND=noninteractive apt-get update -q
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-      docker.io debootstrap ca-certificates
+    # With recommends, as tested (containerd, runc, iptables, pigz come along).
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q docker.io debootstrap
   fi
   if [ "$(id -u)" -ne 0 ]; then
     echo "start_dockerd: dockerd needs root here (no rootless set-up)" >&2
