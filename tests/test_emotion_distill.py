@@ -167,6 +167,9 @@ def test_gan_distill_evaluate_offline_from_the_bundle(teacher_bundle, deam, tmp_
     print("timings", timings, "summary", {k: v for k, v in summary.items() if k != "history"})
     assert summary["pretrained_student"] and summary["student"] == STUDENT
     assert summary["gan_samples"] == 16
+    # GAN and student saw the teacher's training songs only, never its validation songs.
+    n_val = summary["history"][0]["val_samples"]
+    assert gan["train_songs"] == summary["train_songs"] == len(deam.labels) - n_val
     parts = summary["loss_parts"]  # every term logged per epoch; the label term goes down
     assert [p["epoch"] for p in parts] == list(range(1, 9))
     assert all(set(p) == {"epoch", "supervised", "output", "feature"} for p in parts)
@@ -214,6 +217,25 @@ def test_gan_distill_evaluate_offline_from_the_bundle(teacher_bundle, deam, tmp_
     assert s["cpu_ms_per_clip"] > 0 and t["cpu_ms_per_clip"] > 0
     assert (t["gpu_ms_per_clip"] is None) == (not torch.cuda.is_available())
     assert report["samples"] == summary["history"][0]["val_samples"]
+
+
+def test_student_backbone_holds_exactly_the_bundled_weights(teacher_bundle, tiny_student):
+    from safetensors.torch import load_file
+
+    from runtime.distill.student import build_student, student_config, student_weights
+
+    bundle, _ = teacher_bundle
+    with activated(bundle, strict=True):
+        weights = student_weights("mobilevit_xxs")  # untagged name: timm's default tag
+        config = student_config(
+            weights.name, image_size=32, dropout=0.0, teacher_dim=None, top_db=80.0
+        )
+        model = build_student(config, weights)
+    assert weights.name == STUDENT and weights.file.is_relative_to(bundle)
+    saved = load_file(tiny_student / "model.safetensors")
+    state = model.backbone.state_dict()
+    assert set(saved) - set(state) == {"head.fc.weight", "head.fc.bias"}  # classifier left out
+    assert all(torch.equal(state[k], saved[k]) for k in state)
 
 
 def test_declared_student_weights_missing_is_a_one_line_error_not_random_weights(

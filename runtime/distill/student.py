@@ -11,7 +11,6 @@ asked for (``pretrained=False``, the ``--no-pretrained-student`` flag).
 
 from __future__ import annotations
 
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -185,10 +184,6 @@ def build_student(config: dict[str, Any], weights: StudentWeights | None) -> Stu
             pretrained=True,
             num_classes=0,
             pretrained_cfg_overlay={"file": str(weights.file)},
-        )
-        print(
-            f"emotion-distill: student {config['student']} weights from {weights.file}",
-            file=sys.stderr,
         )
     else:
         backbone = timm.create_model(config["student"], pretrained=False, num_classes=0)

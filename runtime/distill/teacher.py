@@ -20,6 +20,21 @@ from runtime.train.checkpoint import CheckpointError, read_checkpoint
 TEACHER_STACK = "emotion-vit"
 
 
+def teacher_config(path: str | Path) -> dict[str, Any]:
+    """The config of an emotion-vit checkpoint (features, split), without building the model.
+
+    Raises:
+        CheckpointError: the file is not an emotion-vit checkpoint (names what it is).
+    """
+    config = read_checkpoint(path)["config"]
+    if config.get("stack") != TEACHER_STACK:
+        raise CheckpointError(
+            f"--teacher {path}: a checkpoint of stack {config.get('stack')!r}; the teacher must "
+            f"be written by `bundle run {TEACHER_STACK} train` (its best.pt)"
+        )
+    return config
+
+
 def load_teacher(path: str | Path, device: torch.device) -> tuple[nn.Module, dict[str, Any]]:
     """The emotion-vit model of ``path`` in eval mode with frozen weights, and its config.
 
@@ -29,12 +44,7 @@ def load_teacher(path: str | Path, device: torch.device) -> tuple[nn.Module, dic
     from runtime.stacks import emotion_vit
     from runtime.stacks._emotion import load_trained
 
-    stack = read_checkpoint(path)["config"].get("stack")
-    if stack != TEACHER_STACK:
-        raise CheckpointError(
-            f"--teacher {path}: a checkpoint of stack {stack!r}; the teacher must be written by "
-            f"`bundle run {TEACHER_STACK} train` (its best.pt)"
-        )
+    teacher_config(path)
     model, config = load_trained(emotion_vit.STACK, path, device)
     model.requires_grad_(False)
     return model, config

@@ -60,19 +60,6 @@ class DistillConfigError(ValueError):
 # --- shared set-up ---------------------------------------------------------------
 
 
-def _teacher_config(path: Path) -> dict[str, Any]:
-    from runtime.distill.teacher import TEACHER_STACK
-    from runtime.train.checkpoint import read_checkpoint
-
-    config = read_checkpoint(path)["config"]
-    if config.get("stack") != TEACHER_STACK:
-        raise DistillConfigError(
-            f"--teacher {path}: a checkpoint of stack {config.get('stack')!r}; pass a best.pt "
-            f"written by `bundle run {TEACHER_STACK} train`"
-        )
-    return config
-
-
 def _songs(data: Path, config: dict[str, Any]):
     """All songs and the teacher's (train, val) split of them."""
     from runtime.data.deam import read_songs, split_songs
@@ -121,6 +108,7 @@ def train_gan(opts: dict[str, Any]) -> dict[str, Any]:
     from runtime.distill.gan_training import GanSettings
     from runtime.distill.gan_training import train_gan as fit_gan
     from runtime.distill.spectrogram import db_to_gan_image
+    from runtime.distill.teacher import teacher_config
     from runtime.train.checkpoint import seed_everything
     from runtime.train.precision import choose_precision
 
@@ -128,7 +116,7 @@ def train_gan(opts: dict[str, Any]) -> dict[str, Any]:
     seed_everything(opts["seed"])
     say = _say(_single())
     teacher = Path(opts["teacher"])
-    config = _teacher_config(teacher)
+    config = teacher_config(teacher)
     settings = GanSettings(
         epochs=opts["epochs"],
         batch_size=opts["batch_size"],
@@ -272,6 +260,7 @@ def distill(opts: dict[str, Any]) -> dict[str, Any]:
     if opts["pretrained_student"]:
         student_file = student_weights(opts["student"])  # raises, naming the missing artifact
         name = student_file.name
+        say(f"{STACK_NAME}: student {name} weights from {student_file.file}")
     else:
         student_file, name = None, full_model_name(opts["student"])
         say(f"{STACK_NAME}: --no-pretrained-student: {name} starts from random weights")
