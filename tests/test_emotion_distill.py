@@ -317,3 +317,18 @@ def test_generated_samples_follow_their_condition_and_seed():
     dataset = GeneratedSpectrograms(spec, cond, shape=(32, 63))  # the real features' shape
     item, label = dataset[1]
     assert item.shape == (32, 63) and torch.equal(label, cond[1])
+
+
+def test_shipped_spec_declares_what_the_default_commands_load():
+    from builder.spec import load_spec
+    from runtime.distill.student import full_model_name
+
+    spec = load_spec(Path(__file__).parent.parent / "bundles" / "emotion-distill.toml")
+    by_id = {a.id: a for a in spec.artifacts}
+    assert set(emotion_distill.ARTIFACTS) | set(emotion_vit.ARTIFACTS) <= set(by_id)
+    assert {"emotion-vit", "emotion-distill"} <= set(spec.stacks)
+    # `distill` without --student resolves exactly the timm weights the spec declares.
+    (student,) = [a for a in spec.artifacts if a.source == "timm"]
+    assert student.id in emotion_distill.ARTIFACTS
+    assert student.get("model") == full_model_name(emotion_distill.DEFAULT_STUDENT)
+    assert by_id["vit-base-in21k"].fallbacks == ["vit-base"]
