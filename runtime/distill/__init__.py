@@ -11,6 +11,8 @@ Small modules, one job each:
   pretrained weights taken from the bundle or refused loudly;
 - ``losses``: supervised + output distillation + feature distillation;
 - ``teacher``: the emotion-vit teacher's predictions and pooled features;
+- ``data``: GAN samples as a data set labelled by their conditioning, and items
+  extended with the teacher's outputs;
 - ``report``: teacher/student comparison (CCC, parameters, sizes, latency) as
   JSON and a bar chart.
 
