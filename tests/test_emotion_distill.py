@@ -263,7 +263,33 @@ def test_declared_student_weights_missing_is_a_one_line_error_not_random_weights
     assert result.exit_code != 0
     assert "mobilevit-xxs" in result.output and STUDENT in result.output
     assert "Traceback" not in result.output and len(result.output.strip().splitlines()) == 1
+    assert "--no-pretrained-student" in result.output  # the way out is named
     assert not (tmp_path / "o" / "last.pt").exists()
+
+    # Random student weights only when asked for, and recorded as such.
+    with activated(bundle, strict=True):
+        summary = json.loads(
+            invoke(
+                emotion_distill.cli,
+                [
+                    "distill",
+                    "--teacher",
+                    teacher,
+                    "--data",
+                    deam.root,
+                    "--out",
+                    tmp_path / "o",
+                    *STUDENT_OPTS,
+                    "--no-pretrained-student",
+                    "--epochs",
+                    1,
+                    "--json",
+                    *FAST,
+                ],
+            )  # fmt: skip
+        )
+    assert summary["pretrained_student"] is False
+    assert read_checkpoint(tmp_path / "o" / "last.pt")["config"]["pretrained"] is False
 
 
 def test_ccc_loss_is_one_minus_the_ccc_the_reports_use():
