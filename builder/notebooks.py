@@ -113,14 +113,21 @@ sh(BUNDLE_CLI, "run", STACK, "--help")
 
 
 def _stack_artifacts(stack: str, spec: Any) -> list[str]:
-    """The stack's own list (runtime.stacks.STACK.ARTIFACTS), else the bundle's artifact ids."""
+    """What the notebook shows: the stack's own needs (runtime.stacks.STACK.ARTIFACTS,
+    so a missing one is reported right there), then every other artifact the bundle carries."""
+    names: list[str] = []
     try:
         from runtime.stacks import load_stack
 
-        return [str(a) for a in getattr(load_stack(stack), "ARTIFACTS", ())]
+        for need in getattr(load_stack(stack), "ARTIFACTS", ()):
+            # A tuple entry means "any one of these"; show each alternative.
+            names += [str(n) for n in need] if isinstance(need, (tuple, list)) else [str(need)]
     except (ImportError, KeyError):
-        # A stack without a module yet: show what the bundle itself carries.
-        return [a.id for a in getattr(spec, "artifacts", [])]
+        pass  # a stack without a module yet: the bundle's own list below still helps
+    for art in getattr(spec, "artifacts", []):
+        if art.id not in names:
+            names.append(art.id)
+    return names
 
 
 def starter_notebook(spec: Any, stack: str) -> Any:

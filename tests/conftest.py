@@ -1,6 +1,9 @@
 """Shared test set-up. Fixtures live in tests/fixtures/, one module per stand-in."""
 
 import os
+import sys
+
+import pytest
 
 # Nothing in the suite may reach a real hub or phone home.
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
@@ -13,3 +16,14 @@ pytest_plugins = [
     "tests.fixtures.bundles",
     "tests.fixtures.kaggleserver",
 ]
+
+
+@pytest.fixture(autouse=True)
+def _no_activation_leaks_between_tests():
+    """`bundle run` (through CliRunner) activates the runtime in this process, as it
+    would in a real one that then exits. Undo it after each test, so the offline
+    switches, the strict-mode guard and the view never leak into the next test."""
+    yield
+    activation = sys.modules.get("runtime.activate")  # the module; runtime.activate is the function
+    if activation is not None and activation.current() is not None:
+        activation.deactivate()

@@ -141,9 +141,10 @@ def test_sigkill_at_random_points_then_rerun_completes_and_verifies(file_server,
         data = random_payload(rng, 3_000_000)
         path = f"/kill/{SEED}/part{i}.bin"
         file_server.add(path, data)
-        # Slow every file down so kills land before, during and after the fetches.
-        for _ in range(3):
-            file_server.fault(path, "stall", after=rng.randrange(1, len(data)), seconds=0.25)
+        # Every GET of every file pauses once mid-body, so a build takes seconds and
+        # kills land before, during and after the fetches, resumes included.
+        file_server.fault(path, "stall", times=20, after=rng.randrange(1, len(data)),
+                          seconds=0.6)
         files[f"part{i}"] = (file_server.url + path, data)
     spec = write_spec(tmp_path, "killed", files)
     out, store = tmp_path / "out", tmp_path / "store"
@@ -153,7 +154,7 @@ def test_sigkill_at_random_points_then_rerun_completes_and_verifies(file_server,
     kills = 0
     for _ in range(5):
         proc = subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(rng.uniform(0.3, 2.0))
+        time.sleep(rng.uniform(0.2, 1.2))
         if proc.poll() is None:
             proc.send_signal(signal.SIGKILL)
             kills += 1

@@ -113,6 +113,9 @@ print("RESULT " + json.dumps(out))
 '''
     env = {**os.environ, "BUNDLE_PATH": str(bundle), "OFFLINE_BUNDLE_SEARCH_ROOTS": "",
            "HF_HOME": str(tmp_path / "hf_home")}
+    # The session's Hub stand-in (HF_ENDPOINT, loopback) would answer; this child must
+    # believe it talks to huggingface.co, as a user's notebook does.
+    env.pop("HF_ENDPOINT", None)
     proc = subprocess.run(["unshare", "--net", sys.executable, "-c", child], env=env,
                           capture_output=True, text=True, timeout=120)
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT ")]
