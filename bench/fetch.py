@@ -63,11 +63,30 @@ TARGET_VS_SNAPSHOT = 1.5
 TARGET_VS_CURL = 0.8
 
 
-def make_data(data_dir: Path, scale: float) -> tuple[int, int]:
-    """The repos of REPOS at ``scale`` under ``data_dir`` (reused when already there)."""
+WORKLOADS = ("mix", "large", "small")
+
+
+def workload_repos(workload: str) -> dict[str, int]:
+    """REPOS, or for ``large`` the repos with weights only, for ``small`` the JSON-only repo."""
+    if workload == "large":
+        return {r: s for r, s in REPOS.items() if s}
+    if workload == "small":
+        return {r: s for r, s in REPOS.items() if not s}
+    return dict(REPOS)
+
+
+def make_data(data_dir: Path, scale: float, workload: str = "mix") -> tuple[int, int]:
+    """The repos of ``workload`` at ``scale`` under ``data_dir`` (reused when already there).
+
+    ``large``: the weights files with one config.json each (per-byte costs);
+    ``small``: the repo of small JSON files alone (per-file costs); ``mix``: both.
+    """
+    def small_files(repo: str) -> int:
+        return 1 if workload == "large" else SMALL_FILES.get(repo, SMALL_FILES_DEFAULT)
+
     return make_hub_data(data_dir, {
-        repo: (max(1, int(size * scale)) if size else 0, SMALL_FILES.get(repo, SMALL_FILES_DEFAULT))
-        for repo, size in REPOS.items()
+        repo: (max(1, int(size * scale)) if size else 0, small_files(repo))
+        for repo, size in workload_repos(workload).items()
     })
 
 
@@ -178,6 +197,9 @@ def main(argv: list[str] | None = None) -> None:
                         help="quick (3%% of full sizes), full, or a factor of the full sizes")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (median taken)")
     parser.add_argument("--jobs", type=int, default=4, help="bundle build --jobs and curl --parallel-max")
+    parser.add_argument("--workload", choices=WORKLOADS, default="mix",
+                        help="mix (default): large and small files; large: weights only "
+                             "(per-byte costs); small: JSON files only (per-file costs)")
     parser.add_argument("--data", type=Path, help="keep the served data here (reused across runs)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.add_argument("--run-one", help=argparse.SUPPRESS)
@@ -189,13 +211,13 @@ def main(argv: list[str] | None = None) -> None:
 
     scale = SCALES.get(args.scale) or float(args.scale)
     data_dir = args.data or scratch_dir("fetch-data")
-    full_bytes = sum(REPOS.values()) * scale
+    repos = list(workload_repos(args.workload))
+    full_bytes = sum(workload_repos(args.workload).values()) * scale
     check_disk(data_dir.parent, int(full_bytes * 2.2))
-    n_files, n_bytes = make_data(data_dir, scale)
-    print(f"fetch benchmark: {len(REPOS)} repos, {n_files} files, {n_bytes / MB:.0f} MB "
+    n_files, n_bytes = make_data(data_dir, scale, args.workload)
+    print(f"fetch benchmark: {len(repos)} repos, {n_files} files, {n_bytes / MB:.0f} MB "
           f"({machine()})", file=sys.stderr)
     files = _files(data_dir)
-    repos = list(REPOS)
     try:
         with Servers(data_dir) as servers:
             env = _hub_env(servers.hub)
@@ -252,7 +274,8 @@ def main(argv: list[str] | None = None) -> None:
         "bundle_vs_curl_par": rate["bundle"] / rate["curl_par"],
     }
     result = {
-        "benchmark": "fetch", "scale": scale, "files": n_files, "bytes": n_bytes,
+        "benchmark": "fetch", "workload": args.workload, "scale": scale, "files": n_files,
+        "bytes": n_bytes,
         "rounds": args.rounds, "machine": machine(),
         "median_seconds": med, "mb_per_s": rate, "ratios": ratios, "cpu_s_per_gb": cpu_per_gb,
         "samples": {k: samples[v].seconds for k, v in names.items()},
@@ -260,7 +283,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.json:
         emit_json(result)
         return
-    print(f"\n{len(REPOS)} repos, {n_files} files, {n_bytes / MB:.0f} MB; median of "
+    print(f"\n{args.workload} workload: {len(repos)} repos, {n_files} files, "
+          f"{n_bytes / MB:.0f} MB; median of "
           f"{args.rounds} alternating rounds; {machine()}\n")
     print(table(
         ["contender", "median s", "MB/s", "bundle ratio", "CPU s/GB (client)"],
