@@ -53,7 +53,7 @@ from builder.image_context import (  # noqa: F401  (ContextError, CTX_*: part of
 # --- Fixed names -------------------------------------------------------------
 
 #: The official PyTorch runtime image the Dockerfile defaults to (torch preinstalled).
-#: Keep in step with `ARG BASE_IMAGE` in Dockerfile.gpu and docs/readme/docker.md.
+#: Keep in step with `ARG BASE_IMAGE` in Dockerfile.gpu and docs/docker.md.
 DEFAULT_BASE_IMAGE = "pytorch/pytorch:2.14.1-cuda13.0-cudnn9-runtime"
 LABEL_NAME = "offline-bundle.bundle.name"
 LABEL_VERSION = "offline-bundle.bundle.version"
