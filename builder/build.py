@@ -48,14 +48,12 @@ from builder.sources import (
     get_source,
 )
 from builder.spec import ArtifactSpec, Spec, load_spec
-from builder.store import Store
+from builder.store import HASH_CHUNK, Store, sha256_file
 from runtime.manifest import ArtifactEntry, FileEntry, Manifest, ManifestError, read_manifest
 
 log = logging.getLogger(__name__)
 
 LOCK_FORMAT = 1
-#: Bytes a git blob id is computed over in one read.
-_GIT_CHUNK = 8 << 20
 
 
 @dataclass
@@ -136,7 +134,7 @@ def git_blob_sha1(path: Path) -> str:
     size = path.stat().st_size
     h = hashlib.sha1(b"blob %d\0" % size)
     with open(path, "rb", buffering=0) as f:
-        while chunk := f.read(_GIT_CHUNK):
+        while chunk := f.read(HASH_CHUNK):
             h.update(chunk)
     return h.hexdigest()
 
@@ -162,7 +160,7 @@ def _verifier(pf: PlannedFile, label: str) -> Callable[[Path], None] | None:
         prefix = pf.sha256_prefix
 
         def check_prefix(path: Path) -> None:
-            actual = layout.sha256_file(path)
+            actual = sha256_file(path, chunk_size=HASH_CHUNK)
             if not actual.startswith(prefix):
                 raise IntegrityError(
                     f"{label}: sha256 {actual} does not start with {prefix} (the hash prefix "

@@ -19,7 +19,6 @@ mounted dataset therefore has the bundle's own tree:
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import io
 import json
 import os
@@ -151,16 +150,6 @@ class PublishResult:
 # --- Local checks ------------------------------------------------------------
 
 
-def _sha256(path: Path, progress: Any = None) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-            if progress is not None:
-                progress.update(len(chunk))
-    return h.hexdigest()
-
-
 @contextlib.contextmanager
 def _hash_progress(total: int, enabled: bool) -> Iterator[Any]:
     """A byte counter on stderr while hashing (gigabytes take a while); None when off."""
@@ -193,6 +182,8 @@ def check_bundle(bundle_dir: str | os.PathLike, *, full: bool = False,
         BundleCheckError: the manifest is invalid or files are bad; the message
             lists up to five of them and says to rebuild.
     """
+    from builder.store import sha256_file
+
     root = Path(bundle_dir)
     try:
         manifest = read_manifest(root)
@@ -209,7 +200,7 @@ def check_bundle(bundle_dir: str | os.PathLike, *, full: bool = False,
                 problems.append(f"{entry.path}: missing")
             elif path.stat().st_size != entry.size:
                 problems.append(f"{entry.path}: {path.stat().st_size} bytes, bundle.json says {entry.size}")
-            elif full and _sha256(path, bar) != entry.sha256:
+            elif full and sha256_file(path, progress=None if bar is None else bar.update) != entry.sha256:
                 problems.append(f"{entry.path}: sha256 differs from bundle.json")
     for dirpath, dirnames, filenames in os.walk(root):
         rel_dir = Path(dirpath).relative_to(root).as_posix()
@@ -643,15 +634,6 @@ def publish(
     return result
 
 
-def _human(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1024 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"
-
-
 @click.command("publish")
 @click.argument("bundle_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.option("--dataset", metavar="OWNER/SLUG",
@@ -684,6 +666,8 @@ def publish_command(bundle_dir: Path, dataset: str | None, message: str | None, 
                          dry_run=dry_run, full_verify=full_verify, quiet=as_json)
     except PublishError as e:
         raise click.ClickException(str(e)) from None
+    from builder.layout import human_size
+
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2))
         return
@@ -697,11 +681,11 @@ def publish_command(bundle_dir: Path, dataset: str | None, message: str | None, 
         click.echo(f"dry run: would {result.action} {result.dataset}{why}; files:")
         for unit in result.units:
             folder = f" ({unit.files} files, unpacked by Kaggle into {unit.path}/)" if unit.name != unit.path else ""
-            click.echo(f"  {unit.name:<24} {_human(unit.size):>10}{folder}")
-        click.echo(f"total {_human(result.total_size)} in {sum(u.files for u in result.units)} files")
+            click.echo(f"  {unit.name:<24} {human_size(unit.size):>10}{folder}")
+        click.echo(f"total {human_size(result.total_size)} in {sum(u.files for u in result.units)} files")
         click.echo(f"version notes: {result.version_notes}")
         return
     verb = "created" if result.action == "create" else "added a version to"
     click.echo(f"{verb} {result.dataset}: {len(result.uploaded)} uploads, "
-               f"{_human(result.total_size)}, digest {result.digest[:12]}"
+               f"{human_size(result.total_size)}, digest {result.digest[:12]}"
                + (f"; {result.url}" if result.url else ""))

@@ -16,7 +16,6 @@ import contextlib
 import ctypes
 import ctypes.util
 import errno
-import hashlib
 import json
 import os
 import shutil
@@ -26,6 +25,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from builder.errors import BuildError
+from builder.store import HASH_CHUNK, LINK_REFUSED, sha256_file
 from runtime.constants import (
     KAGGLE_METADATA_NAME,
     README_NAME,
@@ -33,23 +33,13 @@ from runtime.constants import (
 )
 from runtime.manifest import FileEntry, Manifest, write_manifest
 
-#: Read size when hashing bundle files (large reads keep a disk busy).
-HASH_CHUNK = 8 << 20
 STAGING_PREFIX = "staging"
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb", buffering=0) as f:
-        while chunk := f.read(HASH_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def file_entry(bundle_dir: Path, rel: str) -> FileEntry:
     """Hash one file of the bundle folder into a manifest entry."""
     p = bundle_dir / rel
-    return FileEntry(path=rel, size=p.stat().st_size, sha256=sha256_file(p))
+    return FileEntry(path=rel, size=p.stat().st_size, sha256=sha256_file(p, chunk_size=HASH_CHUNK))
 
 
 # --- staging ---------------------------------------------------------------
@@ -132,7 +122,7 @@ class Linker:
             os.link(self.blob_path(sha256), dest)
             return "link"
         except OSError as e:
-            if e.errno not in (errno.EXDEV, errno.EPERM, errno.EMLINK, errno.EACCES):
+            if e.errno not in LINK_REFUSED:
                 if not self.store.has(sha256):
                     raise BuildError(f"{rel}: blob {sha256} is missing from the store {self.store.root}") from None
                 raise

@@ -34,8 +34,9 @@ import re
 import shutil
 import stat
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 from builder.errors import IntegrityError, StoreError
 
@@ -47,11 +48,13 @@ from runtime import constants
 
 #: Read size when hashing or copying files.
 CHUNK_SIZE = 1 << 20
+#: Read size when hashing whole bundle files (large reads keep a disk busy).
+HASH_CHUNK = 8 << 20
 BLOB_MODE = 0o444
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _SAFE_KEY_RE = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
-# errno values for which a hard link is refused and a copy is the answer.
-_LINK_REFUSED = {
+#: errno values for which a hard link is refused and a copy is the answer.
+LINK_REFUSED = {
     errno.EXDEV,
     errno.EPERM,
     errno.EMLINK,
@@ -61,13 +64,24 @@ _LINK_REFUSED = {
 }
 
 
-def sha256_file(path: Path, *, chunk_size: int = CHUNK_SIZE) -> str:
-    """Hex sha256 of a file's bytes."""
+def sha256_file(
+    path: Path, *, chunk_size: int = CHUNK_SIZE, progress: Callable[[int], object] | None = None
+) -> str:
+    """Hex sha256 of a file's bytes; ``progress`` is called with each chunk's length."""
     digest = hashlib.sha256()
     with open(path, "rb", buffering=0) as f:
         while chunk := f.read(chunk_size):
             digest.update(chunk)
+            if progress is not None:
+                progress(len(chunk))
     return digest.hexdigest()
+
+
+def write_all(file: Any, data: Any) -> None:
+    """Write every byte of ``data`` to an unbuffered file (``write`` may take fewer)."""
+    view = memoryview(data)
+    while view:
+        view = view[file.write(view) :]
 
 
 def _check_sha256(sha256: str) -> str:
@@ -272,9 +286,7 @@ class Store:
                 while chunk := fin.read(CHUNK_SIZE):
                     if digest is not None:
                         digest.update(chunk)
-                    view = memoryview(chunk)
-                    while view:
-                        view = view[fout.write(view) :]
+                    write_all(fout, chunk)
                 os.fsync(fout.fileno())
         except BaseException:
             _unlink_quietly(tmp)
@@ -317,7 +329,7 @@ class Store:
                 os.link(blob, tmp)
                 how = "link"
             except OSError as exc:
-                if exc.errno not in _LINK_REFUSED:
+                if exc.errno not in LINK_REFUSED:
                     raise
                 shutil.copyfile(blob, tmp)
                 os.chmod(tmp, BLOB_MODE)

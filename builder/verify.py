@@ -9,15 +9,13 @@ runs a few files in parallel, which keeps a disk (or a network file system) busy
 from __future__ import annotations
 
 import concurrent.futures as cf
-import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from builder.store import HASH_CHUNK, sha256_file
 from runtime.manifest import FileEntry, Manifest, is_generated, read_manifest
-
-HASH_CHUNK = 8 << 20
 
 
 @dataclass
@@ -68,14 +66,6 @@ class VerifyReport:
         }
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb", buffering=0) as f:
-        while chunk := f.read(HASH_CHUNK):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _check(root: Path, entry: FileEntry, quick: bool) -> tuple[str, str | None]:
     """("ok"|"missing"|"bad"|"symlink", reason)."""
     p = root / entry.path
@@ -92,7 +82,7 @@ def _check(root: Path, entry: FileEntry, quick: bool) -> tuple[str, str | None]:
     if quick:
         return "ok", None
     try:
-        actual = _sha256(p)
+        actual = sha256_file(p, chunk_size=HASH_CHUNK)
     except OSError as e:
         return "bad", f"cannot read: {e.strerror}"
     if actual != entry.sha256:
