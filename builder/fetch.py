@@ -41,7 +41,7 @@ from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from builder.errors import BuildError, FetchError, IntegrityError, StoreError
-from builder.store import Store
+from builder.store import Store, write_all
 
 log = logging.getLogger(__name__)
 
@@ -306,9 +306,7 @@ class _Sink:
                 if self._error is not None:
                     continue  # drain after a failure
                 try:
-                    view = memoryview(chunk)
-                    while view:
-                        view = view[self._file.write(view) :]
+                    write_all(self._file, chunk)
                 except OSError as exc:
                     self._error = exc
                     continue
@@ -345,9 +343,7 @@ class _InlineSink:
     def put(self, chunk: Any, buf: bytearray | None = None) -> None:
         self.raise_error()
         try:
-            view = memoryview(chunk)
-            while view:
-                view = view[self._file.write(view) :]
+            write_all(self._file, chunk)
         except OSError as exc:
             self._error = exc
             raise
@@ -426,10 +422,7 @@ class _Download:
 
     def _discard_partial(self) -> None:
         for path in (self.part, self.meta):
-            try:
-                path.unlink()
-            except FileNotFoundError:
-                pass
+            path.unlink(missing_ok=True)
         self._hash, self._hashed = None, 0
         self._report(-self.reported)
 
@@ -523,8 +516,7 @@ class _Download:
         shown = redact_url(url)
         attempts = 0
         mismatches = 0
-        meta = self._read_meta()
-        if self.sha256 is None and self._partial_size() and meta.get("url") != url:
+        if self.sha256 is None and self._partial_size() and self._read_meta().get("url") != url:
             # Without a hash to check at the end, only bytes from this very URL may be resumed.
             self._discard_partial()
         while True:
@@ -734,7 +726,7 @@ class _Download:
                             else:
                                 chunk = next(chunks, None)
                         except network_errors as exc:
-                            if isinstance(exc, OSError) and sink is not None:
+                            if isinstance(exc, OSError):
                                 sink.raise_error()  # a write error of the helper thread wins
                             raise _Transient(
                                 _describe_network_error(exc, read_timeout), progressed=received > 0
@@ -806,10 +798,7 @@ class _Download:
         except OSError as exc:
             raise StoreError(f"{self.label}: cannot flush {self.part}: {exc}") from None
         path = self.store.add_verified(self.part, actual)
-        try:
-            self.meta.unlink()
-        except FileNotFoundError:
-            pass
+        self.meta.unlink(missing_ok=True)
         self._hash, self._hashed = None, 0
         return FetchResult(
             sha256=actual, size=length, url=url, path=path, fetched_bytes=self.fetched
