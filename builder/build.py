@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import contextlib
+import dataclasses
 import hashlib
 import json
 import logging
@@ -499,10 +500,8 @@ def build(
     bundle_dir = out / spec.name
     report = BuildReport(bundle_dir=bundle_dir, name=spec.name, version=spec.version)
     mirror_pairs = tuple(parse_mirror(m) if isinstance(m, str) else tuple(m) for m in mirrors)
-    if policy is None:
-        policy = FetchPolicy()
-    policy.mirrors = mirror_pairs
-    policy.allow_http = allow_http
+    # A copy: the caller's policy object is not changed by this build's options.
+    policy = dataclasses.replace(policy or FetchPolicy(), mirrors=mirror_pairs, allow_http=allow_http)
     store = Store(Path(store_dir) if store_dir is not None else None)
     out.mkdir(parents=True, exist_ok=True)
 
