@@ -245,8 +245,22 @@ def plan_hub_repo(
     )
 
 
+class HubHostedSource(Source):
+    """A source whose files live on the Hub (``hf``, ``timm``).
+
+    The user's token goes only to URLs on the Hub endpoint, and the endpoint is
+    part of the plan's fingerprint: another ``HF_ENDPOINT`` re-resolves.
+    """
+
+    def headers(self, url: str) -> dict[str, str]:
+        return headers_for(url)
+
+    def fingerprint_extra(self) -> dict[str, Any]:
+        return {"endpoint": hub_endpoint()}
+
+
 @register_source("hf")
-class HfSource(Source):
+class HfSource(HubHostedSource):
     """A model repo on the Hugging Face Hub (or the endpoint in ``HF_ENDPOINT``)."""
 
     fields = {
@@ -269,9 +283,3 @@ class HfSource(Source):
             include=artifact.include,
             exclude=artifact.exclude,
         )
-
-    def headers(self, url: str) -> dict[str, str]:
-        return headers_for(url)
-
-    def fingerprint_extra(self) -> dict[str, Any]:
-        return {"endpoint": hub_endpoint()}

@@ -9,17 +9,16 @@ are a plain URL go to ``torch/hub/checkpoints/`` like torchvision weights.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from builder.errors import BuildError
 from builder.sources import (
     FieldSpec,
     ResolveContext,
     ResolvedArtifact,
-    Source,
     register_source,
 )
-from builder.sources.hf import headers_for, hub_endpoint, plan_hub_repo
+from builder.sources.hf import HubHostedSource, plan_hub_repo
 from builder.sources.torchvision import checkpoint_plan
 
 if TYPE_CHECKING:
@@ -43,7 +42,7 @@ def _weights_chooser(hf_filename: str | None):
 
 
 @register_source("timm")
-class TimmSource(Source):
+class TimmSource(HubHostedSource):
     """Pretrained weights of a timm model."""
 
     fields = {
@@ -92,9 +91,3 @@ class TimmSource(Source):
             "names no Hub repo and no URL for its weights",
             artifact=artifact.id,
         )
-
-    def headers(self, url: str) -> dict[str, str]:
-        return headers_for(url)
-
-    def fingerprint_extra(self) -> dict[str, Any]:
-        return {"endpoint": hub_endpoint()}
