@@ -41,6 +41,7 @@ from typing import Any
 from builder import layout
 from builder.errors import BuildError, FetchError, IntegrityError, StoreError
 from builder.fetch import FetchPolicy, check_url_allowed, fetch, parse_mirror, rewrite_url
+from builder.runtime_wheels import source_fingerprint
 from builder.sources import (
     PlannedFile,
     ResolveContext,
@@ -399,23 +400,11 @@ def _import_optional(module_name: str, func_name: str) -> Callable[..., list[str
     return getattr(module, func_name)
 
 
-def _project_fingerprint() -> str:
-    """sha256 over this project's sources: the wheel of offline-bundle is built from them."""
-    root = Path(__file__).resolve().parents[1]
-    h = hashlib.sha256()
-    for path in [root / "pyproject.toml"] + sorted(
-        p for pkg in ("builder", "runtime") for p in (root / pkg).rglob("*")
-        if p.is_file() and "__pycache__" not in p.parts and p.suffix != ".pyc"
-    ):
-        if path.is_file():
-            h.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
-    return h.hexdigest()
-
-
 def _wheels_fingerprint(spec: Spec) -> str:
     data: dict[str, Any] = {"wheels": spec.wheels}
     if (spec.wheels or {}).get("include_self", True):
-        data["project"] = _project_fingerprint()
+        # The wheel of offline-bundle itself is built from these sources.
+        data["project"] = source_fingerprint(Path(__file__).resolve().parents[1])
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()
 
 

@@ -46,14 +46,21 @@ def project_source_dir() -> Path | None:
 
 
 def _source_files(root: Path) -> list[Path]:
-    files = [root / "pyproject.toml"]
-    files += [p for p in (root / "README.md", root / "LICENSE") if p.is_file()]
+    files = [p for p in (root / "pyproject.toml", root / "README.md", root / "LICENSE") if p.is_file()]
     for package in ("builder", "runtime"):
         for p in sorted((root / package).rglob("*")):
             rel = p.relative_to(root)
             if p.is_file() and "__pycache__" not in rel.parts and p.suffix not in (".pyc", ".pyo"):
                 files.append(p)
     return files
+
+
+def source_fingerprint(root: Path) -> str:
+    """sha256 over the files offline-bundle's wheel is built from (``root``: the project)."""
+    h = hashlib.sha256()
+    for p in _source_files(root):
+        h.update(p.relative_to(root).as_posix().encode() + b"\0" + p.read_bytes() + b"\0")
+    return h.hexdigest()
 
 
 def cached_project_wheel(dest_dir: Path) -> Path:
@@ -75,11 +82,7 @@ def cached_project_wheel(dest_dir: Path) -> Path:
             "offline-bundle is not running from a source tree, so its wheel cannot be built; "
             "put an offline_bundle-*.whl into the bundle's wheels/ or pass --runtime-wheel"
         )
-    files = _source_files(root)
-    h = hashlib.sha256()
-    for p in files:
-        h.update(str(p.relative_to(root)).encode() + b"\0" + p.read_bytes() + b"\0")
-    cache = _cache_root() / "runtime-wheels" / h.hexdigest()[:20]
+    cache = _cache_root() / "runtime-wheels" / source_fingerprint(root)[:20]
     cached = sorted(cache.glob("offline_bundle-*.whl")) if cache.is_dir() else []
     if not cached:
         # The wheelhouse's builder (reproducible bytes, never writes into the
