@@ -354,6 +354,48 @@ def test_gather_in_a_single_process_returns_the_tensor():
     assert gather(t, SINGLE_PROCESS) is t
 
 
+def test_a_batch_without_a_loss_is_skipped_and_left_out_of_the_mean():
+    policy = choose_precision("cpu", "fp32")
+    model = nn.Linear(8, 2)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.1)
+    calls = []
+
+    def every_other_batch(model, batch):
+        calls.append(len(calls))
+        return None if len(calls) % 2 == 0 else mse_loss(model, batch)
+
+    stats = train_one_epoch(
+        model,
+        DataLoader(regression_data(32), batch_size=8),
+        compute_loss=every_other_batch,
+        optimizer=optimizer,
+        policy=policy,
+        progress=False,
+    )
+    assert len(calls) == 4 and stats.skipped_batches == 2
+    assert stats.steps == 2 and stats.skipped_steps == 2 and stats.samples == 32
+    assert stats.loss > 0  # the mean of the two real losses, not diluted by the skipped ones
+
+
+def test_an_epoch_where_no_batch_has_a_loss_changes_nothing():
+    policy = choose_precision("cpu", "fp16")
+    model = nn.Linear(8, 2)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=0.1)
+    before = [p.detach().clone() for p in model.parameters()]
+    stats = train_one_epoch(
+        model,
+        DataLoader(regression_data(16), batch_size=8),
+        compute_loss=lambda model, batch: None,
+        optimizer=optimizer,
+        policy=policy,
+        accum_steps=2,
+        progress=False,
+    )
+    assert stats.steps == 0 and stats.skipped_steps == 1 and stats.skipped_batches == 2
+    assert all(torch.equal(a, b) for a, b in zip(before, model.parameters(), strict=True))
+    assert not optimizer.state and policy.scaler.get_scale() == 2.0**16
+
+
 # --- checkpoints, resume, curves ---------------------------------------------
 
 
@@ -421,6 +463,37 @@ def test_checkpoint_round_trip_keeps_weights_optimizer_and_best(tmp_path):
     assert (tmp_path / "run" / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
+def test_a_best_pt_left_by_an_earlier_run_is_not_reported_as_this_runs_best(tmp_path):
+    out = tmp_path / "run"
+    out.mkdir()
+    stale = save_checkpoint(out / "best.pt", model=nn.Linear(3, 2), metrics={"ccc_mean": 0.9})
+    model = nn.Linear(8, 2)
+    result = fit(
+        model,
+        train_loader=DataLoader(regression_data(16), batch_size=8),
+        compute_loss=mse_loss,
+        evaluate=lambda m: {"ccc_mean": float("nan")},  # never improves
+        optimizer=torch.optim.SGD(model.parameters(), lr=0.1),
+        policy=choose_precision("cpu", "fp32"),
+        epochs=2,
+        out_dir=out,
+        select=BestTracker("ccc_mean", "max"),
+        progress=False,
+        log=lambda line: None,
+    )
+    assert result.best is None and result.best_path is None
+    assert result.last_path == out / "last.pt"
+    assert load_checkpoint(stale).metrics == {"ccc_mean": 0.9}  # untouched, just not ours
+
+
+def test_a_resumed_run_keeps_the_best_pt_written_before_the_resume(tmp_path):
+    _, first = make_run(tmp_path, "run", 2)
+    # Epoch 3 may or may not improve; either way the best of the whole run is reported.
+    _, resumed = make_run(tmp_path, "run", 3, resume=first.last_path)
+    assert resumed.best_path == tmp_path / "run" / "best.pt"
+    assert load_checkpoint(resumed.best_path).best == pytest.approx(resumed.best)
+
+
 def test_checkpoint_with_the_wrong_model_names_the_file(tmp_path):
     path = save_checkpoint(tmp_path / "c.pt", model=nn.Linear(3, 2))
     with pytest.raises(CheckpointError, match="c.pt"):
@@ -481,3 +554,52 @@ def test_gather_across_two_processes_returns_every_row_once_in_order(tmp_path):
             torch.load(tmp_path / f"tiny{rank}.pt", weights_only=True),
             torch.tensor([[1.0, 2.0, 3.0]]),
         )
+
+
+def _skip_worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
+    import torch.distributed as dist
+    from torch.nn.parallel import DistributedDataParallel
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    ctx = DistContext(rank=rank, world_size=world)
+    torch.manual_seed(0)
+    model = DistributedDataParallel(nn.Linear(8, 2))
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    calls = []
+
+    def loss_or_none(model, batch):
+        calls.append(None)
+        # Rank 1 has nothing to learn from its 2nd micro-batch (the one that would
+        # all-reduce the first step) and from its 3rd (the first of the second step).
+        if rank == 1 and len(calls) in (2, 3):
+            return None
+        return mse_loss(model, batch)
+
+    stats = train_one_epoch(
+        model,
+        DataLoader(regression_data(64, seed=rank), batch_size=8),
+        compute_loss=loss_or_none,
+        optimizer=optimizer,
+        policy=choose_precision("cpu", "fp32"),
+        ctx=ctx,
+        accum_steps=2,
+        progress=False,
+    )
+    torch.save(
+        {"weights": [p.detach() for p in model.parameters()], "skipped": stats.skipped_batches,
+         "steps": stats.steps},
+        f"{out_dir}/skip{rank}.pt",
+    )
+    dist.destroy_process_group()
+
+
+@pytest.mark.slow
+def test_under_ddp_a_rank_without_a_loss_neither_hangs_nor_lets_the_ranks_drift(tmp_path):
+    torch.multiprocessing.spawn(
+        _skip_worker, args=(2, str(tmp_path / "init"), str(tmp_path)), nprocs=2, join=True
+    )
+    r0, r1 = (torch.load(tmp_path / f"skip{r}.pt", weights_only=True) for r in range(2))
+    assert r0["skipped"] == r1["skipped"] == 2  # every rank dropped those micro-batches
+    assert r0["steps"] == r1["steps"] == 4
+    for a, b in zip(r0["weights"], r1["weights"], strict=True):
+        torch.testing.assert_close(a, b)

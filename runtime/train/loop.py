@@ -2,7 +2,9 @@
 
 A stack supplies two small functions and keeps its recipe in its own module:
 
-- ``compute_loss(model, batch) -> loss`` for one (device-resident) batch;
+- ``compute_loss(model, batch) -> loss`` for one (device-resident) batch, or
+  None when the batch has nothing to learn from (it is then skipped, see
+  :func:`train_one_epoch`);
 - ``evaluate(model) -> dict[str, float]`` run on every rank (it gathers), the
   metrics used for logging and model selection.
 
@@ -58,20 +60,31 @@ def move_to_device(batch: Any, device: torch.device) -> Any:
 
 @dataclass
 class EpochStats:
-    """What one training epoch did, summed over ranks."""
+    """What one training epoch did, summed over ranks.
+
+    Attributes:
+        loss: mean loss over the micro-batches that were learnt from.
+        steps: optimiser steps taken (this rank; the same on every rank).
+        skipped_steps: optimiser steps skipped (no gradient, or inf/NaN under fp16).
+        samples: samples seen, skipped micro-batches included.
+        seconds: wall time of the epoch.
+        skipped_batches: micro-batches whose ``compute_loss`` returned None
+            (under DDP: on any rank, since every rank drops them together).
+    """
 
     loss: float
     steps: int
     skipped_steps: int
     samples: int
     seconds: float
+    skipped_batches: int = 0
 
 
 def train_one_epoch(
     model: nn.Module,
     loader: DataLoader,
     *,
-    compute_loss: Callable[[nn.Module, Any], torch.Tensor],
+    compute_loss: Callable[[nn.Module, Any], torch.Tensor | None],
     optimizer: torch.optim.Optimizer,
     policy: PrecisionPolicy,
     ctx: DistContext = SINGLE_PROCESS,
@@ -87,6 +100,13 @@ def train_one_epoch(
     optimiser step is taken; gradients are averaged over the micro-batches of
     the step, so accumulating 2 × 4 samples matches one batch of 8.
 
+    ``compute_loss`` may return None for a micro-batch with nothing to learn
+    from (e.g. an empty random mask): it gets no backward and counts as zero in
+    its step's mean; a step all of whose micro-batches were skipped is skipped
+    (see :func:`~runtime.train.step.optimizer_step`). Under DDP every backward
+    is a collective, so the ranks agree on each micro-batch (one scalar
+    all-reduce): when any rank returns None, every rank drops that micro-batch.
+
     Returns:
         :class:`EpochStats` (mean loss over ranks and micro-batches, steps taken,
         steps skipped, samples seen, wall time).
@@ -99,7 +119,8 @@ def train_one_epoch(
     started = time.perf_counter()
     n_batches = len(loader)
     loss_sum = torch.zeros((), dtype=torch.float64, device=policy.device)
-    samples = steps = skipped = 0
+    samples = steps = skipped = learnt = dropped = 0
+    group_learnt = False  # whether a micro-batch of the current step had a backward
     bar = tqdm(
         loader, desc=desc, disable=not (progress and ctx.is_main), file=sys.stderr, leave=False
     )
@@ -113,24 +134,59 @@ def train_one_epoch(
         with sync:
             with policy.autocast():
                 loss = compute_loss(model, batch)
-            backward(loss, policy, accum_steps=micro_in_group)
-        loss_sum += loss.detach().double()
+            if _every_rank_has_a_loss(loss, ctx, policy.device):
+                backward(loss, policy, accum_steps=micro_in_group)
+                loss_sum += loss.detach().double()
+                learnt += 1
+                group_learnt = True
+            else:
+                dropped += 1
+                if last_micro and group_learnt and ctx.enabled:
+                    # The backward that would have all-reduced the step's gradients was
+                    # dropped; the earlier micro-batches ran under no_sync, so average here.
+                    _all_reduce_mean_gradients(optimizer, ctx)
         samples += _batch_size(batch)
         if last_micro:
+            group_learnt = False
             if optimizer_step(optimizer, policy, max_grad_norm=max_grad_norm, scheduler=scheduler):
                 steps += 1
             else:
                 skipped += 1
-    total_loss, total_batches, total_samples = all_reduce_sum(
-        [float(loss_sum), float(n_batches), float(samples)], ctx, policy.device
+    total_loss, total_learnt, total_samples = all_reduce_sum(
+        [float(loss_sum), float(learnt), float(samples)], ctx, policy.device
     )
     return EpochStats(
-        loss=total_loss / max(1.0, total_batches),
+        loss=total_loss / max(1.0, total_learnt),
         steps=steps,
         skipped_steps=skipped,
         samples=int(total_samples),
         seconds=time.perf_counter() - started,
+        skipped_batches=dropped,
     )
+
+
+def _every_rank_has_a_loss(loss: torch.Tensor | None, ctx: DistContext, device) -> bool:
+    """Whether this micro-batch gets a backward: on every rank, or on none.
+
+    Under DDP a backward all-reduces gradients, so a rank that skipped it alone
+    would leave the others waiting forever. Skipping on every rank is safe: a
+    DDP forward without a backward leaves no reduction pending.
+    """
+    if not ctx.enabled:
+        return loss is not None
+    (without_loss,) = all_reduce_sum([float(loss is None)], ctx, device)
+    return without_loss == 0
+
+
+def _all_reduce_mean_gradients(optimizer: torch.optim.Optimizer, ctx: DistContext) -> None:
+    """Average the gradients over ranks, as DDP's reducer would have done."""
+    import torch.distributed as dist
+
+    for group in optimizer.param_groups:
+        for p in group["params"]:
+            if p.grad is not None:
+                dist.all_reduce(p.grad)
+                p.grad.div_(ctx.world_size)
 
 
 def collect_predictions(
@@ -185,7 +241,7 @@ def fit(
     model: nn.Module,
     *,
     train_loader: DataLoader,
-    compute_loss: Callable[[nn.Module, Any], torch.Tensor],
+    compute_loss: Callable[[nn.Module, Any], torch.Tensor | None],
     evaluate: Callable[[nn.Module], dict[str, float]],
     optimizer: torch.optim.Optimizer,
     policy: PrecisionPolicy,
@@ -207,7 +263,7 @@ def fit(
     Args:
         model: on ``policy.device``, wrapped in DDP when ``ctx.enabled``.
         train_loader: its sampler's ``set_epoch`` is called each epoch if it has one.
-        compute_loss: ``(model, batch) -> mean loss``.
+        compute_loss: ``(model, batch) -> mean loss``, or None to skip the batch.
         evaluate: ``model -> metrics``; runs on every rank; its keys are logged
             with a ``val_`` prefix and must include ``select.metric`` without it.
         optimizer, scheduler: the scheduler advances once per optimiser step.
@@ -230,6 +286,7 @@ def fit(
     out = Path(out_dir)
     result = FitResult(out_dir=out)
     start_epoch = step = 0
+    improved_in_run = False
     if resume is not None:
         state = load_checkpoint(
             resume,
@@ -268,6 +325,7 @@ def fit(
         row["samples_per_s"] = stats.samples / max(stats.seconds, 1e-9)
         result.history.append(row)
         improved = select.update(metrics)
+        improved_in_run = improved_in_run or improved
 
         if ctx.is_main:
             common = dict(
@@ -284,7 +342,7 @@ def fit(
             )
             result.last_path = save_checkpoint(out / LAST_NAME, **common)
             if improved:
-                result.best_path = save_checkpoint(out / BEST_NAME, **common)
+                save_checkpoint(out / BEST_NAME, **common)
             # Drawing costs ~1-2 s: every epoch only when epochs are long, always at the end.
             write_curves(
                 result.history, out, png=epoch == epochs or stats.seconds >= PNG_EVERY_EPOCH_S
@@ -296,11 +354,17 @@ def fit(
                 and (log_keys is None or k.removeprefix("val_") in log_keys or k == "train_loss")
             )
             skipped = f", {stats.skipped_steps} steps skipped" if stats.skipped_steps else ""
+            if stats.skipped_batches:
+                skipped += f", {stats.skipped_batches} batches without a loss"
             log(f"epoch {epoch}/{epochs}: {shown}{skipped}{' (best)' if improved else ''}")
         barrier(ctx)  # other ranks wait until the checkpoint exists
 
     result.best = select.best
-    result.best_path = result.best_path or (out / BEST_NAME if (out / BEST_NAME).exists() else None)
+    # best.pt is this run's only when its metric improved in this run or before
+    # the resume; one left in OUT by an earlier, unrelated run is not reported.
+    # Every rank answers the same (only rank 0 saved).
+    resumed_best = resume is not None and select.best is not None and (out / BEST_NAME).exists()
+    result.best_path = out / BEST_NAME if improved_in_run or resumed_best else None
     result.last_path = result.last_path or (out / LAST_NAME if (out / LAST_NAME).exists() else None)
     return result
 

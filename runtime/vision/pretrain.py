@@ -7,10 +7,10 @@
   (MSE over all pixels).
 - both: one shared encoder, one decoder per task, the two losses summed each step.
 
-A batch whose mask came out empty has nothing to score: its loss is a zero with
-no path to the parameters, so no parameter gets a gradient and the core's
-``optimizer_step`` skips the step cleanly, scaler included (no "No inf checks were
-recorded for this optimizer" under fp16). Such steps are counted as skipped.
+A batch whose mask came out empty has nothing to score: its loss is None, which
+the core's loop skips (no backward); a step left without gradients is skipped
+cleanly by ``optimizer_step``, scaler included (no "No inf checks were recorded
+for this optimizer" under fp16). Such steps are counted as skipped.
 
 Outputs in ``out``: ``best.pt``/``last.pt`` (core checkpoints), ``curves.csv/png``,
 and ``encoder.pt`` (``{"kind": "unet-encoder", "widths", "in_channels",
@@ -205,7 +205,7 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
 
     empty_masks = 0
 
-    def compute_loss(model: nn.Module, batch: dict[str, Any]) -> torch.Tensor:
+    def compute_loss(model: nn.Module, batch: dict[str, Any]) -> torch.Tensor | None:
         nonlocal empty_masks
         losses = []
         if "masked" in batch:
@@ -219,8 +219,7 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
             frames, target = batch["temporal"]
             losses.append(temporal_step_loss(model, frames, target))
         if not losses:
-            # Empty mask: a zero that reaches no parameter, so the step is skipped.
-            return torch.zeros((), device=policy.device, requires_grad=True)
+            return None  # empty mask: nothing to learn from this batch
         return torch.stack(losses).sum()
 
     def evaluate(model: nn.Module) -> dict[str, float]:
@@ -278,7 +277,7 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         progress=cfg.progress,
     )
     # No best when validation never gave a number (e.g. nothing masked): keep the last.
-    kept = result.best_path if result.best is not None else result.last_path
+    kept = result.best_path or result.last_path
     load_checkpoint(kept, model=model)
     encoder_path = save_encoder(model, Path(cfg.out) / ENCODER_NAME, config=config)
     history = result.history
