@@ -1,8 +1,8 @@
 """What the located bundles hold: manifests read, layout quirks mapped, sizes checked.
 
 Used by activate(), resolve(), verify() and `bundle doctor`. Reading a bundle
-costs one read of bundle.json and one stat() per listed file (the quick
-integrity check); nothing is hashed here.
+costs one read of bundle.json and one lstat() per listed file and per folder
+holding them (the quick integrity check, symlinks refused); nothing is hashed here.
 """
 
 from __future__ import annotations
@@ -102,6 +102,25 @@ def _size_of(path: str) -> int | None:
     return _LINK if stat.S_ISLNK(st.st_mode) else st.st_size
 
 
+def _linked_folder(base: str, real: str, is_link: dict[str, bool]) -> str | None:
+    """The first folder between `base` and the file at `real` that is a symlink, or None.
+
+    lstat of the file alone follows a linked folder above it (`snapshots/COMMIT ->
+    /elsewhere`). Each folder is looked at once per bundle (`is_link` remembers),
+    so the cost is one lstat per folder, not per file. `base` itself may be a link
+    (a dataset mounted under another name).
+    """
+    folder = base
+    for part in real[len(base) + 1 :].split("/")[:-1]:
+        folder = f"{folder}/{part}"
+        linked = is_link.get(folder)
+        if linked is None:
+            linked = is_link[folder] = _size_of(folder) == _LINK
+        if linked:
+            return folder[len(base) + 1 :]
+    return None
+
+
 def attach(folder: Path) -> AttachedBundle | Problem:
     """Read `folder`'s manifest and size-check its files (one lstat each, no hashing).
 
@@ -118,6 +137,7 @@ def attach(folder: Path) -> AttachedBundle | Problem:
     owners = [(a.id, f) for a in manifest.artifacts for f in a.files]
     owners += [(None, f) for f in manifest.extra_files]
     links: list[str] = []
+    is_link: dict[str, bool] = {}
     for art_id, entry in owners:
         size = _size_of(bundle._real(entry.path))
         top = entry.path.split("/", 1)[0]
@@ -138,7 +158,11 @@ def attach(folder: Path) -> AttachedBundle | Problem:
                         path=top + ".zip",
                     )
                 )
-        if size == _LINK:
+        linked = None if size is None else _linked_folder(base, bundle._real(entry.path), is_link)
+        if linked is not None:
+            if linked not in links:
+                links.append(linked)
+        elif size == _LINK:
             links.append(entry.path)
         elif size is None:
             bundle.problems.append(

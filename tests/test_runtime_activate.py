@@ -406,3 +406,18 @@ def test_a_bundle_holding_a_symlink_is_refused_not_served(isolated, monkeypatch)
         act = runtime.activate()
     assert act.bundles == [] and [p.kind for p in act.problems] == ["symlink"]
     assert not (act.view / "hf/models--org--vit-tiny").exists()
+
+
+def test_a_bundle_holding_a_symlinked_folder_is_refused_not_served(isolated, monkeypatch):
+    bundle = vit_bundle(isolated / "b")
+    snapshot = next(bundle.glob("hf/*/snapshots/*"))
+    elsewhere = isolated / "elsewhere"
+    snapshot.rename(elsewhere)  # the same files, sizes and all, now outside the bundle
+    snapshot.symlink_to(elsewhere, target_is_directory=True)
+    use(monkeypatch, bundle)
+
+    with pytest.warns(runtime.BundleIntegrityWarning, match="symlinks") as caught:
+        act = runtime.activate()
+    assert act.bundles == [] and [p.kind for p in act.problems] == ["symlink"]
+    assert str(snapshot.relative_to(bundle)) in str(caught[0].message)
+    assert not (act.view / "hf/models--org--vit-tiny").exists()
