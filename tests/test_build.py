@@ -80,6 +80,11 @@ def cli(*args: str):
     return result
 
 
+def build_args(spec: Path, tmp_path: Path, *more) -> list:
+    """`bundle build SPEC` into tmp_path/out with a store of its own, no progress bars."""
+    return ["build", spec, "--out", tmp_path / "out", "--store", tmp_path / "store", "--no-progress", *more]
+
+
 def store_blobs(store: Path) -> set[str]:
     return {p.name for p in (store / "blobs").rglob("*") if p.is_file()}
 
@@ -133,8 +138,7 @@ def test_hub_500_on_a_file_is_retried_and_the_build_succeeds(
     hub.add_repo("org/flaky-vit", tiny_vit_folder)
     hub.fault("/org/flaky-vit/resolve/*/model.safetensors", "500", times=2)
     spec = write_spec(tmp_path, HF_SPEC.replace("org/tiny-vit", "org/flaky-vit"))
-    result = cli("build", spec, "--out", tmp_path / "out", "--store", tmp_path / "store",
-                 "--no-progress")
+    result = cli(*build_args(spec, tmp_path))
     assert result.exit_code == 0, result.output
     gets = [r for r in hub.requests_for("/org/flaky-vit/resolve/") if r.method == "GET"
             and r.path.endswith("model.safetensors")]
@@ -163,7 +167,7 @@ def test_rerun_of_an_unchanged_build_asks_no_server_and_keeps_bundle_json(
         url = "{file_server.url}/rerun/mnv3-047dcff4.pth"
         sha256 = "{hashlib.sha256(tiny_tv_weights).hexdigest()}"
         """)
-    args = ["build", spec, "--out", tmp_path / "out", "--store", tmp_path / "store", "--no-progress"]
+    args = build_args(spec, tmp_path)
     assert cli(*args).exit_code == 0
     first = json.loads((tmp_path / "out/rerun/bundle.json").read_text())
     hub_before, files_before = len(hub.requests), len(file_server.requests)
@@ -240,9 +244,8 @@ def test_torchvision_weights_through_a_mirror(file_server, tiny_tv_weights, tmp_
         weights = "MobileNet_V3_Small_Weights.IMAGENET1K_V1"
         sha256 = "{sha}"   # test weights are not torchvision's: pin them
         """)
-    result = cli("build", spec, "--out", tmp_path / "out", "--store", tmp_path / "store",
-                 "--mirror", f"https://download.pytorch.org/={file_server.url}/tv-mirror/",
-                 "--no-progress")
+    result = cli(*build_args(spec, tmp_path, "--mirror",
+                             f"https://download.pytorch.org/={file_server.url}/tv-mirror/"))
     assert result.exit_code == 0, result.output
     bundle = tmp_path / "out/tiny-tv"
     art = read_manifest(bundle).artifact("mnv3")
@@ -265,9 +268,8 @@ def test_torchvision_hash_prefix_rejects_other_bytes(file_server, tiny_tv_weight
         source = "torchvision"
         weights = "MobileNet_V3_Small_Weights.IMAGENET1K_V1"
         """)
-    result = cli("build", spec, "--out", tmp_path / "out", "--store", tmp_path / "store",
-                 "--mirror", f"https://download.pytorch.org/={file_server.url}/tv-bad/",
-                 "--no-progress")
+    result = cli(*build_args(spec, tmp_path, "--mirror",
+                             f"https://download.pytorch.org/={file_server.url}/tv-bad/"))
     assert result.exit_code != 0
     assert "mnv3" in result.stderr and "047dcff4" in result.stderr
     assert not (tmp_path / "out/bad-tv").exists()
@@ -300,7 +302,7 @@ def test_permanently_corrupt_url_fails_naming_it_and_leaves_nothing(file_server,
         sha256 = "{hashlib.sha256(bad).hexdigest()}"
         """)
     store = tmp_path / "store"
-    result = cli("build", spec, "--out", tmp_path / "out", "--store", store, "--no-progress")
+    result = cli(*build_args(spec, tmp_path))
     assert result.exit_code != 0
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "adm-256" in lines[0] and "Traceback" not in result.output
@@ -322,7 +324,7 @@ def test_url_without_sha256_needs_trust_on_first_use(file_server, tmp_path):
         source = "url"
         url = "{file_server.url}/tofu/x.bin"
         """)
-    args = ["build", spec, "--out", tmp_path / "out", "--store", tmp_path / "store", "--no-progress"]
+    args = build_args(spec, tmp_path)
     refused = cli(*args)
     assert refused.exit_code != 0 and "'x'" in refused.stderr and "sha256" in refused.stderr
     trusted = cli(*args, "--trust-on-first-use")
@@ -445,7 +447,7 @@ def test_wheels_and_notebooks_are_listed_and_a_rerun_reuses_the_wheelhouse(tmp_p
         no_index = true
         find_links = ["{LOCAL_WHEELS}"]
         """)
-    args = ["build", spec, "--out", tmp_path / "out", "--store", tmp_path / "store", "--no-progress"]
+    args = build_args(spec, tmp_path)
     first = cli(*args)
     assert first.exit_code == 0, first.output
     bundle = tmp_path / "out/with-wheels"
@@ -483,7 +485,7 @@ def test_pinned_commit_include_patterns_and_rebuild_over_a_read_only_bundle(
         revision = "{commit}"
         include = ["*.json"]
         """)
-    args = ["build", spec, "--out", tmp_path / "out", "--store", tmp_path / "store", "--no-progress"]
+    args = build_args(spec, tmp_path)
     assert cli(*args).exit_code == 0
     bundle = tmp_path / "out/pinned"
     art = read_manifest(bundle).artifact("vit-config")
@@ -505,7 +507,6 @@ def test_building_in_a_process_switched_offline_says_so(hub, tiny_vit_folder, tm
 
     hub.add_repo("org/tiny-vit", tiny_vit_folder)
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
-    result = cli("build", write_spec(tmp_path, HF_SPEC), "--out", tmp_path / "out",
-                 "--store", tmp_path / "store", "--no-progress")
+    result = cli(*build_args(write_spec(tmp_path, HF_SPEC), tmp_path))
     assert result.exit_code == 1
     assert "artifact 'vit'" in result.stderr and "HF_HUB_OFFLINE" in result.stderr

@@ -13,6 +13,7 @@ import sys
 import textwrap
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -103,7 +104,7 @@ def test_broken_body_is_resumed_from_the_bytes_already_on_disk(
     data = os.urandom(1_000_000)
     url = server.add("/r.bin", data)
     server.fault("/r.bin", kind, after=300_000, seconds=3)
-    policy = FetchPolicy(**{**FAST.__dict__, "chunk_size": 100_000})
+    policy = replace(FAST, chunk_size=100_000)
 
     result = fetch([url], store, sha256=sha(data), policy=policy, label="r")
 
@@ -160,7 +161,7 @@ def test_persistent_5xx_gives_up_after_the_retries_and_keeps_the_partial(
     url = server.add("/busy.bin", data)
     server.fault("/busy.bin", "reset", times=1, after=20_000)
     server.fault("/busy.bin", "500", times=100)
-    policy = FetchPolicy(**{**FAST.__dict__, "chunk_size": 10_000})
+    policy = replace(FAST, chunk_size=10_000)
 
     with pytest.raises(FetchError) as info:
         fetch([url], store, sha256=sha(data), policy=policy, label="busy")
@@ -200,7 +201,7 @@ def test_stall_timeout_drops_a_silent_connection_and_retries(
     data = os.urandom(10_000)
     url = server.add("/stall.bin", data)
     server.fault("/stall.bin", "stall", after=0, seconds=5)
-    policy = FetchPolicy(**{**FAST.__dict__, "stall_timeout": 0.3})
+    policy = replace(FAST, stall_timeout=0.3)
 
     start = time.monotonic()
     result = fetch([url], store, sha256=sha(data), policy=policy, label="stall")
@@ -216,7 +217,7 @@ def test_slow_server_within_the_stall_timeout_is_not_retried(
     data = os.urandom(10_000)
     url = server.add("/slow.bin", data)
     server.fault("/slow.bin", "stall", after=5000, seconds=0.3)
-    policy = FetchPolicy(**{**FAST.__dict__, "stall_timeout": 2})
+    policy = replace(FAST, stall_timeout=2)
 
     fetch([url], store, sha256=sha(data), policy=policy, label="slow")
 
@@ -229,7 +230,7 @@ def test_total_timeout_ends_the_fetch_even_while_bytes_trickle(
     data = os.urandom(10_000)
     url = server.add("/tt.bin", data)
     server.fault("/tt.bin", "stall", after=100, seconds=5)
-    policy = FetchPolicy(**{**FAST.__dict__, "stall_timeout": 10, "total_timeout": 0.5})
+    policy = replace(FAST, stall_timeout=10, total_timeout=0.5)
 
     start = time.monotonic()
     with pytest.raises(FetchError) as info:
@@ -271,7 +272,7 @@ def test_mirror_option_rewrites_url_prefixes(server: FileServer, store: Store) -
     data = os.urandom(5000)
     server.add("/pytorch/models/vit_b_16-c867db91.pth", data)
     mirror = parse_mirror(f"https://download.pytorch.org/={server.url}/pytorch/")
-    policy = FetchPolicy(**{**FAST.__dict__, "mirrors": [mirror]})
+    policy = replace(FAST, mirrors=[mirror])
 
     result = fetch(
         ["https://download.pytorch.org/models/vit_b_16-c867db91.pth"],
