@@ -226,7 +226,7 @@ def run_command(ctx: click.Context, strict: bool, stack: str | None, args: tuple
     group: click.Command = module.cli
     # No parent context: click would print the usage as "bundle run [STACK] [ARGS]... STACK".
     sub_ctx = group.make_context(f"bundle run {stack}", list(args))
-    if not {"--help", "-h"} & set(args):
+    if _runs_a_command(group, sub_ctx, args):
         # Warnings as one line each on stderr, not Python's file:line format.
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
@@ -235,3 +235,14 @@ def run_command(ctx: click.Context, strict: bool, stack: str | None, args: tuple
             click.echo(f"warning: {w.message}", err=True)
     with sub_ctx:
         return group.invoke(sub_ctx)
+
+
+def _runs_a_command(group: click.Command, ctx: click.Context, args: tuple[str, ...]) -> bool:
+    """False for `--help` anywhere and for an unknown sub-command: click answers those
+    alone, so the bundles are not activated (no warning about a missing bundle)."""
+    if {"--help", "-h"} & set(args):
+        return False
+    name = next((a for a in args if not a.startswith("-")), None)
+    if isinstance(group, click.Group) and name is not None:
+        return group.get_command(ctx, name) is not None
+    return True

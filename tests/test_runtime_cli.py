@@ -100,6 +100,18 @@ def test_run_passes_help_through_to_the_stack_command(attached):
     assert "Who to greet." in result.output
 
 
+@pytest.mark.parametrize("args", [["--help"], ["hello", "--help"], ["helo"]])
+def test_run_help_and_typos_need_no_bundle_and_warn_about_none(attached, monkeypatch, args):
+    monkeypatch.delenv(constants.ENV_BUNDLE_PATH, raising=False)
+    result = CliRunner().invoke(main, ["run", "demo-stack", *args])
+    assert "no bundle found" not in result.output + result.stderr
+    assert runtime.current() is None
+    if args[-1] == "--help":
+        assert result.exit_code == 0 and "Usage: bundle run demo-stack" in result.output
+    else:
+        assert result.exit_code == 2 and "No such command 'helo'" in result.stderr
+
+
 def test_run_lists_known_stacks_and_refuses_unknown_ones(attached):
     result = CliRunner().invoke(main, ["run", "--help"])
     assert result.exit_code == 0 and "emotion-vit" in result.output and "ddrm" in result.output
