@@ -337,16 +337,10 @@ class _InlineSink:
     def __init__(self, file: Any, digest: Any) -> None:
         self._file = file
         self._digest = digest
-        self._error: OSError | None = None
         self._written = 0
 
     def put(self, chunk: Any, buf: bytearray | None = None) -> None:
-        self.raise_error()
-        try:
-            write_all(self._file, chunk)
-        except OSError as exc:
-            self._error = exc
-            raise
+        write_all(self._file, chunk)  # a write error goes straight to the caller
         self._digest.update(chunk)
         self._written += len(chunk)
 
@@ -354,8 +348,7 @@ class _InlineSink:
         return self._written
 
     def raise_error(self) -> None:
-        if self._error is not None:
-            raise self._error
+        """Nothing is pending: put() raised any write error itself."""
 
 
 def _raw_reader(response: Any) -> Callable[[bytearray], int] | None:
