@@ -231,12 +231,13 @@ def _rows_from_bundle(path: str) -> list[dict[str, Any]]:
 
 
 def _rows_from_spec(path: str) -> list[dict[str, Any]]:
+    from builder.sources import get_source
     from builder.spec import load_spec
 
     spec = load_spec(path)
     rows = []
     for a in spec.artifacts:
-        ref = a.get("repo") or a.get("weights") or a.get("model") or a.get("url") or ""
+        ref = a.get(get_source(a.source).ref_field, "")
         rows.append({"id": a.id, "source": a.source, "ref": ref, "revision": a.get("revision"),
                      "path": None, "files": None, "size": a.size, "fallbacks": list(a.fallbacks)})
     return rows

@@ -150,6 +150,8 @@ class Source:
     name: str = ""
     #: spec fields this source takes (beyond the common ones: id, source, fallbacks, …)
     fields: Mapping[str, FieldSpec] = {}
+    #: the field that names what is fetched (the artifact's ``ref``; ``bundle ls SPEC`` shows it)
+    ref_field: str = ""
 
     def check(self, options: dict[str, Any]) -> str | None:
         """Source-specific checks of the spec fields (types are already checked).

@@ -263,6 +263,7 @@ class HubHostedSource(Source):
 class HfSource(HubHostedSource):
     """A model repo on the Hugging Face Hub (or the endpoint in ``HF_ENDPOINT``)."""
 
+    ref_field = "repo"
     fields = {
         "repo": FieldSpec(str, required=True, help="ORG/NAME on the Hub"),
         "revision": FieldSpec(str, help='branch, tag or commit (default "main")'),

@@ -45,6 +45,7 @@ def _weights_chooser(hf_filename: str | None):
 class TimmSource(HubHostedSource):
     """Pretrained weights of a timm model."""
 
+    ref_field = "model"
     fields = {
         "model": FieldSpec(str, required=True, help='model name with tag, e.g. "mobilevit_s.cvnets_in1k"'),
         "revision": FieldSpec(str, help="Hub revision of the weights repo (default: timm's, else main)"),

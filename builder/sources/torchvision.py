@@ -75,6 +75,7 @@ def checkpoint_plan(artifact: ArtifactSpec, url: str, *, source: str, ref: str) 
 class TorchvisionSource(Source):
     """Pretrained weights from torchvision's registry."""
 
+    ref_field = "weights"
     fields = {
         "weights": FieldSpec(str, required=True, help='weights enum, e.g. "ViT_B_16_Weights.IMAGENET1K_V1"'),
         "sha256": FieldSpec(str, help="pin the file's sha256 (replaces the file-name hash prefix check)"),

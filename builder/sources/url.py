@@ -38,6 +38,7 @@ def url_filename(url: str) -> str:
 class UrlSource(Source):
     """Any file on an HTTPS server."""
 
+    ref_field = "url"
     fields = {
         "url": FieldSpec(str, required=True, help="https URL of the file"),
         "sha256": FieldSpec(str, help="sha256 of the file (required unless --trust-on-first-use)"),
