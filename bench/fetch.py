@@ -21,6 +21,7 @@ Examples::
     python -m bench.fetch --scale quick          # ~40 MB, < 1 minute
     python -m bench.fetch --scale full           # 1 GB + 400 MB + 200 MB + 240 small files
     python -m bench.fetch --scale 0.2 --rounds 5 --json
+    python -m bench.fetch --scale 0.25 --link-mb-s 50    # each download capped like a real link
 """
 
 from __future__ import annotations
@@ -200,6 +201,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--workload", choices=WORKLOADS, default="mix",
                         help="mix (default): large and small files; large: weights only "
                              "(per-byte costs); small: JSON files only (per-file costs)")
+    parser.add_argument("--link-mb-s", type=float, default=0,
+                        help="cap each CDN connection at this many MB/s, like a real link "
+                             "(default 0: loopback speed, which measures CPU)")
     parser.add_argument("--data", type=Path, help="keep the served data here (reused across runs)")
     parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.add_argument("--run-one", help=argparse.SUPPRESS)
@@ -219,7 +223,7 @@ def main(argv: list[str] | None = None) -> None:
           f"({machine()})", file=sys.stderr)
     files = _files(data_dir)
     try:
-        with Servers(data_dir) as servers:
+        with Servers(data_dir, link_mb_s=args.link_mb_s) as servers:
             env = _hub_env(servers.hub)
 
             def python_contender(kind: str, **cfg: object):
@@ -274,7 +278,8 @@ def main(argv: list[str] | None = None) -> None:
         "bundle_vs_curl_par": rate["bundle"] / rate["curl_par"],
     }
     result = {
-        "benchmark": "fetch", "workload": args.workload, "scale": scale, "files": n_files,
+        "benchmark": "fetch", "workload": args.workload, "link_mb_s": args.link_mb_s,
+        "scale": scale, "files": n_files,
         "bytes": n_bytes,
         "rounds": args.rounds, "machine": machine(),
         "median_seconds": med, "mb_per_s": rate, "ratios": ratios, "cpu_s_per_gb": cpu_per_gb,
@@ -283,7 +288,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.json:
         emit_json(result)
         return
-    print(f"\n{args.workload} workload: {len(repos)} repos, {n_files} files, "
+    link = f"links capped at {args.link_mb_s:g} MB/s per connection" if args.link_mb_s else "loopback"
+    print(f"\n{args.workload} workload, {link}: {len(repos)} repos, {n_files} files, "
           f"{n_bytes / MB:.0f} MB; median of "
           f"{args.rounds} alternating rounds; {machine()}\n")
     print(table(

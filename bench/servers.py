@@ -18,7 +18,7 @@ loopback download at ~150-200 MB/s while ``os.sendfile`` serves the same file at
 
 Run by hand::
 
-    python -m bench.servers DATA_DIR [HUB_PORT CDN_PORT]   # prints {"hub": URL, "cdn": URL, ...}
+    python -m bench.servers DATA_DIR [HUB_PORT CDN_PORT [LINK_MB_S]]   # prints {"hub": URL, ...}
 """
 
 from __future__ import annotations
@@ -32,6 +32,7 @@ import re
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -70,6 +71,7 @@ class _CdnHandler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
     blobs: dict[str, Path] = {}  # sha256 -> file on disk (set per server)
     sent = [0]  # body bytes sent, all requests (a list: shared by the handler instances)
+    link_bytes_per_s = 0  # 0: as fast as loopback goes; else a cap per connection
     sent_lock = threading.Lock()
 
     def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
@@ -119,11 +121,21 @@ class _CdnHandler(BaseHTTPRequestHandler):
         self.end_headers()
         if head:
             return
+        rate = self.link_bytes_per_s
+        slice_size = max(64 << 10, rate // 50) if rate else end - start
+        began = time.monotonic()
         try:
             with open(path, "rb") as f:
                 offset = start
                 while offset < end:
-                    sent = os.sendfile(self.connection.fileno(), f.fileno(), offset, end - offset)
+                    if rate:
+                        # Emulate a link: never ahead of rate * elapsed (per connection,
+                        # as a CDN edge or a congested path limits one TCP stream).
+                        ahead = (offset - start) / rate - (time.monotonic() - began)
+                        if ahead > 0:
+                            time.sleep(ahead)
+                    count = min(end - offset, slice_size)
+                    sent = os.sendfile(self.connection.fileno(), f.fileno(), offset, count)
                     if sent == 0:
                         break
                     offset += sent
@@ -133,9 +145,16 @@ class _CdnHandler(BaseHTTPRequestHandler):
             self.close_connection = True  # the client went away (killed build)
 
 
-def start_cdn(blobs: dict[str, Path], port: int = 0) -> tuple[ThreadingHTTPServer, str]:
-    """Serve ``blobs`` (sha256 -> file) at ``/blobs/<sha256>``; returns the server and its URL."""
-    handler = type("CdnHandler", (_CdnHandler,), {"blobs": dict(blobs), "sent": [0]})
+def start_cdn(
+    blobs: dict[str, Path], port: int = 0, link_mb_s: float = 0
+) -> tuple[ThreadingHTTPServer, str]:
+    """Serve ``blobs`` (sha256 -> file) at ``/blobs/<sha256>``; returns the server and its URL.
+
+    ``link_mb_s``: cap each connection at this many MB/s (0: no cap).
+    """
+    handler = type("CdnHandler", (_CdnHandler,), {
+        "blobs": dict(blobs), "sent": [0], "link_bytes_per_s": int(link_mb_s * 1_000_000),
+    })
     server = ThreadingHTTPServer(("127.0.0.1", port), handler)
     server.daemon_threads = True
     threading.Thread(target=server.serve_forever, daemon=True).start()
@@ -220,11 +239,14 @@ class BenchHub(HubStandIn):
         return self
 
 
-def serve(data_dir: Path, hub_port: int = 0, cdn_port: int = 0) -> dict[str, Any]:
+def serve(
+    data_dir: Path, hub_port: int = 0, cdn_port: int = 0, link_mb_s: float = 0
+) -> dict[str, Any]:
     """Start the CDN and the Hub for ``data_dir``; returns URLs and commits.
 
     ``data_dir/hub/ORG--NAME/`` folders become repos ``ORG/NAME``;
     ``data_dir/files/`` holds plain files (url artifacts) served by the CDN only.
+    ``link_mb_s`` caps each CDN connection (an emulated link; 0: loopback speed).
     ``data_dir/digests.json`` maps each folder name ("files" included) to
     ``{relative path: sha256}`` of its large files (hashing gigabytes at every
     start would dominate short benchmarks).
@@ -234,7 +256,7 @@ def serve(data_dir: Path, hub_port: int = 0, cdn_port: int = 0) -> dict[str, Any
     for folder, files in digests.items():
         base = data_dir / "files" if folder == "files" else data_dir / "hub" / folder
         blobs.update({sha: base / rel for rel, sha in files.items()})
-    _cdn, cdn_url = start_cdn(blobs, cdn_port)
+    _cdn, cdn_url = start_cdn(blobs, cdn_port, link_mb_s)
     hub = BenchHub(cdn_url, hub_port)
     commits = {}
     for folder in sorted((data_dir / "hub").iterdir()):
@@ -251,9 +273,12 @@ class Servers:
     changed data at the same URLs (the build lock remembers the endpoint).
     """
 
-    def __init__(self, data_dir: Path, ports: tuple[int, int] = (0, 0)) -> None:
+    def __init__(
+        self, data_dir: Path, ports: tuple[int, int] = (0, 0), link_mb_s: float = 0
+    ) -> None:
         self.data_dir = data_dir
         self.ports = ports
+        self.link_mb_s = link_mb_s
         self.proc: subprocess.Popen[str] | None = None
         self.hub = self.cdn = ""
         self.commits: dict[str, str] = {}
@@ -261,7 +286,8 @@ class Servers:
     def __enter__(self) -> Servers:
         root = Path(__file__).resolve().parents[1]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.servers", str(self.data_dir), *map(str, self.ports)],
+            [sys.executable, "-m", "bench.servers", str(self.data_dir), *map(str, self.ports),
+             str(self.link_mb_s)],
             cwd=root, stdout=subprocess.PIPE, text=True,
         )
         line = self.proc.stdout.readline() if self.proc.stdout else ""
@@ -287,7 +313,8 @@ class Servers:
 
 def main() -> None:
     ports = [int(p) for p in sys.argv[2:4]] or [0, 0]
-    info = serve(Path(sys.argv[1]), *ports)
+    link = float(sys.argv[4]) if len(sys.argv) > 4 else 0
+    info = serve(Path(sys.argv[1]), *ports, link_mb_s=link)
     print(json.dumps(info), flush=True)
     threading.Event().wait()
 
