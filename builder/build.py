@@ -36,7 +36,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 from builder import layout
 from builder.errors import BuildError, FetchError, IntegrityError, StoreError
@@ -537,7 +537,7 @@ def build(
     return report
 
 
-def _raise_failed(spec: Spec, errors: dict[str, str]) -> None:
+def _raise_failed(spec: Spec, errors: dict[str, str]) -> NoReturn:
     ordered = [a.id for a in spec.artifacts if a.id in errors]
     where = f"{spec.path}: "
     errors = {k: v if v.startswith(where) else where + v for k, v in errors.items()}

@@ -37,7 +37,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from builder.errors import BuildError, FetchError, IntegrityError, StoreError
@@ -475,9 +475,8 @@ class _Download:
                 if i + 1 < len(urls):
                     log.warning("%s: %s; trying the next url", self.label, exc)
         self._raise_all_failed(failures)
-        raise AssertionError("unreachable")
 
-    def _raise_all_failed(self, failures: list[tuple[str, BuildError]]) -> None:
+    def _raise_all_failed(self, failures: list[tuple[str, BuildError]]) -> NoReturn:
         # Each inner message names its url; the label is said once, here.
         summary = "; ".join(str(e) for _, e in failures)
         last_url = redact_url(failures[-1][0])
