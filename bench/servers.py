@@ -312,6 +312,9 @@ class Servers:
 
 
 def main() -> None:
+    if len(sys.argv) < 2 or sys.argv[1] in ("-h", "--help"):
+        print(__doc__)
+        sys.exit(0 if len(sys.argv) >= 2 else 2)
     ports = [int(p) for p in sys.argv[2:4]] or [0, 0]
     link = float(sys.argv[4]) if len(sys.argv) > 4 else 0
     info = serve(Path(sys.argv[1]), *ports, link_mb_s=link)
