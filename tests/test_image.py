@@ -138,11 +138,14 @@ def _fake_credentials(home: Path) -> dict[str, str]:
 
 
 def _run(
-    client, image: str, command: list[str], *, user: str | None = None
+    client, image: str, command: list[str], *, user: str | None = None,
+    environment: dict[str, str] | None = None,
 ) -> tuple[int, str, str]:
     """Run `command` in `image` with no network; (exit code, stdout, stderr)."""
     kwargs = {"user": user} if user else {}
-    container = client.containers.create(image, command=command, network_mode="none", **kwargs)
+    container = client.containers.create(
+        image, command=command, network_mode="none", environment=environment, **kwargs
+    )
     try:
         container.start()
         code = container.wait(timeout=120)["StatusCode"]
@@ -205,17 +208,10 @@ def test_strict_activate_in_container_resolves_each_artifact_to_its_bytes(built,
         "print(json.dumps(out))\n"
     )
     names = [a.id for a in manifest.artifacts] + ["org/tiny-bert", "tinynet-0123abcd.pth"]
-    container = docker_engine.client.containers.create(
-        built["tag"], command=["python", "-c", script], network_mode="none",
+    code, out, err = _run(
+        docker_engine.client, built["tag"], ["python", "-c", script],
         environment={"NAMES": json.dumps(names)},
-    )  # fmt: skip
-    try:
-        container.start()
-        code = container.wait(timeout=120)["StatusCode"]
-        out = container.logs(stdout=True, stderr=False).decode()
-        err = container.logs(stdout=False, stderr=True).decode()
-    finally:
-        container.remove(force=True)
+    )
     assert code == 0, err
     resolved = json.loads(out)
     for art in manifest.artifacts:
