@@ -33,7 +33,7 @@ from typing import Any
 
 import click
 
-from runtime.constants import GENERATED_FILES, KAGGLE_METADATA_NAME, MANIFEST_NAME, README_NAME
+from runtime.constants import KAGGLE_METADATA_NAME, MANIFEST_NAME, README_NAME
 from runtime.manifest import Manifest, ManifestError, read_manifest
 
 # Kaggle's own limits (the client checks some of them only after uploading).
@@ -183,6 +183,7 @@ def check_bundle(bundle_dir: str | os.PathLike, *, full: bool = False,
             lists up to five of them and says to rebuild.
     """
     from builder.store import sha256_file
+    from builder.verify import unlisted_files
 
     root = Path(bundle_dir)
     try:
@@ -202,12 +203,7 @@ def check_bundle(bundle_dir: str | os.PathLike, *, full: bool = False,
                 problems.append(f"{entry.path}: {path.stat().st_size} bytes, bundle.json says {entry.size}")
             elif full and sha256_file(path, progress=None if bar is None else bar.update) != entry.sha256:
                 problems.append(f"{entry.path}: sha256 differs from bundle.json")
-    for dirpath, dirnames, filenames in os.walk(root):
-        rel_dir = Path(dirpath).relative_to(root).as_posix()
-        for name in sorted(filenames + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]):
-            rel = name if rel_dir == "." else f"{rel_dir}/{name}"
-            if rel not in listed and not (rel_dir == "." and name in GENERATED_FILES):
-                problems.append(f"{rel}: not listed in bundle.json")
+    problems += [f"{rel}: not listed in bundle.json" for rel in unlisted_files(root, listed)]
     if problems:
         shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
         raise BundleCheckError(

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -90,6 +91,20 @@ def _check(root: Path, entry: FileEntry, quick: bool) -> tuple[str, str | None]:
     return "ok", None
 
 
+def unlisted_files(root: Path, listed: set[str]) -> Iterator[str]:
+    """Bundle-relative paths below ``root`` that are not in ``listed`` (bundle.json).
+
+    Files, and links to folders (which os.walk does not enter); the generated
+    top-level files (README.md, dataset-metadata.json) are not reported.
+    """
+    for dirpath, dirnames, filenames in os.walk(root):
+        links = [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]
+        for name in sorted(filenames + links):
+            rel = Path(dirpath, name).relative_to(root).as_posix()
+            if rel not in listed and not is_generated(rel):
+                yield rel
+
+
 def verify_bundle(
     bundle_dir: str | os.PathLike, quick: bool = False, *, jobs: int | None = None
 ) -> VerifyReport:
@@ -124,16 +139,8 @@ def verify_bundle(
             report.symlinks.append(entry.path)
         else:
             report.checked_bytes += entry.size if not quick else 0
-    listed = {f.path for f in files}
-    for dirpath, dirnames, filenames in os.walk(root):
-        for name in sorted(filenames) + [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]:
-            rel = Path(dirpath, name).relative_to(root).as_posix()
-            if rel in listed or is_generated(rel):
-                continue
-            if os.path.islink(os.path.join(dirpath, name)):
-                report.symlinks.append(rel)
-            else:
-                report.extra.append(rel)
+    for rel in unlisted_files(root, {f.path for f in files}):
+        (report.symlinks if os.path.islink(root / rel) else report.extra).append(rel)
     report.extra.sort()
     report.symlinks.sort()
     return report
