@@ -163,7 +163,7 @@ def _hash_progress(total: int, enabled: bool) -> Iterator[Any]:
 
 
 def check_bundle(bundle_dir: str | os.PathLike, *, full: bool = False,
-                 progress: bool = False) -> Manifest:
+                 progress: bool = False, action: str = "uploaded") -> Manifest:
     """Check a bundle folder before it is uploaded.
 
     Every file bundle.json lists must exist as a regular file (not a link) with
@@ -174,6 +174,8 @@ def check_bundle(bundle_dir: str | os.PathLike, *, full: bool = False,
         bundle_dir: the bundle folder (holds bundle.json).
         full: also hash every file (reads every byte).
         progress: show a byte counter on stderr while hashing.
+        action: what the caller will not do when the check fails, for the
+            message ("nothing uploaded"; pack says "packed").
 
     Returns:
         The bundle's manifest.
@@ -207,7 +209,7 @@ def check_bundle(bundle_dir: str | os.PathLike, *, full: bool = False,
     if problems:
         shown = "; ".join(problems[:5]) + (f"; and {len(problems) - 5} more" if len(problems) > 5 else "")
         raise BundleCheckError(
-            f"{root}: bundle fails verification, nothing uploaded: {shown}. "
+            f"{root}: bundle fails verification, nothing {action}: {shown}. "
             "Rebuild it with `bundle build` (or remove the stray files)."
         )
     return manifest

@@ -58,9 +58,9 @@ def _bundle_files(root: Path) -> list[str]:
     from builder.kaggle import BundleCheckError, check_bundle
 
     try:
-        manifest = check_bundle(root)
+        manifest = check_bundle(root, action="packed")
     except BundleCheckError as e:
-        raise PackError(str(e).replace("nothing uploaded", "nothing packed")) from None
+        raise PackError(str(e)) from None
     files = [f.path for f in manifest.all_files()]
     files += [name for name in sorted(GENERATED_FILES) if (root / name).is_file()]
     return sorted(files)
@@ -190,9 +190,9 @@ def unpack_bundle(archive: str | os.PathLike, dest: str | os.PathLike, *, quick:
         try:
             _extract_members(zf, infos, work, archive)
             try:
-                check_bundle(work / name, full=not quick, progress=not quick)
+                check_bundle(work / name, full=not quick, progress=not quick, action="unpacked")
             except BundleCheckError as e:
-                raise PackError(str(e).replace("nothing uploaded", "nothing unpacked")) from None
+                raise PackError(str(e)) from None
             if final.exists():
                 shutil.rmtree(final)
             os.replace(work / name, final)
