@@ -18,7 +18,6 @@ import io
 import json
 import math
 import os
-import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -26,6 +25,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
+
+from runtime.stacks.options import (
+    device_option,
+    is_main_process,
+    main_process_log,
+    one_line_errors,
+    precision_option,
+)
 
 if TYPE_CHECKING:
     import numpy as np
@@ -139,6 +146,21 @@ def transformer_blocks(backbone) -> list:
     return list(layers)
 
 
+def backbone_blocks(model) -> tuple[list, list]:
+    """``EmotionStack.blocks`` of a transformers ViT/AST backbone: its encoder blocks,
+    and its final LayerNorm (trained whatever ``--train-blocks`` says)."""
+    return transformer_blocks(model.backbone), [model.backbone.layernorm]
+
+
+#: ``train --offset``, for stacks whose features start from decoded audio.
+OFFSET_OPTION = click.option(
+    "--offset",
+    default=0.0,
+    show_default=True,
+    help="Seconds skipped at the start of each file.",
+)
+
+
 def feature_cache(stack: EmotionStack, config: dict[str, Any], cache_dir: Path):
     """The on-disk cache of the stack's features for this configuration."""
     from runtime.data.feature_cache import FeatureCache
@@ -209,7 +231,7 @@ def train(stack: EmotionStack, opts: dict[str, Any]) -> dict[str, Any]:
     policy = choose_precision(opts["device"], opts["precision"])
     ctx = setup_distributed(policy.device)
     seed_everything(opts["seed"])
-    say = _say(ctx)
+    say = main_process_log(ctx)
     say(f"{stack.name}: {policy.name} on {policy.device}, {ctx.world_size} process(es)")
 
     # Songs, split by song id with a seed, so evaluate can rebuild the same split.
@@ -383,14 +405,6 @@ def predict(stack: EmotionStack, opts: dict[str, Any]) -> list[dict[str, Any]]:
     ]
 
 
-def _say(ctx) -> Callable[[str], None]:
-    def say(line: str) -> None:
-        if ctx.is_main:
-            print(line, file=sys.stderr, flush=True)
-
-    return say
-
-
 # --- the commands --------------------------------------------------------------
 
 
@@ -412,34 +426,33 @@ def _user_errors() -> tuple[type[BaseException], ...]:
     )
 
 
-def _run(fn: Callable[[], Any]) -> Any:
+def run_command(
+    fn: Callable[[], Any],
+    *,
+    more_errors: Callable[[], tuple[type[BaseException], ...]] | None = None,
+) -> Any:
+    """Run a command's work: user errors as one line, the process group left behind.
+
+    Args:
+        fn: the work (``train``, ``evaluate``, ...).
+        more_errors: the calling stack's own user errors, as a function so that
+            their (torch-importing) modules load only when a command runs.
+    """
     try:
-        return fn()
-    except click.ClickException:
-        raise
-    except Exception as exc:
-        if isinstance(exc, _user_errors()):
-            raise click.ClickException(str(exc)) from None
-        raise
+        with one_line_errors(*_user_errors(), *(more_errors() if more_errors else ())):
+            return fn()
     finally:
         from runtime.train.distributed import cleanup_distributed
 
         cleanup_distributed()
 
 
-def _common_compute_options(f: Callable) -> Callable:
+def compute_options(f: Callable) -> Callable:
+    """``--device``, ``--precision``, ``--batch-size``, ``--cache-dir``, ``--progress``."""
     for option in reversed(
         [
-            click.option(
-                "--device", default="auto", show_default=True, help="auto, cpu, cuda or cuda:N."
-            ),
-            click.option(
-                "--precision",
-                type=click.Choice(["auto", "bf16", "fp16", "fp32"]),
-                default="auto",
-                show_default=True,
-                help="auto: bf16 on compute capability >= 8, fp16 + GradScaler below, fp32 on CPU.",
-            ),
+            device_option(),
+            precision_option(),
             click.option(
                 "--batch-size", default=16, show_default=True, help="Per process (per GPU)."
             ),
@@ -469,9 +482,9 @@ def make_cli(stack: EmotionStack, *, doc: str) -> click.Group:
         pass
 
     def train_command(**opts: Any) -> None:
-        summary = _run(lambda: train(stack, opts))
+        summary = run_command(lambda: train(stack, opts))
         # Under torchrun only rank 0 prints the summary.
-        if opts["json"] and summary is not None and os.environ.get("RANK", "0") == "0":
+        if opts["json"] and summary is not None and is_main_process():
             click.echo(json.dumps(summary, indent=1))
 
     train_command.__doc__ = f"""Fine-tune {stack.default_model} + a regression head on valence/arousal.
@@ -553,7 +566,7 @@ def make_cli(stack: EmotionStack, *, doc: str) -> click.Group:
         ),
         *stack.options,
     ]
-    f = _common_compute_options(train_command)
+    f = compute_options(train_command)
     for option in reversed(params):
         f = option(f)
     cli.command("train")(f)
@@ -573,7 +586,7 @@ def make_cli(stack: EmotionStack, *, doc: str) -> click.Group:
         help="val/train: the split of the checkpoint's seed and fraction.",
     )
     @click.option("--json", "json", is_flag=True, help="Print the metrics as JSON.")
-    @_common_compute_options
+    @compute_options
     def evaluate_command(**opts: Any) -> None:
         """CCC (over the whole set), Pearson, RMSE and R² of a checkpoint.
 
@@ -581,8 +594,8 @@ def make_cli(stack: EmotionStack, *, doc: str) -> click.Group:
         Example:
           bundle run STACK evaluate --checkpoint runs/x/best.pt --data /kaggle/input/deam --json
         """
-        metrics = _run(lambda: evaluate(stack, opts))
-        if os.environ.get("RANK", "0") != "0":
+        metrics = run_command(lambda: evaluate(stack, opts))
+        if not is_main_process():
             return
         if opts["json"]:
             click.echo(json.dumps(metrics, indent=1))
@@ -606,7 +619,7 @@ def make_cli(stack: EmotionStack, *, doc: str) -> click.Group:
         default=None,
         help="Write here instead of stdout.",
     )
-    @_common_compute_options
+    @compute_options
     def predict_command(
         files: tuple[Path, ...], fmt: str, output: Path | None, **opts: Any
     ) -> None:
@@ -618,7 +631,7 @@ def make_cli(stack: EmotionStack, *, doc: str) -> click.Group:
         Example:
           bundle run STACK predict --checkpoint runs/x/best.pt song1.mp3 songs/ --format csv
         """
-        rows = _run(lambda: predict(stack, {**opts, "files": files}))
+        rows = run_command(lambda: predict(stack, {**opts, "files": files}))
         if fmt == "json":
             text = json.dumps(rows, indent=1) + "\n"
         else:

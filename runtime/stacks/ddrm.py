@@ -20,6 +20,8 @@ from pathlib import Path
 
 import click
 
+from runtime.stacks.options import device_option, one_line_errors
+
 STACK = "ddrm"
 
 #: What the stack loads from the bundle (artifact ids of bundles/ddrm.toml).
@@ -82,7 +84,7 @@ def cli() -> None:
 @click.option("--steps", type=int, default=20, show_default=True, help="Network evaluations.")
 @click.option("--eta", type=float, default=0.85, show_default=True, help="DDRM eta.")
 @click.option("--eta-b", "eta_b", type=float, default=1.0, show_default=True, help="DDRM eta_b.")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu, cuda, cuda:1, mps …")
+@device_option(help="auto, cpu, cuda, cuda:1, mps …")
 @click.option("--half/--no-half", default=None, help="fp16 network torso (default: on for CUDA).")
 @click.option("--batch-size", type=int, default=4, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
@@ -140,10 +142,8 @@ def restore_command(as_json: bool, quiet: bool, **options) -> None:
     from runtime.errors import BundleRuntimeError
 
     request = RestoreRequest(progress=not quiet, **options)
-    try:
+    with one_line_errors(RestoreError, CheckpointError, FlagError, BundleRuntimeError):
         results = restore(request)
-    except (RestoreError, CheckpointError, FlagError, BundleRuntimeError) as exc:
-        raise click.ClickException(str(exc)) from None
     if as_json:
         from dataclasses import asdict
 
@@ -172,7 +172,5 @@ def convert_command(src: Path, dst: Path | None) -> None:
     """
     from runtime.ddrm.checkpoints import CheckpointError, convert_to_safetensors
 
-    try:
+    with one_line_errors(CheckpointError):
         click.echo(str(convert_to_safetensors(src, dst)))
-    except CheckpointError as exc:
-        raise click.ClickException(str(exc)) from None

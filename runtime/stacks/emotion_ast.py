@@ -20,11 +20,12 @@ from typing import Any
 import click
 
 from runtime.stacks._emotion import (
+    OFFSET_OPTION,
     EmotionStack,
+    backbone_blocks,
     from_pretrained_complete,
     make_cli,
     regression_head,
-    transformer_blocks,
 )
 
 #: Artifact id of bundles/emotion-ast.toml (MIT/ast-finetuned-audioset-10-10-0.4593).
@@ -122,24 +123,15 @@ def features(config: dict[str, Any]):
     return params, ASTFeatures(config["extractor"], audio["offset"], audio["duration"]), None, 0.0
 
 
-def blocks(model) -> tuple[list, list]:
-    return transformer_blocks(model.backbone), [model.backbone.layernorm]
-
-
 STACK = EmotionStack(
     name="emotion-ast",
     default_model=DEFAULT_MODEL,
     prepare=prepare,
     build=build,
     features=features,
-    blocks=blocks,
+    blocks=backbone_blocks,
     options=[
-        click.option(
-            "--offset",
-            default=0.0,
-            show_default=True,
-            help="Seconds skipped at the start of each file.",
-        ),
+        OFFSET_OPTION,
         click.option(
             "--seconds",
             type=float,

@@ -32,16 +32,16 @@ from typing import Any
 
 import click
 
-from runtime.stacks import _emotion
 from runtime.stacks._emotion import (
     SELECT_METRIC,
-    _common_compute_options,
-    _say,
+    compute_options,
     eval_loader,
     evaluate_model,
     feature_cache,
+    run_command,
     song_dataset,
 )
+from runtime.stacks.options import is_main_process, main_process_log
 
 #: Artifact ids of bundles/emotion-distill.toml: the student's pretrained weights.
 #: (The teacher checkpoint carries all its weights; the ViT backbones in the
@@ -114,7 +114,7 @@ def train_gan(opts: dict[str, Any]) -> dict[str, Any]:
 
     policy = choose_precision(opts["device"], opts["precision"])
     seed_everything(opts["seed"])
-    say = _say(_single())
+    say = main_process_log(_single())
     teacher = Path(opts["teacher"])
     config = teacher_config(teacher)
     settings = GanSettings(
@@ -245,7 +245,7 @@ def distill(opts: dict[str, Any]) -> dict[str, Any]:
     policy = choose_precision(opts["device"], opts["precision"])
     ctx = setup_distributed(policy.device)
     seed_everything(opts["seed"])
-    say = _say(ctx)
+    say = main_process_log(ctx)
     weights = DistillWeights(
         supervised=opts["supervised_weight"],
         output=opts["output_weight"],
@@ -522,23 +522,20 @@ def evaluate(opts: dict[str, Any]) -> dict[str, Any]:
 # --- the commands ------------------------------------------------------------------
 
 
+def _distill_errors() -> tuple[type[BaseException], ...]:
+    """This stack's user errors, besides the emotion stacks' (see ``run_command``)."""
+    from runtime.distill.gan import GanConfigError
+    from runtime.distill.student import StudentModelError
+
+    return DistillConfigError, GanConfigError, StudentModelError
+
+
 def _run(fn: Callable[[], Any]) -> Any:
-    """The emotion stacks' error handling, plus this stack's own user errors."""
-
-    def guarded() -> Any:
-        from runtime.distill.gan import GanConfigError
-        from runtime.distill.student import StudentModelError
-
-        try:
-            return fn()
-        except (DistillConfigError, GanConfigError, StudentModelError) as exc:
-            raise click.ClickException(str(exc)) from None
-
-    return _emotion._run(guarded)
+    return run_command(fn, more_errors=_distill_errors)
 
 
 def _echo_json(summary: dict[str, Any] | None, as_json: bool) -> None:
-    if as_json and summary is not None and os.environ.get("RANK", "0") == "0":
+    if as_json and summary is not None and is_main_process():
         click.echo(json.dumps(summary, indent=1))
 
 
@@ -554,6 +551,7 @@ _DATA = click.option(
     type=click.Path(exists=True, file_okay=False, path_type=Path),
     help="The DEAM folder the teacher was trained on (or a labels.csv folder).",
 )
+_OUT = click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
 _JSON = click.option("--json", "json", is_flag=True, help="Print the summary as JSON on stdout.")
 
 
@@ -580,7 +578,7 @@ def cli() -> None:
 @cli.command("train-gan")
 @_TEACHER
 @_DATA
-@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
+@_OUT
 @click.option("--size", default=64, show_default=True, help="GAN image size (power of two).")
 @click.option("--z-dim", default=64, show_default=True, help="Noise dimensions.")
 @click.option("--width", default=32, show_default=True, help="Channels of the narrowest layer.")
@@ -619,7 +617,7 @@ def cli() -> None:
 )
 @click.option("--seed", default=0, show_default=True)
 @_JSON
-@_common_compute_options
+@compute_options
 def train_gan_command(**opts: Any) -> None:
     """Train a conditional (valence, arousal) spectrogram GAN on the teacher's training songs.
 
@@ -638,7 +636,7 @@ def train_gan_command(**opts: Any) -> None:
 @cli.command("distill")
 @_TEACHER
 @_DATA
-@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
+@_OUT
 @click.option(
     "--student",
     default=DEFAULT_STUDENT,
@@ -711,7 +709,7 @@ def train_gan_command(**opts: Any) -> None:
     help="Continue from a last.pt.",
 )
 @_JSON
-@_common_compute_options
+@compute_options
 def distill_command(**opts: Any) -> None:
     """Distil the emotion-vit teacher into a timm MobileViT student with a regression head.
 
@@ -763,7 +761,7 @@ def distill_command(**opts: Any) -> None:
     "--latency-runs", default=20, show_default=True, help="Timed runs per model and device."
 )
 @_JSON
-@_common_compute_options
+@compute_options
 def evaluate_command(**opts: Any) -> None:
     """Teacher vs student on the same songs: CCC, parameters, sizes, latency, retention.
 

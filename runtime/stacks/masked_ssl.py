@@ -26,7 +26,8 @@ from pathlib import Path
 
 import click
 
-from runtime.vision.commands import PRECISION_NAMES, emit, friendly_errors
+from runtime.stacks.options import device_option, precision_option
+from runtime.vision.commands import emit, friendly_errors
 
 STACK = "masked-ssl"
 
@@ -105,14 +106,8 @@ def cli() -> None:
 @click.option("--epochs", type=int, default=10, show_default=True)
 @click.option("--batch-size", type=int, default=32, show_default=True)
 @click.option("--lr", type=float, default=1e-3, show_default=True)
-@click.option(
-    "--precision",
-    type=click.Choice(PRECISION_NAMES),
-    default="auto",
-    show_default=True,
-    help="auto: bf16 on sm_80+, fp16 + GradScaler below, fp32 on CPU.",
-)
-@click.option("--device", default="auto", show_default=True)
+@precision_option()
+@device_option()
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--val-fraction", type=float, default=0.1, show_default=True)
 @click.option(

@@ -9,20 +9,23 @@ from __future__ import annotations
 
 import functools
 import json
-import os
-import sys
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import click
 
+from runtime.stacks.options import (
+    device_option,
+    is_main_process,
+    one_line_errors,
+    precision_option,
+)
 from runtime.vision.architectures import ARCHITECTURES
 from runtime.vision.errors import VisionError
 
 # The registry module imports torch only inside its functions, so listing it is cheap.
 ARCH_NAMES = tuple(ARCHITECTURES)
-PRECISION_NAMES = ("auto", "bf16", "fp16", "fp32")
 
 
 def friendly_errors(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -31,17 +34,11 @@ def friendly_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         from runtime.errors import BundleRuntimeError
+        from runtime.train.checkpoint import CheckpointError
+        from runtime.train.precision import PrecisionError
 
-        fixable: tuple[type[BaseException], ...] = (VisionError, BundleRuntimeError)
-        if "torch" in sys.modules:  # the core's errors exist only once torch is in
-            from runtime.train.checkpoint import CheckpointError
-            from runtime.train.precision import PrecisionError
-
-            fixable += (CheckpointError, PrecisionError)
-        try:
+        with one_line_errors(VisionError, BundleRuntimeError, CheckpointError, PrecisionError):
             return func(*args, **kwargs)
-        except fixable as err:
-            raise click.ClickException(str(err)) from err
 
     return wrapper
 
@@ -103,10 +100,8 @@ def train_options(default_arch: str) -> Callable[[Callable], Callable]:
         click.option("--weight-decay", type=float, default=0.05, show_default=True),
         click.option("--accum-steps", type=int, default=1, show_default=True,
                      help="Micro-batches per optimiser step."),
-        click.option("--precision", type=click.Choice(PRECISION_NAMES), default="auto",
-                     show_default=True,
-                     help="auto: bf16 on sm_80+, fp16 + GradScaler below, fp32 on CPU."),
-        click.option("--device", default="auto", show_default=True),
+        precision_option(),
+        device_option(),
         click.option("--val-fraction", type=float, default=0.2, show_default=True),
         click.option("--seed", type=int, default=0, show_default=True),
         click.option("--workers", type=int, default=None,
@@ -161,13 +156,32 @@ def make_train_command(stack: str, task_kind: str, *, default_arch: str,
         cfg = classify.TrainConfig(progress=not no_progress, **kw)
         task = classify.Task(kind=task_kind, stack=stack, positive_class=positive, select=select)
         summary = classify.train(cfg, task)
-        if os.environ.get("RANK", "0") != "0":
+        if not is_main_process():
             return  # under torchrun, rank 0 reports
         val = summary["val"]
         shown = ", ".join(f"{k} {v:.4f}" for k, v in val.items() if isinstance(v, float))
         emit(summary, as_json, f"best checkpoint {summary['checkpoint']}: {shown}")
 
     return train
+
+
+_checkpoint_option = click.option(
+    "--checkpoint", type=click.Path(dir_okay=False, path_type=Path), required=True,
+    help="best.pt written by train.",
+)
+
+
+def _scoring_options(func: Callable) -> Callable:
+    """What evaluate and predict take to score a checkpoint: threshold, batch size, device."""
+    for opt in reversed([
+        click.option("--threshold", type=float, default=None,
+                     help="Binary stacks: decision threshold [default: the one chosen on "
+                          "validation]."),
+        click.option("--batch-size", type=int, default=64, show_default=True),
+        device_option(),
+    ]):
+        func = opt(func)
+    return func
 
 
 def make_evaluate_command(stack: str) -> click.Command:
@@ -180,16 +194,12 @@ def make_evaluate_command(stack: str) -> click.Command:
         "confusion_matrix.csv/png to --out.\n\nExample:\n\n\b\n"
         f"  bundle run {stack} evaluate --checkpoint runs/vit/best.pt --data TEST --out runs/test",
     )
-    @click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path), required=True,
-                  help="best.pt written by train.")
+    @_checkpoint_option
     @click.option("--data", type=click.Path(exists=True, file_okay=False, path_type=Path),
                   required=True, help="Folder-per-class images with the training classes.")
     @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
                   help="Receives metrics.json, confusion_matrix.csv and .png.")
-    @click.option("--threshold", type=float, default=None,
-                  help="Binary stacks: decision threshold [default: the one chosen on validation].")
-    @click.option("--batch-size", type=int, default=64, show_default=True)
-    @click.option("--device", default="auto", show_default=True)
+    @_scoring_options
     @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
     @friendly_errors
     def evaluate(checkpoint: Path, data: Path, out: Path, threshold: float | None,
@@ -216,14 +226,10 @@ def make_predict_command(stack: str) -> click.Command:
     )
     @click.argument("inputs", nargs=-1, required=True,
                     type=click.Path(exists=True, path_type=Path))
-    @click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path), required=True,
-                  help="best.pt written by train.")
+    @_checkpoint_option
     @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
                   help="Write a CSV: path, label, confidence, one probability per class.")
-    @click.option("--threshold", type=float, default=None,
-                  help="Binary stacks: decision threshold [default: the one chosen on validation].")
-    @click.option("--batch-size", type=int, default=64, show_default=True)
-    @click.option("--device", default="auto", show_default=True)
+    @_scoring_options
     @click.option("--json", "as_json", is_flag=True, help="Print predictions as JSON.")
     @friendly_errors
     def predict(inputs: tuple[Path, ...], checkpoint: Path, out: Path | None,
@@ -268,7 +274,7 @@ def make_attention_command(stack: str) -> click.Command:
                   help="Also write a grid of per-layer, per-head class-token attention.")
     @click.option("--save-maps", is_flag=True,
                   help="Also save the raw maps (layers, heads, tokens, tokens) as NAME_attention.pt.")
-    @click.option("--device", default="auto", show_default=True)
+    @device_option()
     @click.option("--json", "as_json", is_flag=True, help="Print the files written as JSON.")
     @friendly_errors
     def attention(inputs: tuple[Path, ...], out: Path, checkpoint: Path | None,

@@ -1,0 +1,68 @@
+"""Click pieces every stack command shares: compute options, one-line errors, rank-0 output.
+
+The stacks (``emotion_*``, ``landcover``/``flood`` via ``runtime.vision.commands``,
+``masked_ssl``, ``ddrm``) declare ``--device`` and ``--precision`` alike, turn the
+errors a user can fix into one-line CLI errors alike, and print only on rank 0
+under torchrun. Imports only click and the standard library, like the stack
+modules (``bundle run --help`` must stay fast).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import click
+
+#: ``--precision`` choices understood by ``runtime.train.precision.choose_precision``.
+PRECISION_NAMES = ("auto", "bf16", "fp16", "fp32")
+PRECISION_HELP = "auto: bf16 on sm_80+, fp16 + GradScaler below, fp32 on CPU."
+DEVICE_HELP = "auto, cpu, cuda or cuda:N."
+
+
+def device_option(*, help: str = DEVICE_HELP) -> Callable[[Callable], Callable]:
+    """``--device`` (default ``auto``: the GPU when there is one)."""
+    return click.option("--device", default="auto", show_default=True, help=help)
+
+
+def precision_option() -> Callable[[Callable], Callable]:
+    """``--precision`` (default ``auto``, see :data:`PRECISION_HELP`)."""
+    return click.option(
+        "--precision",
+        type=click.Choice(PRECISION_NAMES),
+        default="auto",
+        show_default=True,
+        help=PRECISION_HELP,
+    )
+
+
+def is_main_process() -> bool:
+    """False on the ranks other than 0 under torchrun (they stay quiet)."""
+    return os.environ.get("RANK", "0") == "0"
+
+
+def main_process_log(ctx: Any) -> Callable[[str], None]:
+    """A ``log(line)`` that writes to stderr on the main rank of ``ctx`` (a DistContext) only."""
+
+    def log(line: str) -> None:
+        if ctx.is_main:
+            print(line, file=sys.stderr, flush=True)
+
+    return log
+
+
+@contextlib.contextmanager
+def one_line_errors(*fixable: type[BaseException]) -> Iterator[None]:
+    """Errors of the ``fixable`` classes become one-line CLI errors (no traceback, exit 1).
+
+    Other exceptions pass unchanged: they are bugs, and their traceback helps.
+    """
+    try:
+        yield
+    except click.ClickException:
+        raise
+    except fixable as exc:
+        raise click.ClickException(str(exc)) from None
