@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn.functional as F
+from torch import nn
 
 
 def db_to_gan_image(spec_db: torch.Tensor, *, size: int, top_db: float) -> torch.Tensor:
@@ -58,3 +59,28 @@ def db_to_model_image(
     x = ((spec_db.float() + top_db) / top_db).clamp(0, 1).flip(-2).unsqueeze(1)
     x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
     return (x.expand(-1, 3, -1, -1) - mean) / std
+
+
+class SpectrogramImage(nn.Module):
+    """:func:`db_to_model_image` with one pretrained model's size, dB range and normalisation.
+
+    Used by emotion-vit's model and by the distilled student. ``mean`` and
+    ``std`` are non-persistent buffers: they follow the model to its device and
+    stay out of checkpoints (they come from the run's config).
+    """
+
+    def __init__(self, *, size: int, top_db: float, mean: list[float], std: list[float]) -> None:
+        super().__init__()
+        self.size = size
+        self.top_db = top_db
+        self.register_buffer(
+            "mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False
+        )
+        self.register_buffer(
+            "std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False
+        )
+
+    def forward(self, spec_db: torch.Tensor) -> torch.Tensor:
+        return db_to_model_image(
+            spec_db, size=self.size, top_db=self.top_db, mean=self.mean, std=self.std
+        )

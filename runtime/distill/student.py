@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from runtime.distill.spectrogram import db_to_model_image
+from runtime.distill.spectrogram import SpectrogramImage
 from runtime.stacks._emotion import regression_head
 
 #: Weight files of a timm Hub repo, in the order timm prefers them.
@@ -121,16 +121,10 @@ class StudentRegressor(nn.Module):
         width = int(backbone.num_features)
         self.head = regression_head(width, dropout=dropout)
         self.projector = nn.Linear(width, teacher_dim) if teacher_dim else None
-        self.image_size = image_size
-        self.top_db = top_db
-        self.register_buffer("mean", torch.tensor(mean).view(1, 3, 1, 1), persistent=False)
-        self.register_buffer("std", torch.tensor(std).view(1, 3, 1, 1), persistent=False)
+        self.to_image = SpectrogramImage(size=image_size, top_db=top_db, mean=mean, std=std)
 
     def forward(self, spec: torch.Tensor, with_features: bool = False):
-        image = db_to_model_image(
-            spec, size=self.image_size, top_db=self.top_db, mean=self.mean, std=self.std
-        )
-        pooled = self.backbone(image)  # timm with num_classes=0: pooled features
+        pooled = self.backbone(self.to_image(spec))  # timm with num_classes=0: pooled features
         pred = self.head(pooled)
         if not with_features:
             return pred

@@ -24,11 +24,12 @@ from typing import Any
 import click
 
 from runtime.stacks._emotion import (
+    OFFSET_OPTION,
     EmotionStack,
+    backbone_blocks,
     from_pretrained_complete,
     make_cli,
     regression_head,
-    transformer_blocks,
 )
 
 #: Artifact ids of bundles/emotion-vit.toml (the in21k backbone, with the
@@ -41,6 +42,8 @@ def _emotion_vit_module():
     """The model class, built on first use so that importing the stack stays light."""
     import torch
     from torch import nn
+
+    from runtime.distill.spectrogram import SpectrogramImage
 
     class EmotionViT(nn.Module):
         """Spectrogram (B, n_mels, frames) in dB -> (B, 2) valence/arousal in [-1, 1]."""
@@ -58,29 +61,8 @@ def _emotion_vit_module():
             super().__init__()
             self.backbone = backbone
             self.head = regression_head(backbone.config.hidden_size, dropout=dropout)
-            self.image_size = image_size
-            self.top_db = top_db
-            self.register_buffer(
-                "mean", torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False
-            )
-            self.register_buffer(
-                "std", torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False
-            )
-
-        def to_image(self, spec: torch.Tensor) -> torch.Tensor:
-            # dB in [-top_db, 0] -> [0, 1], low frequencies at the bottom like a picture
-            # of a spectrogram, resized on the device (antialiased: a 30 s clip has ~1300
-            # frames for 224 columns, and plain bilinear would skip short onsets), 3
-            # channels, then the image processor's normalisation.
-            x = ((spec.float() + self.top_db) / self.top_db).clamp(0, 1).flip(-2).unsqueeze(1)
-            x = torch.nn.functional.interpolate(
-                x,
-                size=(self.image_size, self.image_size),
-                mode="bilinear",
-                align_corners=False,
-                antialias=True,
-            )
-            return (x.expand(-1, 3, -1, -1) - self.mean) / self.std
+            # The one conversion the distilled student uses too, so both see the same picture.
+            self.to_image = SpectrogramImage(size=image_size, top_db=top_db, mean=mean, std=std)
 
         def forward(self, spec: torch.Tensor) -> torch.Tensor:
             hidden = self.backbone(pixel_values=self.to_image(spec)).last_hidden_state
@@ -167,17 +149,13 @@ def features(config: dict[str, Any]):
     return params.as_dict(), compute, config["frames"], -params.top_db
 
 
-def blocks(model) -> tuple[list, list]:
-    return transformer_blocks(model.backbone), [model.backbone.layernorm]
-
-
 STACK = EmotionStack(
     name="emotion-vit",
     default_model=DEFAULT_MODEL,
     prepare=prepare,
     build=build,
     features=features,
-    blocks=blocks,
+    blocks=backbone_blocks,
     options=[
         click.option(
             "--sample-rate", default=22050, show_default=True, help="Decode audio at this rate."
@@ -185,12 +163,7 @@ STACK = EmotionStack(
         click.option("--n-mels", default=128, show_default=True),
         click.option("--n-fft", default=2048, show_default=True),
         click.option("--hop-length", default=512, show_default=True),
-        click.option(
-            "--offset",
-            default=0.0,
-            show_default=True,
-            help="Seconds skipped at the start of each file.",
-        ),
+        OFFSET_OPTION,
         click.option(
             "--seconds", default=30.0, show_default=True, help="Seconds of audio per song."
         ),
