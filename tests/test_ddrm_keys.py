@@ -22,15 +22,9 @@ from runtime.ddrm.key_manifest import (
     published_key_shapes,
 )
 from runtime.ddrm.unet import UNetModel
+from tests.torch_helpers import one_thread  # noqa: F401  (a fixture)
 
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread is faster, and immune to a busy shared CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _meta_shapes(module_factory) -> dict[str, tuple[int, ...]]:

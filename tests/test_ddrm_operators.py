@@ -22,16 +22,12 @@ from runtime.ddrm.operators import (
     gaussian_kernel,
     make_operator,
 )
+from tests.torch_helpers import one_thread  # noqa: F401  (a fixture)
 
 F64 = torch.float64
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def dense(fn, n_in: int) -> torch.Tensor:

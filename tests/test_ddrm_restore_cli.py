@@ -24,6 +24,7 @@ from PIL import Image
 
 from runtime.ddrm.key_manifest import adm_classifier_key_shapes, adm_unet_key_shapes
 from tests.fixtures.bundles import activated
+from tests.torch_helpers import one_thread  # noqa: F401  (a fixture)
 
 OPENAI = "https://openaipublic.blob.core.windows.net/diffusion/jul-2021"
 TINY_MODEL_FLAGS = (
@@ -36,12 +37,7 @@ TINY_CLASSIFIER_FLAGS = (
 )
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def _flags(text: str) -> dict[str, object]:

@@ -21,17 +21,13 @@ import torch.nn.functional as F
 
 from runtime.ddrm.operators import DEGRADATIONS, make_operator, psnr_db
 from runtime.ddrm.sampler import NoiseSchedule, classifier_guided, ddrm_sample, log_prob_gradient
+from tests.torch_helpers import one_thread  # noqa: F401  (a fixture)
 
 F64 = torch.float64
 SIZE = 32
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def clean_images(n: int, seed: int) -> torch.Tensor:

@@ -20,6 +20,7 @@ from runtime.ddrm.classifier import EncoderUNetModel
 from runtime.ddrm.configs import adm_config_from_flags, classifier_config_from_flags
 from runtime.ddrm.key_manifest import adm_classifier_key_shapes, adm_unet_key_shapes
 from runtime.ddrm.unet import UNetModel
+from tests.torch_helpers import one_thread  # noqa: F401  (a fixture)
 
 TINY_COND = {
     "image_size": 32, "num_channels": 32, "num_res_blocks": 1, "channel_mult": "1,2",
@@ -39,13 +40,7 @@ TINY_CLASSIFIER = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    """Tiny tensors: one thread is faster, and immune to a busy shared CPU."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def random_checkpoint(shapes: dict[str, tuple[int, ...]], seed: int) -> dict[str, torch.Tensor]:

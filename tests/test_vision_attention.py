@@ -12,7 +12,8 @@ from click.testing import CliRunner
 from PIL import Image
 
 from tests.fixtures.bundles import activated
-from tests.test_vision_data import VIT_B_16_URL, noisy_tile, one_thread  # noqa: F401
+from tests.test_vision_data import VIT_B_16_URL, noisy_tile
+from tests.torch_helpers import one_thread  # noqa: F401  (a fixture)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -108,17 +108,6 @@ def torchvision_spec(name: str, weights: str, data: bytes) -> str:
     """
 
 
-@pytest.fixture
-def one_thread():
-    """Tiny models run fastest on one thread, and the CI machine's two cores are shared."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 # --- Tests of runtime.vision.images -----------------------------------------
 
 

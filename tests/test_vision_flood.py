@@ -8,7 +8,8 @@ import json
 import pytest
 from click.testing import CliRunner
 
-from tests.test_vision_data import colour_classes, flood_tiles, one_thread  # noqa: F401
+from tests.test_vision_data import colour_classes, flood_tiles
+from tests.torch_helpers import one_thread  # noqa: F401  (a fixture)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -14,10 +14,10 @@ from tests.fixtures.bundles import activated
 from tests.test_vision_data import (
     MOBILENET_URL,
     colour_classes,
-    one_thread,  # noqa: F401
     tiny_mobilenet_weights,
     torchvision_spec,
 )
+from tests.torch_helpers import one_thread  # noqa: F401  (a fixture)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 

@@ -9,7 +9,8 @@ import pytest
 from click.testing import CliRunner
 from PIL import Image
 
-from tests.test_vision_data import colour_classes, one_thread  # noqa: F401
+from tests.test_vision_data import colour_classes
+from tests.torch_helpers import one_thread  # noqa: F401  (a fixture)
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
