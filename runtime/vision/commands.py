@@ -23,6 +23,7 @@ from runtime.stacks.options import (
 )
 from runtime.vision.architectures import ARCHITECTURES
 from runtime.vision.errors import VisionError
+from runtime.vision.reports import nan_as_null  # stdlib only at import
 
 # The registry module imports torch only inside its functions, so listing it is cheap.
 ARCH_NAMES = tuple(ARCHITECTURES)
@@ -58,20 +59,9 @@ def ensure_activated() -> None:
 def emit(data: Any, as_json: bool, text: str) -> None:
     """Print `data` as JSON on stdout with --json, else the human summary `text`."""
     if as_json:
-        click.echo(json.dumps(_json_safe(data), indent=2, default=str))
+        click.echo(json.dumps(nan_as_null(data), indent=2, default=str))
     else:
         click.echo(text)
-
-
-def _json_safe(value: Any) -> Any:
-    # json.dumps writes NaN, which is not JSON; an undefined metric becomes null.
-    if isinstance(value, float) and value != value:
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
 
 
 def train_options(default_arch: str) -> Callable[[Callable], Callable]:

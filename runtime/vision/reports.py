@@ -126,15 +126,19 @@ def write_json(path: Path, data: Any) -> Path:
     """Write `data` as indented JSON (NaN written as null)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(_finite(data), indent=2) + "\n")
+    path.write_text(json.dumps(nan_as_null(data), indent=2) + "\n")
     return path
 
 
-def _finite(value: Any) -> Any:
+def nan_as_null(value: Any) -> Any:
+    """`value` with every NaN float (nested in dicts, lists, tuples) replaced by None.
+
+    json.dumps writes NaN, which is not JSON; an undefined metric becomes null.
+    """
     if isinstance(value, float) and value != value:
         return None
     if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
+        return {k: nan_as_null(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_finite(v) for v in value]
+        return [nan_as_null(v) for v in value]
     return value
