@@ -242,7 +242,7 @@ def _runs_a_command(group: click.Command, ctx: click.Context, args: tuple[str, .
     alone, so the bundles are not activated (no warning about a missing bundle)."""
     if {"--help", "-h"} & set(args):
         return False
-    name = next((a for a in args if not a.startswith("-")), None)
-    if isinstance(group, click.Group) and name is not None:
-        return group.get_command(ctx, name) is not None
+    # Only a leading name is surely the sub-command (a group option's value could come first).
+    if isinstance(group, click.Group) and args and not args[0].startswith("-"):
+        return group.get_command(ctx, args[0]) is not None
     return True
