@@ -216,15 +216,89 @@ def evaluate_model(model: nn.Module, loader, policy, ctx) -> dict[str, float]:
     return report
 
 
-def train(stack: EmotionStack, opts: dict[str, Any]) -> dict[str, Any]:
-    """Fine-tune the stack's backbone + head on a DEAM-style folder (see ``train --help``)."""
+def training_loader(dataset, ctx, policy, opts: dict[str, Any]):
+    """Shuffled training batches of ``--batch-size`` (one shard per rank under DDP).
+
+    The last, short batch is dropped when there are enough full ones: a batch of
+    one breaks batch norm.
+    """
     from torch.utils.data import DataLoader
 
-    from runtime.data.deam import read_songs, split_songs
-    from runtime.train.checkpoint import BestTracker, seed_everything
-    from runtime.train.distributed import barrier, setup_distributed, train_sampler, wrap_model
+    from runtime.train.distributed import train_sampler
+
+    sampler = train_sampler(dataset, ctx, seed=opts["seed"])
+    return DataLoader(
+        dataset,
+        batch_size=opts["batch_size"],
+        shuffle=sampler is None,
+        sampler=sampler,
+        num_workers=opts["workers"],
+        drop_last=len(dataset) > opts["batch_size"] * ctx.world_size,
+        pin_memory=policy.device.type == "cuda",
+    )
+
+
+def fit_selecting_ccc(
+    model: nn.Module,
+    *,
+    train_loader,
+    compute_loss: Callable,
+    evaluate: Callable[[nn.Module], dict[str, float]],
+    policy,
+    ctx,
+    opts: dict[str, Any],
+    out: Path,
+    config: dict[str, Any],
+    log: Callable[[str], None],
+):
+    """AdamW (backbone at ``--backbone-lr``) with cosine warm-up, DDP, then ``fit``
+    keeping the checkpoint of the highest mean CCC: the training part every
+    emotion recipe shares. ``model`` is on ``policy.device``, not yet wrapped.
+
+    Returns:
+        The :class:`runtime.train.loop.FitResult`.
+    """
+    from runtime.train.checkpoint import BestTracker
+    from runtime.train.distributed import wrap_model
     from runtime.train.loop import fit
-    from runtime.train.optim import build_adamw, cosine_with_warmup, freeze_all_but_last
+    from runtime.train.optim import build_adamw, cosine_with_warmup
+
+    optimizer = build_adamw(
+        model, lr=opts["lr"], backbone_lr=opts["backbone_lr"], weight_decay=opts["weight_decay"]
+    )
+    total_steps = opts["epochs"] * math.ceil(len(train_loader) / opts["accum"])
+    scheduler = cosine_with_warmup(
+        optimizer, warmup_steps=int(opts["warmup"] * total_steps), total_steps=total_steps
+    )
+    model = wrap_model(model, ctx, policy.device)
+    return fit(
+        model,
+        train_loader=train_loader,
+        compute_loss=compute_loss,
+        evaluate=evaluate,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        policy=policy,
+        ctx=ctx,
+        epochs=opts["epochs"],
+        accum_steps=opts["accum"],
+        max_grad_norm=opts["clip"],
+        out_dir=out,
+        select=BestTracker(SELECT_METRIC, "max"),
+        config=config,
+        resume=opts["resume"],
+        progress=opts["progress"],
+        log=log,
+        log_keys=("loss", "ccc_valence", "ccc_arousal", "ccc_mean"),
+    )
+
+
+def train(stack: EmotionStack, opts: dict[str, Any]) -> dict[str, Any]:
+    """Fine-tune the stack's backbone + head on a DEAM-style folder (see ``train --help``)."""
+    from runtime.data.deam import read_songs, split_songs
+    from runtime.train.checkpoint import seed_everything
+    from runtime.train.distributed import barrier, setup_distributed
+    from runtime.train.optim import freeze_all_but_last
     from runtime.train.precision import choose_precision
 
     # Where and how we compute: one process per GPU under torchrun.
@@ -259,17 +333,7 @@ def train(stack: EmotionStack, opts: dict[str, Any]) -> dict[str, Any]:
     if ctx.is_main:
         cache.warm([s.audio for s in songs], progress=opts["progress"], desc="spectrograms")
     barrier(ctx)
-    train_set = song_dataset(stack, config, train_songs, cache)
-    sampler = train_sampler(train_set, ctx, seed=opts["seed"])
-    train_loader = DataLoader(
-        train_set,
-        batch_size=opts["batch_size"],
-        shuffle=sampler is None,
-        sampler=sampler,
-        num_workers=opts["workers"],
-        drop_last=len(train_set) > opts["batch_size"] * ctx.world_size,
-        pin_memory=policy.device.type == "cuda",
-    )
+    train_loader = training_loader(song_dataset(stack, config, train_songs, cache), ctx, policy, opts)
     val_loader = eval_loader(
         song_dataset(stack, config, val_songs, cache), ctx, opts["batch_size"], opts["workers"]
     )
@@ -279,34 +343,17 @@ def train(stack: EmotionStack, opts: dict[str, Any]) -> dict[str, Any]:
     blocks, always = stack.blocks(model)
     freeze_all_but_last(model.backbone, blocks, opts["train_blocks"], also_train=always)
     model.to(policy.device)
-    optimizer = build_adamw(
-        model, lr=opts["lr"], backbone_lr=opts["backbone_lr"], weight_decay=opts["weight_decay"]
-    )
-    total_steps = opts["epochs"] * math.ceil(len(train_loader) / opts["accum"])
-    scheduler = cosine_with_warmup(
-        optimizer, warmup_steps=int(opts["warmup"] * total_steps), total_steps=total_steps
-    )
-    model = wrap_model(model, ctx, policy.device)
-
-    result = fit(
+    result = fit_selecting_ccc(
         model,
         train_loader=train_loader,
         compute_loss=mse_loss,
         evaluate=lambda m: evaluate_model(m, val_loader, policy, ctx),
-        optimizer=optimizer,
-        scheduler=scheduler,
         policy=policy,
         ctx=ctx,
-        epochs=opts["epochs"],
-        accum_steps=opts["accum"],
-        max_grad_norm=opts["clip"],
-        out_dir=out,
-        select=BestTracker(SELECT_METRIC, "max"),
+        opts=opts,
+        out=out,
         config=config,
-        resume=opts["resume"],
-        progress=opts["progress"],
         log=say,
-        log_keys=("loss", "ccc_valence", "ccc_arousal", "ccc_mean"),
     )
     summary = {
         "stack": stack.name,

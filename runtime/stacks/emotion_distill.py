@@ -24,7 +24,6 @@ train/validation split, so no step ever trains on a validation song.
 from __future__ import annotations
 
 import json
-import math
 import os
 from collections.abc import Callable
 from pathlib import Path
@@ -38,8 +37,10 @@ from runtime.stacks._emotion import (
     eval_loader,
     evaluate_model,
     feature_cache,
+    fit_selecting_ccc,
     run_command,
     song_dataset,
+    training_loader,
 )
 from runtime.stacks.options import is_main_process, main_process_log
 
@@ -234,11 +235,9 @@ def distill(opts: dict[str, Any]) -> dict[str, Any]:
         student_weights,
     )
     from runtime.distill.teacher import load_teacher, teacher_outputs, teacher_width
-    from runtime.train.checkpoint import BestTracker, read_checkpoint, seed_everything
+    from runtime.train.checkpoint import read_checkpoint, seed_everything
     from runtime.train.curves import write_curves
-    from runtime.train.distributed import barrier, setup_distributed, train_sampler, wrap_model
-    from runtime.train.loop import fit
-    from runtime.train.optim import build_adamw, cosine_with_warmup
+    from runtime.train.distributed import barrier, setup_distributed
     from runtime.train.precision import choose_precision
 
     # Where and how we compute (one process per GPU under torchrun).
@@ -333,24 +332,7 @@ def distill(opts: dict[str, Any]) -> dict[str, Any]:
     model = build_student(config, student_file).to(policy.device)
     initial = evaluate_model(model, val_loader, policy, ctx)
     say(f"untrained student validation CCC {initial['ccc_mean']:.4f}")
-    sampler = train_sampler(train_set, ctx, seed=opts["seed"])
-    train_loader = DataLoader(
-        train_set,
-        batch_size=opts["batch_size"],
-        shuffle=sampler is None,
-        sampler=sampler,
-        num_workers=opts["workers"],
-        drop_last=len(train_set) > opts["batch_size"] * ctx.world_size,  # batch norm
-        pin_memory=policy.device.type == "cuda",
-    )
-    optimizer = build_adamw(
-        model, lr=opts["lr"], backbone_lr=opts["backbone_lr"], weight_decay=opts["weight_decay"]
-    )
-    total_steps = opts["epochs"] * math.ceil(len(train_loader) / opts["accum"])
-    scheduler = cosine_with_warmup(
-        optimizer, warmup_steps=int(opts["warmup"] * total_steps), total_steps=total_steps
-    )
-    model = wrap_model(model, ctx, policy.device)
+    train_loader = training_loader(train_set, ctx, policy, opts)
 
     def compute_loss(student, batch):
         spec, label, teacher_pred, teacher_feature = batch
@@ -379,25 +361,17 @@ def distill(opts: dict[str, Any]) -> dict[str, Any]:
         loss_parts.append({"epoch": first_epoch + len(loss_parts), **running.pop()})
         return evaluate_model(student, val_loader, policy, ctx)
 
-    result = fit(
+    result = fit_selecting_ccc(
         model,
         train_loader=train_loader,
         compute_loss=compute_loss,
         evaluate=evaluate_epoch,
-        optimizer=optimizer,
-        scheduler=scheduler,
         policy=policy,
         ctx=ctx,
-        epochs=opts["epochs"],
-        accum_steps=opts["accum"],
-        max_grad_norm=opts["clip"],
-        out_dir=out,
-        select=BestTracker(SELECT_METRIC, "max"),
+        opts=opts,
+        out=out,
         config=config,
-        resume=opts["resume"],
-        progress=opts["progress"],
         log=say,
-        log_keys=("loss", "ccc_valence", "ccc_arousal", "ccc_mean"),
     )
     if ctx.is_main:
         write_curves(loss_parts, out, name=LOSS_PARTS_NAME)
