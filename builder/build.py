@@ -331,6 +331,11 @@ def _fetch_all(
     blob_path = layout.fast_blob_path(store)
     for art in spec.artifacts:
         for pf in plans[art.id].files:
+            if pf.sha256 is None and pf.git_sha1 is not None:
+                # A Hub file kept in git has only its git id until downloaded; the
+                # store remembers which verified blob had that id (fresh --out,
+                # --refresh), so an unchanged file is not fetched again.
+                pf.sha256 = store.recall_alias("git-sha1", pf.git_sha1, pf.size)
             if pf.sha256 is not None:
                 # What Store.has() does (never re-hash), without pathlib per file.
                 try:
@@ -366,6 +371,8 @@ def _fetch_all(
             if bar is not None:
                 bar.close()
         pf.sha256, pf.size = result.sha256, result.size
+        if pf.git_sha1 is not None:
+            store.remember_alias("git-sha1", pf.git_sha1, result.sha256)
         report.fetched_files += 1 if result.fetched_bytes else 0
         report.fetched_bytes += result.fetched_bytes
 

@@ -239,7 +239,7 @@ def _artifact(raw: Any, index: int, where: str) -> ArtifactSpec:
     for key in ("url", "mirrors"):
         values = options.get(key)
         for url in [values] if isinstance(values, str) else values or []:
-            if not re.match(r"^(https?|file)://", url):
+            if not re.match(r"^https?://", url):
                 raise SpecError(f"{here}: field '{key}' must be an http(s) URL, got {url!r}")
     filename = options.get("filename")
     if filename is not None and (not filename or "/" in filename or filename in (".", "..")):

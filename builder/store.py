@@ -6,6 +6,8 @@ Layout under the store root::
     partial/<key>.part         resumable downloads in progress (never trusted as is)
     locks/<key>.lock           inter-process locks, one per download key
     tmp/                       scratch files being copied in (same file system as blobs/)
+    aliases/git-sha1/ab/<40 hex>   the sha256 of a verified blob whose git blob id is that
+                               (Hub files kept in git come with no sha256, only their git id)
 
 Rules the rest of the builder relies on:
 
@@ -53,6 +55,7 @@ HASH_CHUNK = 8 << 20
 BLOB_MODE = 0o444
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 _SAFE_KEY_RE = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+_ALIAS_KEY_RE = re.compile(r"^[0-9a-f]{40}$|^[0-9a-f]{64}$")
 #: errno values for which a hard link is refused and a copy is the answer.
 LINK_REFUSED = {
     errno.EXDEV,
@@ -292,6 +295,45 @@ class Store:
             _unlink_quietly(tmp)
             raise
         return tmp, (digest.hexdigest() if digest is not None else None)
+
+    # --- aliases: other content ids of verified blobs -----------------------
+
+    def _alias_path(self, kind: str, key: str) -> Path | None:
+        if kind not in ("git-sha1",) or not _ALIAS_KEY_RE.match(key):
+            return None
+        return self.root / "aliases" / kind / key[:2] / key
+
+    def remember_alias(self, kind: str, key: str, sha256: str) -> None:
+        """Record that the verified blob ``sha256`` also has the content id ``key``.
+
+        Only call it for bytes that were checked against ``key`` (e.g. the git blob
+        id the Hub reported). Best effort: an alias that cannot be written costs a
+        re-download later, never a wrong file.
+        """
+        path = self._alias_path(kind, key)
+        if path is None:
+            return
+        _check_sha256(sha256)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_name(f".{key}.{uuid.uuid4().hex}")
+            tmp.write_text(sha256)
+            os.replace(tmp, path)
+        except OSError:
+            pass
+
+    def recall_alias(self, kind: str, key: str, size: int | None = None) -> str | None:
+        """The sha256 of a stored blob with content id ``key`` (and ``size``), else None."""
+        path = self._alias_path(kind, key)
+        if path is None:
+            return None
+        try:
+            sha256 = path.read_text().strip()
+        except OSError:
+            return None
+        if not _SHA256_RE.match(sha256) or not self.has(sha256, size):
+            return None
+        return sha256
 
     # --- materialising ----------------------------------------------------
 

@@ -195,6 +195,34 @@ def test_rerun_of_an_unchanged_build_asks_no_server_and_keeps_bundle_json(
     assert cli("verify", tmp_path / "out/rerun").exit_code == 0
 
 
+def test_refresh_after_one_hub_file_changed_fetches_only_that_file(
+    hub, tiny_vit_folder, tmp_path
+):
+    repo = tmp_path / "repo"
+    shutil.copytree(tiny_vit_folder, repo)
+    for i in range(5):  # small files the Hub keeps in git: no sha256, only a git id
+        (repo / f"extra-{i}.json").write_text(json.dumps({"i": i}))
+    hub.add_repo("org/moving-vit", repo)
+    spec = write_spec(tmp_path, HF_SPEC.replace("org/tiny-vit", "org/moving-vit"))
+    assert cli(*build_args(spec, tmp_path)).exit_code == 0
+
+    # The same store, a fresh output folder (no build lock): nothing is fetched again.
+    fresh = cli("build", spec, "--out", tmp_path / "out2", "--store", tmp_path / "store",
+                "--no-progress", "--json")
+    assert fresh.exit_code == 0, fresh.output
+    assert json.loads(fresh.stdout)["fetched_files"] == 0
+
+    # Upstream changes one small file; --refresh fetches that one and nothing else.
+    (repo / "extra-3.json").write_text(json.dumps({"i": "changed"}))
+    hub.add_repo("org/moving-vit", repo)
+    refreshed = cli(*build_args(spec, tmp_path, "--refresh", "--json"))
+    assert refreshed.exit_code == 0, refreshed.output
+    assert json.loads(refreshed.stdout)["fetched_files"] == 1
+    snap = Path(read_manifest(tmp_path / "out/tiny-hf").artifact("vit").path)
+    assert json.loads((tmp_path / "out/tiny-hf" / snap / "extra-3.json").read_text()) == {"i": "changed"}
+    assert cli("verify", tmp_path / "out/tiny-hf").exit_code == 0
+
+
 # --- timm and torchvision --------------------------------------------------------
 
 

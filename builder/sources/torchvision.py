@@ -13,7 +13,7 @@ from __future__ import annotations
 import posixpath
 import re
 from typing import TYPE_CHECKING, Any
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 from builder.errors import BuildError
 from builder.sources import (
@@ -36,7 +36,9 @@ _WEIGHTS_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*$")
 
 def checkpoint_plan(artifact: ArtifactSpec, url: str, *, source: str, ref: str) -> ResolvedArtifact:
     """Plan one torch.hub checkpoint downloaded from ``url`` (shared with timm)."""
-    filename = unquote(posixpath.basename(urlsplit(url).path))
+    # Exactly what torch.hub.load_state_dict_from_url names the file (no unquoting),
+    # so the runtime's TORCH_HOME holds it where torchvision looks.
+    filename = posixpath.basename(urlsplit(url).path)
     if not filename or filename in (".", ".."):
         raise BuildError(
             f"artifact '{artifact.id}': cannot take a file name from {url}", artifact=artifact.id
