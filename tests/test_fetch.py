@@ -109,7 +109,15 @@ def test_broken_body_is_resumed_from_the_bytes_already_on_disk(
     result = fetch([url], store, sha256=sha(data), policy=policy, label="r")
 
     first, second = server.gets("/r.bin")
-    assert first.range is None and second.range == "bytes=300000-"
+    assert first.range is None
+    if kind == "reset":
+        # A TCP reset makes the kernel drop bytes the client had not read yet, so
+        # the resume point is wherever the bytes on disk end (at most the 300 000 sent).
+        assert second.range is None or second.range.startswith("bytes=")
+        start = int(second.range[len("bytes="):-1]) if second.range else 0
+        assert start <= 300_000
+    else:
+        assert second.range == "bytes=300000-"
     assert result.fetched_bytes == len(data)  # nothing downloaded twice
     assert result.path.read_bytes() == data
 
