@@ -11,10 +11,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from runtime.atomic import atomic_write
 
 if TYPE_CHECKING:
     import numpy as np
@@ -90,11 +91,5 @@ class FeatureCache:
             params_file.write_text(json.dumps(self.params, sort_keys=True, default=str, indent=1))
         # Written under a temporary name and renamed: concurrent ranks or an
         # interrupted run never leave a half-written .npy under the final name.
-        fd, tmp = tempfile.mkstemp(prefix=".", suffix=".npy.tmp", dir=self.folder)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                np.save(fh, features)
-            os.replace(tmp, target)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        with atomic_write(target, suffix=".npy.tmp") as fh:
+            np.save(fh, features)

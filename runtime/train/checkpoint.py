@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import os
 import random
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+
+from runtime.atomic import atomic_write
 
 if TYPE_CHECKING:
     import torch
@@ -95,14 +96,8 @@ def save_checkpoint(
         "history": [{k: float(v) for k, v in row.items()} for row in history or []],
         "torch_rng": torch.get_rng_state(),
     }
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            torch.save(state, fh)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, prefix=f".{path.name}.") as fh:
+        torch.save(state, fh)
     return path
 
 
