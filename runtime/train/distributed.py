@@ -80,8 +80,32 @@ def cleanup_distributed() -> None:
     """Leave the process group, if one is running."""
     import torch.distributed as dist
 
+    _cpu_group.clear()
     if dist.is_available() and dist.is_initialized():
         dist.destroy_process_group()
+
+
+#: A gloo group beside the default one (nccl on GPUs), made on first use: see every_rank.
+_cpu_group: dict[str, object] = {}
+
+
+def every_rank(flag: bool, ctx: DistContext) -> bool:
+    """Whether ``flag`` is true on every rank (in a single process: ``flag``).
+
+    The vote is a CPU collective in a gloo group of its own, so it does not
+    wait for the GPU to finish the work queued so far (an nccl all-reduce read
+    back to the CPU would). Every rank must call it at the same point.
+    """
+    if not ctx.enabled:
+        return flag
+    import torch
+    import torch.distributed as dist
+
+    if "group" not in _cpu_group:  # collective: every rank makes it at the same call
+        _cpu_group["group"] = dist.new_group(backend="gloo")
+    votes_against = torch.tensor([0 if flag else 1], dtype=torch.int32)
+    dist.all_reduce(votes_against, group=_cpu_group["group"])
+    return int(votes_against) == 0
 
 
 def wrap_model(model: nn.Module, ctx: DistContext, device: torch.device) -> nn.Module:

@@ -30,6 +30,7 @@ from runtime.train.distributed import (
     DistContext,
     all_reduce_sum,
     barrier,
+    every_rank,
     gather,
 )
 from runtime.train.step import backward, optimizer_step
@@ -104,8 +105,8 @@ def train_one_epoch(
     from (e.g. an empty random mask): it gets no backward and counts as zero in
     its step's mean; a step all of whose micro-batches were skipped is skipped
     (see :func:`~runtime.train.step.optimizer_step`). Under DDP every backward
-    is a collective, so the ranks agree on each micro-batch (one scalar
-    all-reduce): when any rank returns None, every rank drops that micro-batch.
+    is a collective, so the ranks agree on each micro-batch (a one-number vote
+    on the CPU): when any rank returns None, every rank drops that micro-batch.
 
     Returns:
         :class:`EpochStats` (mean loss over ranks and micro-batches, steps taken,
@@ -134,7 +135,7 @@ def train_one_epoch(
         with sync:
             with policy.autocast():
                 loss = compute_loss(model, batch)
-            if _every_rank_has_a_loss(loss, ctx, policy.device):
+            if _every_rank_has_a_loss(loss, ctx):
                 backward(loss, policy, accum_steps=micro_in_group)
                 loss_sum += loss.detach().double()
                 learnt += 1
@@ -165,17 +166,15 @@ def train_one_epoch(
     )
 
 
-def _every_rank_has_a_loss(loss: torch.Tensor | None, ctx: DistContext, device) -> bool:
+def _every_rank_has_a_loss(loss: torch.Tensor | None, ctx: DistContext) -> bool:
     """Whether this micro-batch gets a backward: on every rank, or on none.
 
     Under DDP a backward all-reduces gradients, so a rank that skipped it alone
     would leave the others waiting forever. Skipping on every rank is safe: a
-    DDP forward without a backward leaves no reduction pending.
+    DDP forward without a backward leaves no reduction pending. The vote is on
+    the CPU (see :func:`~runtime.train.distributed.every_rank`).
     """
-    if not ctx.enabled:
-        return loss is not None
-    (without_loss,) = all_reduce_sum([float(loss is None)], ctx, device)
-    return without_loss == 0
+    return every_rank(loss is not None, ctx)
 
 
 def _all_reduce_mean_gradients(optimizer: torch.optim.Optimizer, ctx: DistContext) -> None:
