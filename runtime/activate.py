@@ -15,14 +15,13 @@ import logging
 import os
 import shutil
 import sys
-import tempfile
 import threading
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runtime import constants, guard
+from runtime import constants
 from runtime.catalog import AttachedBundle, Problem, attach_all
 from runtime.errors import BundleIntegrityWarning, NoBundleWarning
 from runtime.locate import locate_with_stats
@@ -178,13 +177,39 @@ def _default_view_parent() -> str | None:
     return None
 
 
+def _temp_root() -> str:
+    # tempfile costs ~5 ms to import; activate() is on every notebook's first line.
+    for var in ("TMPDIR", "TEMP", "TMP"):
+        if os.environ.get(var):
+            return os.environ[var]
+    return "/tmp"
+
+
+def _private_dir(parent: Path) -> Path:
+    """A fresh 0700 folder under `parent` (what tempfile.mkdtemp does)."""
+    for _ in range(100):
+        path = parent / f"offline-bundle-view-{os.urandom(6).hex()}"
+        try:
+            os.mkdir(path, 0o700)
+            return path
+        except FileExistsError:
+            continue
+    raise FileExistsError(f"cannot create a unique view folder under {parent}")
+
+
+def _uninstall_guard() -> None:
+    guard = sys.modules.get("runtime.guard")  # imported only once strict mode was used
+    if guard is not None:
+        guard.uninstall()
+
+
 def _new_view_dir() -> Path:
     parent: Path | str | None = constants.view_dir()
     if parent is not None:
         Path(parent).mkdir(parents=True, exist_ok=True)
     else:
         parent = _default_view_parent()
-    view = Path(tempfile.mkdtemp(prefix="offline-bundle-view-", dir=parent))
+    view = _private_dir(Path(parent) if parent is not None else Path(_temp_root()))
     _State.temp_views.append(view)
     if not _State.atexit_registered:
         atexit.register(_remove_views)
@@ -337,9 +362,11 @@ def _activate(strict: bool) -> Activation:
     strict = strict or was_strict
     act.strict = strict
     if strict:
+        from runtime import guard
+
         guard.install(hint=_strict_hint)
     else:
-        guard.uninstall()
+        _uninstall_guard()
     return act
 
 
@@ -372,7 +399,7 @@ def _strict_hint(host: str, port: int | None, clues: dict[str, str]) -> str:
 
 def deactivate() -> None:
     """Undo activate(): restore the environment and patched constants, drop strict mode and the view."""
-    guard.uninstall()
+    _uninstall_guard()
     for key, old in _State.saved_env.items():
         if old is None:
             os.environ.pop(key, None)
