@@ -102,23 +102,30 @@ def _size_of(path: str) -> int | None:
     return _LINK if stat.S_ISLNK(st.st_mode) else st.st_size
 
 
-def _linked_folder(base: str, real: str, is_link: dict[str, bool]) -> str | None:
+def _linked_folder(base: str, real: str, seen: dict[str, str]) -> str | None:
     """The first folder between `base` and the file at `real` that is a symlink, or None.
 
     lstat of the file alone follows a linked folder above it (`snapshots/COMMIT ->
-    /elsewhere`). Each folder is looked at once per bundle (`is_link` remembers),
-    so the cost is one lstat per folder, not per file. `base` itself may be a link
-    (a dataset mounted under another name).
+    /elsewhere`). `seen` maps each folder already looked at to the linked folder at
+    or above it ("" for none), so a bundle costs one lstat per distinct folder and
+    one dict lookup per file. `base` itself may be a link (a dataset mounted under
+    another name).
     """
-    folder = base
-    for part in real[len(base) + 1 :].split("/")[:-1]:
-        folder = f"{folder}/{part}"
-        linked = is_link.get(folder)
-        if linked is None:
-            linked = is_link[folder] = _size_of(folder) == _LINK
-        if linked:
-            return folder[len(base) + 1 :]
-    return None
+    return _link_above(base, real.rpartition("/")[0], seen) or None
+
+
+def _link_above(base: str, folder: str, seen: dict[str, str]) -> str:
+    hit = seen.get(folder)
+    if hit is not None:
+        return hit
+    if len(folder) <= len(base):
+        found = ""
+    else:
+        found = _link_above(base, folder.rpartition("/")[0], seen)
+        if not found and _size_of(folder) == _LINK:
+            found = folder[len(base) + 1 :]
+    seen[folder] = found
+    return found
 
 
 def attach(folder: Path) -> AttachedBundle | Problem:
@@ -137,7 +144,7 @@ def attach(folder: Path) -> AttachedBundle | Problem:
     owners = [(a.id, f) for a in manifest.artifacts for f in a.files]
     owners += [(None, f) for f in manifest.extra_files]
     links: list[str] = []
-    is_link: dict[str, bool] = {}
+    seen_folders: dict[str, str] = {}
     for art_id, entry in owners:
         size = _size_of(bundle._real(entry.path))
         top = entry.path.split("/", 1)[0]
@@ -158,7 +165,7 @@ def attach(folder: Path) -> AttachedBundle | Problem:
                         path=top + ".zip",
                     )
                 )
-        linked = None if size is None else _linked_folder(base, bundle._real(entry.path), is_link)
+        linked = None if size is None else _linked_folder(base, bundle._real(entry.path), seen_folders)
         if linked is not None:
             if linked not in links:
                 links.append(linked)
