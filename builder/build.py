@@ -183,6 +183,9 @@ class _Progress:
 
     def __init__(self, enabled: bool, total: int, files: int) -> None:
         self.enabled = enabled and files > 0
+        # Per-file bars stack with cursor moves: right in a terminal or a notebook,
+        # escape-code litter in a CI log. Elsewhere the overall bar alone.
+        self.per_file = sys.stderr.isatty() or "ipykernel" in sys.modules
         self._lock = threading.Lock()
         self.overall = None
         if self.enabled:
@@ -197,6 +200,12 @@ class _Progress:
     def file_callback(self, label: str, size: int | None) -> tuple[Callable[[int], None] | None, Any]:
         if not self.enabled:
             return None, None
+        if not self.per_file:
+            def update_overall(n: int) -> None:
+                with self._lock:
+                    self.overall.update(n)
+
+            return update_overall, None
         bar = self._tqdm(
             total=size, unit="B", unit_scale=True, unit_divisor=1024, desc=label[-40:],
             file=sys.stderr, leave=False, dynamic_ncols=True,
