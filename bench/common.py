@@ -7,6 +7,7 @@ alike.
 
 from __future__ import annotations
 
+import argparse
 import hashlib
 import json
 import os
@@ -233,3 +234,18 @@ def machine() -> str:
 
 def emit_json(obj: Any) -> None:
     print(json.dumps(obj), flush=True)
+
+
+def bench_parser(module: str, doc: str | None) -> argparse.ArgumentParser:
+    """The argument parser every bench script starts from (with ``--json``)."""
+    parser = argparse.ArgumentParser(
+        prog=f"python -m {module}", description=doc,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--json", action="store_true", help="print the results as JSON")
+    return parser
+
+
+def scale_factor(value: str, scales: dict[str, float]) -> float:
+    """``--scale``: a named scale (quick, full) or a plain factor."""
+    return scales[value] if value in scales else float(value)

@@ -37,6 +37,7 @@ from pathlib import Path
 from bench.common import (
     MB,
     alternate,
+    bench_parser,
     check_disk,
     cpu_seconds,
     emit_json,
@@ -44,6 +45,7 @@ from bench.common import (
     make_hub_data,
     remove,
     run_json,
+    scale_factor,
     scratch_dir,
     table,
     verdict,
@@ -190,10 +192,7 @@ def _curl(
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.fetch", description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = bench_parser("bench.fetch", __doc__)
     parser.add_argument("--scale", default="quick",
                         help="quick (3%% of full sizes), full, or a factor of the full sizes")
     parser.add_argument("--rounds", type=int, default=3, help="alternating rounds (median taken)")
@@ -205,7 +204,6 @@ def main(argv: list[str] | None = None) -> None:
                         help="cap each CDN connection at this many MB/s, like a real link "
                              "(default 0: loopback speed, which measures CPU)")
     parser.add_argument("--data", type=Path, help="keep the served data here (reused across runs)")
-    parser.add_argument("--json", action="store_true", help="print the results as JSON")
     parser.add_argument("--run-one", help=argparse.SUPPRESS)
     parser.add_argument("--config", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
@@ -213,7 +211,7 @@ def main(argv: list[str] | None = None) -> None:
         emit_json(CONTENDERS[args.run_one](json.loads(args.config)))
         return
 
-    scale = SCALES.get(args.scale) or float(args.scale)
+    scale = scale_factor(args.scale, SCALES)
     data_dir = args.data or scratch_dir("fetch-data")
     repos = list(workload_repos(args.workload))
     full_bytes = sum(workload_repos(args.workload).values()) * scale

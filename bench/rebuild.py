@@ -19,7 +19,6 @@ Examples::
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 import time
@@ -27,6 +26,7 @@ from pathlib import Path
 
 from bench.common import (
     MB,
+    bench_parser,
     check_disk,
     emit_json,
     json_file,
@@ -34,6 +34,7 @@ from bench.common import (
     make_hub_data,
     remove,
     run_json,
+    scale_factor,
     scratch_dir,
     table,
     verdict,
@@ -77,16 +78,12 @@ print(json.dumps({"seconds": time.perf_counter() - t1, "imports": t1 - t0}))
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.rebuild", description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = bench_parser("bench.rebuild", __doc__)
     parser.add_argument("--scale", default="quick", help="quick (5%%), full (~1 GB), or a factor")
     parser.add_argument("--rounds", type=int, default=5, help="no-op rounds (median taken)")
     parser.add_argument("--change-rounds", type=int, default=3, help="one-file-changed rounds")
-    parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args(argv)
-    scale = SCALES.get(args.scale) or float(args.scale)
+    scale = scale_factor(args.scale, SCALES)
 
     work = scratch_dir("rebuild")
     total = int((sum(s for s, _ in REPOS.values()) + URL_FILE[1]) * scale)

@@ -20,7 +20,6 @@ Examples::
 
 from __future__ import annotations
 
-import argparse
 import glob
 import os
 import signal
@@ -31,6 +30,7 @@ import time
 
 from bench.common import (
     MB,
+    bench_parser,
     check_disk,
     child_env,
     emit_json,
@@ -38,6 +38,7 @@ from bench.common import (
     make_hub_data,
     remove,
     run_json,
+    scale_factor,
     scratch_dir,
     table,
     verdict,
@@ -94,15 +95,11 @@ def _kill_at(cmd: list[str], env: dict[str, str], pattern: str, threshold: int) 
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.resume", description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = bench_parser("bench.resume", __doc__)
     parser.add_argument("--scale", default="quick", help="quick (100 MB), full (1 GB), or a factor")
     parser.add_argument("--rounds", type=int, default=3, help="kill-and-rerun rounds per contender")
-    parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args(argv)
-    scale = SCALES.get(args.scale) or float(args.scale)
+    scale = scale_factor(args.scale, SCALES)
     size = int(FULL_SIZE * scale)
 
     base = scratch_dir("resume")

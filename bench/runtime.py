@@ -23,7 +23,6 @@ Examples::
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import os
 import statistics
@@ -31,6 +30,7 @@ import sys
 from pathlib import Path
 
 from bench.common import (
+    bench_parser,
     emit_json,
     machine,
     make_hub_data,
@@ -210,13 +210,9 @@ def _sha256(path: Path) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.runtime", description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = bench_parser("bench.runtime", __doc__)
     parser.add_argument("--scale", default="quick", choices=sorted(SCALES))
     parser.add_argument("--skip-load", action="store_true", help="only the activate() part")
-    parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args(argv)
     cfg = SCALES[args.scale]
     work = scratch_dir("runtime")

@@ -23,7 +23,6 @@ Examples::
 
 from __future__ import annotations
 
-import argparse
 import hashlib
 import subprocess
 import sys
@@ -33,6 +32,7 @@ from pathlib import Path
 from bench.common import (
     MB,
     alternate,
+    bench_parser,
     check_disk,
     child_env,
     emit_json,
@@ -41,6 +41,7 @@ from bench.common import (
     random_file,
     remove,
     run_json,
+    scale_factor,
     scratch_dir,
     table,
     verdict,
@@ -84,16 +85,12 @@ def make_bundle(root: Path, scale: float) -> list[Path]:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(
-        prog="python -m bench.verify", description=__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
+    parser = bench_parser("bench.verify", __doc__)
     parser.add_argument("--scale", default="quick", help="quick (~100 MB), full (~1 GB), or a factor")
     parser.add_argument("--rounds", type=int, default=5, help="alternating rounds (median taken)")
     parser.add_argument("--jobs", type=int, default=4, help="xargs -P for parallel sha256sum")
-    parser.add_argument("--json", action="store_true", help="print the results as JSON")
     args = parser.parse_args(argv)
-    scale = SCALES.get(args.scale) or float(args.scale)
+    scale = scale_factor(args.scale, SCALES)
 
     work = scratch_dir("verify")
     check_disk(work.parent, int(sum(LARGE.values()) * scale * 1.2))
