@@ -35,6 +35,7 @@ import os
 import re
 import shutil
 import stat
+import sys
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -87,6 +88,43 @@ def write_all(file: Any, data: Any) -> None:
         view = view[file.write(view) :]
 
 
+#: sync_file_range(2) flag: start writeback of the range's dirty pages, don't wait.
+_SYNC_FILE_RANGE_WRITE = 2
+_sync_file_range: Any = None
+
+
+def start_writeback(fd: int, offset: int, length: int) -> None:
+    """Ask the kernel to start writing ``length`` bytes at ``offset`` to disk, now.
+
+    A blob must be on disk before it is named (the final ``fsync``). Started
+    while the download goes on, the disk writes overlap the network instead of
+    all waiting for that ``fsync`` at the end: on loopback, fsyncing a 1 GB file
+    that was never written back takes ~2 s here. Linux ``sync_file_range`` with
+    ``SYNC_FILE_RANGE_WRITE`` does not block and does not make anything durable
+    by itself; elsewhere (or if the call is missing) this does nothing and the
+    final ``fsync`` does all the work, as before.
+    """
+    global _sync_file_range
+    if _sync_file_range is None:
+        _sync_file_range = _load_sync_file_range()
+    if _sync_file_range is not False:
+        _sync_file_range(fd, offset, length, _SYNC_FILE_RANGE_WRITE)  # errors ignored
+
+
+def _load_sync_file_range() -> Any:
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        import ctypes
+
+        func = ctypes.CDLL(None, use_errno=True).sync_file_range
+    except (OSError, AttributeError):
+        return False
+    func.argtypes = (ctypes.c_int, ctypes.c_int64, ctypes.c_int64, ctypes.c_uint)
+    func.restype = ctypes.c_int
+    return func
+
+
 def _check_sha256(sha256: str) -> str:
     if not isinstance(sha256, str) or not _SHA256_RE.match(sha256):
         raise StoreError(f"not a sha256 (64 lowercase hex digits): {sha256!r}")
@@ -100,6 +138,22 @@ def _store_os_error(exc: OSError, what: str) -> StoreError:
             f"elsewhere with --store DIR or ${constants.ENV_STORE}"
         )
     return StoreError(f"store error while {what}: {exc}")
+
+
+def _replace_making_parent(src: Path, dest: Path) -> None:
+    """``os.replace(src, dest)``, creating ``dest``'s folder when it is missing.
+
+    Tries the rename first: the 256 fan-out folders exist after the first few
+    hundred files, and ``mkdir`` on an existing folder costs a locked system
+    call per file while other threads create files in it.
+    """
+    try:
+        os.replace(src, dest)
+    except FileNotFoundError:
+        if not os.path.exists(src):
+            raise
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(src, dest)
 
 
 def _unlink_quietly(path: Path) -> None:
@@ -213,10 +267,9 @@ class Store:
                 # this name was damaged after the fact and is replaced below.
                 _unlink_quietly(src)
                 return dest
-            dest.parent.mkdir(parents=True, exist_ok=True)
             os.chmod(src, BLOB_MODE)
             try:
-                os.replace(src, dest)
+                _replace_making_parent(src, dest)
             except OSError as exc:
                 if exc.errno != errno.EXDEV:
                     raise
@@ -315,10 +368,14 @@ class Store:
             return
         _check_sha256(sha256)
         try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(f".{key}.{uuid.uuid4().hex}")
-            tmp.write_text(sha256)
-            os.replace(tmp, path)
+            tmp = self.root / "tmp" / f"alias-{uuid.uuid4().hex}"
+            with open(tmp, "w") as f:
+                f.write(sha256)
+            try:
+                _replace_making_parent(tmp, path)
+            except OSError:
+                _unlink_quietly(tmp)
+                raise
         except OSError:
             pass
 
