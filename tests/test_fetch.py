@@ -533,3 +533,93 @@ def test_server_that_is_down_fails_after_the_retries_naming_the_cause(store: Sto
 
     assert not info.value.permanent
     assert "connection refused" in str(info.value) and url in str(info.value)
+
+
+# --- small files: no lock, no shared partial -----------------------------------
+
+
+def test_small_file_that_keeps_failing_leaves_no_scratch_or_partial_file(
+    server: FileServer, store: Store
+) -> None:
+    # Files up to 256 KiB of known size download into a scratch file of their own
+    # (no resume record: a few kilobytes are cheaper to fetch again). A failure must
+    # not leave that scratch file behind in the store.
+    data = os.urandom(20_000)
+    url = server.add("/config.json", data)
+    server.fault("/config.json", "reset", times=1, after=5_000)
+    server.fault("/config.json", "500", times=100)
+
+    with pytest.raises(FetchError, match="HTTP 500"):
+        fetch([url], store, sha256=None, size=len(data), policy=FAST, label="config.json")
+
+    assert store_is_clean(store)
+    assert not any((store.root / "locks").iterdir())  # no lock file was needed
+
+
+def test_small_file_fetched_by_threads_at_once_ends_as_one_verified_blob(
+    server: FileServer, store: Store
+) -> None:
+    data = os.urandom(4_000)
+    url = server.add("/tokenizer.json", data)
+    results: list = []
+
+    def one() -> None:
+        results.append(
+            fetch([url], store, sha256=sha(data), size=len(data), policy=FAST, label="tok")
+        )
+
+    threads = [threading.Thread(target=one) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+    assert len(results) == 4 and {r.path for r in results} == {store.blob_path(sha(data))}
+    assert store.blob_path(sha(data)).read_bytes() == data
+    assert [p.name for p in (store.root / "tmp").iterdir()] == []
+
+
+def test_large_file_reset_twice_resumes_to_the_right_bytes_across_writeback_windows(
+    server: FileServer, store: Store
+) -> None:
+    # Larger than several writeback windows (the writer starts disk writes every
+    # 8 MiB while it downloads): resumed twice mid-window, the blob is still exact.
+    data = os.urandom(20 << 20)
+    url = server.add("/big.safetensors", data)
+    server.fault("/big.safetensors", "reset", times=1, after=5 << 20)
+    policy = replace(FAST, chunk_size=1 << 20)
+
+    first = fetch([url], store, sha256=sha(data), policy=policy, label="big")
+
+    assert first.path.read_bytes() == data
+    assert first.fetched_bytes <= len(data) + (1 << 20)  # resumed, not restarted
+
+
+def test_proxy_settings_from_the_environment_are_still_honoured_per_host(monkeypatch) -> None:
+    # The fetch session asks requests for the environment's proxy settings once per
+    # host instead of once per file: the answers must stay what requests gives.
+    import requests
+
+    from builder.fetch import _session
+
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.corp.example:3128")
+    monkeypatch.setenv("NO_PROXY", "mirror.corp.example")
+    session = _session(False)
+    session._env_settings.clear()
+    plain = requests.Session()
+    for url in (
+        "https://huggingface.co/org/model/resolve/main/config.json",
+        "https://mirror.corp.example/models/a.bin",
+        "https://huggingface.co/org/model/resolve/main/model.safetensors",
+    ):
+        ours = session.merge_environment_settings(url, {}, True, None, None)
+        theirs = plain.merge_environment_settings(url, {}, True, None, None)
+        assert ours == theirs, url
+    hub = session.merge_environment_settings("https://huggingface.co/x", {}, True, None, None)
+    assert hub["proxies"]["https"] == "http://proxy.corp.example:3128"
+    mirror = session.merge_environment_settings("https://mirror.corp.example/x", {}, True, None, None)
+    assert "https" not in mirror["proxies"]
+    # A proxy set later in the same process (a notebook between two builds) is seen.
+    monkeypatch.setenv("HTTPS_PROXY", "http://other-proxy.corp.example:8080")
+    again = session.merge_environment_settings("https://huggingface.co/x", {}, True, None, None)
+    assert again["proxies"]["https"] == "http://other-proxy.corp.example:8080"

@@ -174,7 +174,9 @@ class Source:
     def headers(self, url: str) -> dict[str, str]:
         """HTTP headers for fetching one of this source's files (auth, user agent).
 
-        Computed at fetch time and never stored: they may carry a token.
+        Computed at fetch time and never stored: they may carry a token. A build
+        asks once per host and reuses the answer for every file on that host, so
+        the headers must not depend on the rest of the url.
         """
         return {}
 
