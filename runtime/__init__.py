@@ -10,7 +10,7 @@ torch or transformers in a notebook; a test pins this).
 
 from __future__ import annotations
 
-import logging
+from typing import Any
 
 from runtime.activate import Activation, activate, current, deactivate
 from runtime.errors import (
@@ -21,13 +21,24 @@ from runtime.errors import (
     NoBundleWarning,
     OfflineViolation,
 )
-from runtime.integrity import VerifyReport, verify
 from runtime.locate import locate
 from runtime.resolve import resolve
 
-# A library logs, the application decides where to: no output unless configured
-# (activate() also warns through `warnings`, which notebooks show).
-logging.getLogger("runtime").addHandler(logging.NullHandler())
+_LAZY = {"verify": "runtime.integrity", "VerifyReport": "runtime.integrity"}
+
+
+def __getattr__(name: str) -> Any:
+    # verify() hashes (hashlib, html for notebooks): imported on first use, which
+    # keeps `import runtime` + activate() cheap. resolve and locate stay eager:
+    # they share their names with submodules, whose import would shadow them.
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'runtime' has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
 
 __all__ = [
     "Activation",

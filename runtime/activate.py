@@ -10,8 +10,6 @@ call again: the same Activation comes back while the attached bundles are unchan
 from __future__ import annotations
 
 import atexit
-import html
-import logging
 import os
 import shutil
 import sys
@@ -23,11 +21,9 @@ from typing import Any
 
 from runtime import constants
 from runtime.catalog import AttachedBundle, Problem, attach_all
-from runtime.errors import BundleIntegrityWarning, NoBundleWarning
+from runtime.errors import BundleIntegrityWarning, NoBundleWarning, log_warning
 from runtime.locate import locate_with_stats
 from runtime.view import VIEW_HF, VIEW_TORCH, build_view
-
-log = logging.getLogger("runtime")
 
 #: Packages whose import-time copies of HF_HUB_OFFLINE / HF_HUB_CACHE activate() updates.
 #: huggingface_hub.constants is the one that matters (transformers 5.x, timm and
@@ -102,7 +98,8 @@ class Activation:
         return "\n".join(lines)
 
     def _repr_html_(self) -> str:
-        e = html.escape
+        from html import escape as e
+
         mode = "strict offline" if self.strict else "offline"
         rows = "".join(
             f"<tr><td>{e(a.bundle)}</td><td><code>{e(a.id)}</code></td><td>{e(a.source)}</td>"
@@ -377,7 +374,7 @@ def _warn_about(act: Activation) -> None:
             f"runtime.activate(): no bundle found (searched $BUNDLE_PATH and {roots}); "
             "libraries are offline with an empty cache. Attach the bundle dataset or set BUNDLE_PATH."
         )
-        log.warning(message)
+        log_warning(message)
         warnings.warn(message, NoBundleWarning, stacklevel=4)
     if act.problems:
         shown = "\n  ".join(str(p) for p in act.problems[:5])
@@ -386,7 +383,7 @@ def _warn_about(act: Activation) -> None:
             f"runtime.activate(): {len(act.problems)} problem(s) in the attached bundles "
             f"(quick size check):\n  {shown}{more}\nRun runtime.verify() for details."
         )
-        log.warning(message)
+        log_warning(message)
         warnings.warn(message, BundleIntegrityWarning, stacklevel=4)
 
 

@@ -2,6 +2,31 @@
 
 from __future__ import annotations
 
+from typing import Any
+
+
+def log_warning(message: str) -> None:
+    """Log ``message`` on the "runtime" logger, importing logging only now.
+
+    ``import runtime`` is on every notebook's first line and must stay cheap;
+    logging (with traceback, tokenize, string) costs ~7 ms to import and the
+    runtime only logs when something is wrong. The package's NullHandler is
+    installed on first use, as ``import runtime`` did before.
+    """
+    _logger().warning(message)
+
+
+def _logger() -> Any:
+    import logging
+
+    log = logging.getLogger("runtime")
+    if not getattr(log, "_offline_bundle_ready", False):
+        # A library logs, the application decides where to: no output unless
+        # configured (activate() also warns through `warnings`, which notebooks show).
+        log.addHandler(logging.NullHandler())
+        log._offline_bundle_ready = True  # type: ignore[attr-defined]
+    return log
+
 
 class BundleRuntimeError(Exception):
     """Base class of every error the runtime raises on purpose."""

@@ -8,17 +8,14 @@ bundles hold and the spec snippet that would add it.
 
 from __future__ import annotations
 
-import logging
 import re
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
 from runtime.catalog import AttachedBundle
-from runtime.errors import ArtifactNotFoundError, FallbackWarning
+from runtime.errors import ArtifactNotFoundError, FallbackWarning, log_warning
 from runtime.manifest import ArtifactEntry
-
-log = logging.getLogger("runtime")
 
 _TORCHVISION_WEIGHTS = re.compile(r"^[A-Za-z0-9_]+_Weights\.[A-Za-z0-9_]+$")
 _HF_URL_REPO = re.compile(
@@ -101,7 +98,7 @@ def resolve_in(name: object, bundles: list[AttachedBundle]) -> Path:
             f"declared fallback '{fallback.artifact.id}' ({fallback.artifact.ref}) from bundle "
             f"'{fallback.bundle.name}' instead"
         )
-        log.warning(message)
+        log_warning(message)
         warnings.warn(message, FallbackWarning, stacklevel=3)
         return fallback.path
     fallbacks = (

@@ -176,10 +176,14 @@ def test_activate_reports_truncated_files_without_hashing(isolated, monkeypatch)
     assert "INCOMPLETE" in repr(act)
 
 
-def test_activate_without_any_bundle_warns_and_stays_offline(isolated):
-    with pytest.warns(runtime.NoBundleWarning, match="BUNDLE_PATH"):
-        act = runtime.activate()
+def test_activate_without_any_bundle_warns_and_stays_offline(isolated, caplog):
+    with caplog.at_level("WARNING", logger="runtime"):
+        with pytest.warns(runtime.NoBundleWarning, match="BUNDLE_PATH"):
+            act = runtime.activate()
     assert act.bundles == [] and os.environ["HF_HUB_OFFLINE"] == "1"
+    # Logged too (logging is imported only when there is something to log).
+    assert [r.name for r in caplog.records] == ["runtime"]
+    assert "no bundle found" in caplog.records[0].getMessage()
 
 
 def test_activation_prints_a_readable_summary(isolated, monkeypatch):
@@ -314,6 +318,26 @@ def test_import_runtime_loads_no_heavy_library():
              "librosa", "numpy", "diffusers", "requests"]
     code = f"import runtime, runtime.cli, sys; print([m for m in {heavy!r} if m in sys.modules])"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "[]"
+
+
+def test_import_and_activate_load_only_what_a_clean_start_needs(tmp_path):
+    # `import runtime; runtime.activate()` opens every notebook: logging, html and
+    # OpenSSL's hashlib are loaded only when there is something to log, show or hash.
+    bundle = vit_bundle(tmp_path / "b")
+    code = (
+        "import sys, runtime\n"
+        "act = runtime.activate()\n"
+        "assert len(act.bundles) == 1 and act.ok, act\n"
+        "print(sorted(m for m in ('logging', 'html', '_hashlib', 'runtime.integrity')"
+        " if m in sys.modules))\n"
+        "assert callable(runtime.verify) and runtime.verify(quick=True).ok\n"
+    )
+    env = {**os.environ, constants.ENV_BUNDLE_PATH: str(bundle), constants.ENV_SEARCH_ROOTS: ""}
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=tmp_path
+    )
+    assert out.returncode == 0, out.stderr
     assert out.stdout.strip() == "[]"
 
 
