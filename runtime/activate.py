@@ -15,11 +15,11 @@ import shutil
 import sys
 import threading
 import warnings
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from runtime import constants
+from runtime._record import FrozenRecord, Record
 from runtime.catalog import AttachedBundle, Problem, attach_all
 from runtime.errors import BundleIntegrityWarning, NoBundleWarning, log_warning
 from runtime.locate import locate_with_stats
@@ -43,30 +43,41 @@ _OFFLINE_ATTRS = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE
 _CACHE_ATTRS = ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE")
 
 
-@dataclass(frozen=True)
-class ArtifactInfo:
+class ArtifactInfo(FrozenRecord):
     """One artifact of an attached bundle, as the Activation summary shows it."""
 
-    id: str
-    source: str
-    ref: str
-    bundle: str
-    path: Path
-    size: int
-    ok: bool
+    __slots__ = ("id", "source", "ref", "bundle", "path", "size", "ok")
+    _fields = __slots__
+
+    def __init__(
+        self, id: str, source: str, ref: str, bundle: str, path: Path, size: int, ok: bool
+    ) -> None:
+        for name, value in zip(self._fields, (id, source, ref, bundle, path, size, ok), strict=True):
+            self._set(name, value)
 
 
-@dataclass(repr=False)
-class Activation:
+class Activation(Record):
     """What activate() attached and changed. Prints as a summary (text or notebook HTML)."""
 
-    bundles: list[AttachedBundle]
-    view: Path | None
-    env: dict[str, str]
-    strict: bool
-    problems: list[Problem] = field(default_factory=list)
-    patched: list[str] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
+    _fields = ("bundles", "view", "env", "strict", "problems", "patched", "notes")
+
+    def __init__(
+        self,
+        bundles: list[AttachedBundle],
+        view: Path | None,
+        env: dict[str, str],
+        strict: bool,
+        problems: list[Problem] | None = None,
+        patched: list[str] | None = None,
+        notes: list[str] | None = None,
+    ) -> None:
+        self.bundles = bundles
+        self.view = view
+        self.env = env
+        self.strict = strict
+        self.problems = [] if problems is None else problems
+        self.patched = [] if patched is None else patched
+        self.notes = [] if notes is None else notes
 
     @property
     def artifacts(self) -> list[ArtifactInfo]:

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import os
 import stat
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from runtime import constants
+from runtime._record import FrozenRecord, Record
 from runtime.manifest import ArtifactEntry, Manifest, ManifestError, read_manifest
 
 #: Top-level folders of the bundle layout. Kaggle uploads each one as an archive
@@ -27,15 +27,25 @@ LAYOUT_DIRS = (
 )
 
 
-@dataclass(frozen=True)
-class Problem:
+class Problem(FrozenRecord):
     """Something wrong with an attached bundle, found without hashing unless verify() asked."""
 
-    bundle: Path
-    kind: str  # "manifest" | "missing" | "size" | "sha256" | "archive"
-    detail: str
-    path: str = ""
-    artifact: str | None = None
+    __slots__ = ("bundle", "kind", "detail", "path", "artifact")
+    _fields = __slots__
+
+    def __init__(
+        self,
+        bundle: Path,
+        kind: str,  # "manifest" | "missing" | "size" | "sha256" | "archive" | "symlink"
+        detail: str,
+        path: str = "",
+        artifact: str | None = None,
+    ) -> None:
+        self._set("bundle", bundle)
+        self._set("kind", kind)
+        self._set("detail", detail)
+        self._set("path", path)
+        self._set("artifact", artifact)
 
     def __str__(self) -> str:
         where = f"{self.bundle / self.path}" if self.path else str(self.bundle)
@@ -43,15 +53,24 @@ class Problem:
         return f"{where}{what}: {self.detail}"
 
 
-@dataclass
-class AttachedBundle:
+class AttachedBundle(Record):
     """A located bundle folder and its manifest."""
 
-    path: Path
-    manifest: Manifest
-    #: layout dir name -> folder (relative to `path`) that really holds it, e.g. {"hf": "hf/hf"}
-    roots: dict[str, str] = field(default_factory=dict)
-    problems: list[Problem] = field(default_factory=list)
+    _fields = ("path", "manifest", "roots", "problems")
+
+    def __init__(
+        self,
+        path: Path,
+        manifest: Manifest,
+        roots: dict[str, str] | None = None,
+        problems: list[Problem] | None = None,
+    ) -> None:
+        self.path = path
+        self.manifest = manifest
+        #: layout dir name -> folder (relative to `path`) that really holds it, e.g. {"hf": "hf/hf"}
+        self.roots = {} if roots is None else roots
+        self.problems = [] if problems is None else problems
+        self._base = str(path)
 
     @property
     def name(self) -> str:
@@ -70,9 +89,6 @@ class AttachedBundle:
             top, sep, rest = rel.partition("/")
             rel = self.roots.get(top, top) + sep + rest
         return f"{self._base}/{rel}"
-
-    def __post_init__(self) -> None:
-        self._base = str(self.path)
 
     def artifact_ok(self, artifact: ArtifactEntry) -> bool:
         """True when the quick check found every file of `artifact` present with its size."""

@@ -32,10 +32,10 @@ from __future__ import annotations
 import json
 import os
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from runtime._record import FrozenRecord, Record
 from runtime.constants import GENERATED_FILES, MANIFEST_FORMAT, MANIFEST_NAME
 
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
@@ -46,26 +46,45 @@ class ManifestError(ValueError):
     """bundle.json is missing, unreadable or malformed. The message names the file and field."""
 
 
-@dataclass(frozen=True)
-class FileEntry:
-    path: str
-    size: int
-    sha256: str
+class FileEntry(FrozenRecord):
+    """One file of a bundle: its path relative to the bundle, size and sha256."""
+
+    __slots__ = ("path", "size", "sha256")
+    _fields = __slots__
+
+    def __init__(self, path: str, size: int, sha256: str) -> None:
+        self._set("path", path)
+        self._set("size", size)
+        self._set("sha256", sha256)
 
     def to_json(self) -> dict[str, Any]:
         return {"path": self.path, "size": self.size, "sha256": self.sha256}
 
 
-@dataclass
-class ArtifactEntry:
-    id: str
-    source: str
-    ref: str
-    revision: str | None
-    path: str
-    files: list[FileEntry]
-    aliases: list[str] = field(default_factory=list)
-    fallbacks: list[str] = field(default_factory=list)
+class ArtifactEntry(Record):
+    """One artifact of a bundle: where resolve() points (`path`) and the files it holds."""
+
+    _fields = ("id", "source", "ref", "revision", "path", "files", "aliases", "fallbacks")
+
+    def __init__(
+        self,
+        id: str,
+        source: str,
+        ref: str,
+        revision: str | None,
+        path: str,
+        files: list[FileEntry],
+        aliases: list[str] | None = None,
+        fallbacks: list[str] | None = None,
+    ) -> None:
+        self.id = id
+        self.source = source
+        self.ref = ref
+        self.revision = revision
+        self.path = path
+        self.files = files
+        self.aliases = [] if aliases is None else aliases
+        self.fallbacks = [] if fallbacks is None else fallbacks
 
     @property
     def size(self) -> int:
@@ -88,17 +107,35 @@ class ArtifactEntry:
         }
 
 
-@dataclass
-class Manifest:
-    name: str
-    version: str
-    artifacts: list[ArtifactEntry]
-    extra_files: list[FileEntry] = field(default_factory=list)
-    title: str = ""
-    stacks: list[str] = field(default_factory=list)
-    created: str = ""
-    digest: str = ""
-    format: int = MANIFEST_FORMAT
+class Manifest(Record):
+    """A bundle's bundle.json: its artifacts, other files and the digest over them all."""
+
+    _fields = (
+        "name", "version", "artifacts", "extra_files", "title", "stacks", "created", "digest",
+        "format",
+    )
+
+    def __init__(
+        self,
+        name: str,
+        version: str,
+        artifacts: list[ArtifactEntry],
+        extra_files: list[FileEntry] | None = None,
+        title: str = "",
+        stacks: list[str] | None = None,
+        created: str = "",
+        digest: str = "",
+        format: int = MANIFEST_FORMAT,
+    ) -> None:
+        self.name = name
+        self.version = version
+        self.artifacts = artifacts
+        self.extra_files = [] if extra_files is None else extra_files
+        self.title = title
+        self.stacks = [] if stacks is None else stacks
+        self.created = created
+        self.digest = digest
+        self.format = format
 
     def all_files(self) -> list[FileEntry]:
         """Every file of the bundle, sorted by path (generated top-level files excluded)."""
@@ -146,8 +183,10 @@ def _sha256() -> Any:
 def compute_digest(files: list[FileEntry]) -> str:
     """sha256 over the sorted file list: one "path\\0size\\0sha256\\n" line per file."""
     h = _sha256()
-    for f in sorted(files, key=lambda f: f.path):
-        h.update(f"{f.path}\0{f.size}\0{f.sha256}\n".encode())
+    lines = "".join(
+        f"{f.path}\0{f.size}\0{f.sha256}\n" for f in sorted(files, key=lambda f: f.path)
+    )
+    h.update(lines.encode())  # one update: the same digest as one per line
     return h.hexdigest()
 
 
@@ -180,8 +219,17 @@ def _get(obj: dict, key: str, typ: type | tuple, where: str, *, optional: bool =
     return value
 
 
-def _file_entry_fast(obj: Any, where: str, index: int) -> FileEntry:
-    """`_file_entry` for the common, clean entry without building any message text.
+def _clean_path(path: Any) -> bool:
+    """True for an obviously safe relative path; False sends it to check_relative_path."""
+    return (
+        type(path) is str and path != "" and path[0] not in "/." and path[-1] != "/"
+        and "/." not in path and "//" not in path and "\\" not in path
+        and "\0" not in path and ":" not in path
+    )
+
+
+def _file_fast(obj: Any) -> FileEntry | None:
+    """The common, clean file entry, without building any message text; else None.
 
     activate() validates every file of every attached bundle; the conservative
     checks here accept only what the exact checks would, and anything unusual
@@ -190,13 +238,46 @@ def _file_entry_fast(obj: Any, where: str, index: int) -> FileEntry:
     if type(obj) is dict:
         path, size, sha = obj.get("path"), obj.get("size"), obj.get("sha256")
         if (
-            type(path) is str and type(size) is int and type(sha) is str
-            and size >= 0 and path and path[0] not in "/." and path[-1] != "/"
-            and "/." not in path and "//" not in path and "\\" not in path
-            and "\0" not in path and ":" not in path and _SHA256_RE.match(sha)
+            _clean_path(path) and type(size) is int and size >= 0
+            and type(sha) is str and _SHA256_RE.match(sha)
         ):
-            return FileEntry(path=path, size=size, sha256=sha)
-    return _file_entry(obj, f"{where}[{index}]")
+            return FileEntry(path, size, sha)
+    return None
+
+
+def _file_entry_fast(obj: Any, where: str, index: int) -> FileEntry:
+    return _file_fast(obj) or _file_entry(obj, f"{where}[{index}]")
+
+
+def _str_list_fast(value: Any) -> list[str] | None:
+    if value is None:
+        return []
+    if type(value) is list and all(type(v) is str for v in value):
+        return list(value)
+    return None
+
+
+def _artifact_fast(raw: Any) -> ArtifactEntry | None:
+    """A clean artifact entry built without message text, as _file_fast; else None."""
+    if type(raw) is not dict:
+        return None
+    get = raw.get
+    art_id, source, ref, path = get("id"), get("source"), get("ref"), get("path")
+    revision, raw_files = get("revision"), get("files")
+    aliases, fallbacks = _str_list_fast(get("aliases")), _str_list_fast(get("fallbacks"))
+    if not (
+        type(art_id) is str and type(source) is str and type(ref) is str
+        and (revision is None or type(revision) is str) and _clean_path(path)
+        and type(raw_files) is list and aliases is not None and fallbacks is not None
+    ):
+        return None
+    files = []
+    for obj in raw_files:
+        entry = _file_fast(obj)
+        if entry is None:
+            return None
+        files.append(entry)
+    return ArtifactEntry(art_id, source, ref, revision, path, files, aliases, fallbacks)
 
 
 def _file_entry(obj: Any, where: str) -> FileEntry:
@@ -219,6 +300,28 @@ def _str_list(obj: dict, key: str, where: str) -> list[str]:
     return list(value)
 
 
+def _artifact_exact(raw: Any, where: str, source: str) -> ArtifactEntry:
+    """Validate one artifact entry field by field; the error names the field."""
+    if not isinstance(raw, dict):
+        raise ManifestError(f"{where}: must be an object")
+    art_id = _get(raw, "id", str, where)
+    where = f"{source}: artifact '{art_id}'"
+    files = [
+        _file_entry_fast(f, f"{where} files", j)
+        for j, f in enumerate(_get(raw, "files", list, where))
+    ]
+    return ArtifactEntry(
+        id=art_id,
+        source=_get(raw, "source", str, where),
+        ref=_get(raw, "ref", str, where),
+        revision=_get(raw, "revision", str, where, optional=True),
+        path=check_relative_path(_get(raw, "path", str, where), f"{where}.path"),
+        files=files,
+        aliases=_str_list(raw, "aliases", where),
+        fallbacks=_str_list(raw, "fallbacks", where),
+    )
+
+
 def manifest_from_json(data: Any, source: str = MANIFEST_NAME) -> Manifest:
     """Validate parsed JSON and build a Manifest. `source` names the file in errors."""
     if not isinstance(data, dict):
@@ -234,34 +337,17 @@ def manifest_from_json(data: Any, source: str = MANIFEST_NAME) -> Manifest:
     seen_paths: set[str] = set()
     raw_artifacts = _get(data, "artifacts", list, source)
     for i, raw in enumerate(raw_artifacts):
-        where = f"{source}: artifacts[{i}]"
-        if not isinstance(raw, dict):
-            raise ManifestError(f"{where}: must be an object")
-        art_id = _get(raw, "id", str, where)
-        where = f"{source}: artifact '{art_id}'"
-        if art_id in seen_ids:
-            raise ManifestError(f"{where}: duplicate id")
-        seen_ids.add(art_id)
-        files = [
-            _file_entry_fast(f, f"{where} files", j)
-            for j, f in enumerate(_get(raw, "files", list, where))
-        ]
-        for f in files:
+        artifact = _artifact_fast(raw) or _artifact_exact(raw, f"{source}: artifacts[{i}]", source)
+        if artifact.id in seen_ids:
+            raise ManifestError(f"{source}: artifact '{artifact.id}': duplicate id")
+        seen_ids.add(artifact.id)
+        for f in artifact.files:
             if f.path in seen_paths:
-                raise ManifestError(f"{where}: file {f.path!r} is listed twice")
+                raise ManifestError(
+                    f"{source}: artifact '{artifact.id}': file {f.path!r} is listed twice"
+                )
             seen_paths.add(f.path)
-        artifacts.append(
-            ArtifactEntry(
-                id=art_id,
-                source=_get(raw, "source", str, where),
-                ref=_get(raw, "ref", str, where),
-                revision=_get(raw, "revision", str, where, optional=True),
-                path=check_relative_path(_get(raw, "path", str, where), f"{where}.path"),
-                files=files,
-                aliases=_str_list(raw, "aliases", where),
-                fallbacks=_str_list(raw, "fallbacks", where),
-            )
-        )
+        artifacts.append(artifact)
     extra = [
         _file_entry_fast(f, f"{source}: extra_files", j)
         for j, f in enumerate(_get(data, "extra_files", list, source, optional=True) or [])
@@ -295,18 +381,23 @@ def read_manifest(bundle_dir: str | os.PathLike) -> Manifest:
         ManifestError: the file is missing, not JSON, or fails validation; the
             message names the file and the field.
     """
-    path = Path(bundle_dir) / MANIFEST_NAME
+    # Plain strings and bytes, not pathlib and a text wrapper: activate() reads
+    # every attached bundle's manifest (pathlib was a third of this function).
+    path = os.path.join(os.fspath(bundle_dir), MANIFEST_NAME)
     try:
-        text = path.read_text(encoding="utf-8")
+        with open(path, "rb") as f:
+            raw = f.read()
     except FileNotFoundError:
         raise ManifestError(f"{path}: not found; is this a bundle folder?") from None
     except OSError as e:
         raise ManifestError(f"{path}: cannot read: {e.strerror}") from None
     try:
-        data = json.loads(text)
+        data = json.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as e:
+        raise ManifestError(f"{path}: not UTF-8 text (byte {e.start})") from None
     except json.JSONDecodeError as e:
         raise ManifestError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
-    return manifest_from_json(data, str(path))
+    return manifest_from_json(data, path)
 
 
 def manifest_to_text(manifest: Manifest) -> str:

@@ -10,9 +10,9 @@ from __future__ import annotations
 
 import re
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 
+from runtime._record import FrozenRecord
 from runtime.catalog import AttachedBundle
 from runtime.errors import ArtifactNotFoundError, FallbackWarning, log_warning
 from runtime.manifest import ArtifactEntry
@@ -25,12 +25,15 @@ _HF_URL_REPO = re.compile(
 )
 
 
-@dataclass(frozen=True)
-class Found:
+class Found(FrozenRecord):
     """An artifact of an attached bundle."""
 
-    bundle: AttachedBundle
-    artifact: ArtifactEntry
+    __slots__ = ("bundle", "artifact")
+    _fields = __slots__
+
+    def __init__(self, bundle: AttachedBundle, artifact: ArtifactEntry) -> None:
+        self._set("bundle", bundle)
+        self._set("artifact", artifact)
 
     @property
     def path(self) -> Path:

@@ -19,7 +19,6 @@ repository, not one per file.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from runtime import constants
@@ -29,16 +28,16 @@ VIEW_HF = "hf"
 VIEW_TORCH = "torch"
 
 
-@dataclass
 class _Plan:
-    # repo folder name ("models--ORG--NAME") -> hf roots of the bundles holding it, in order
-    repos: dict[str, list[str]] = field(default_factory=dict)
-    # "repo/snapshots/COMMIT" -> [(source folder, [files relative to it])], in bundle order
-    snapshots: dict[str, list[tuple[str, list[str]]]] = field(default_factory=dict)
-    # repo folder name -> the first commit seen for it (what "main" means when no ref says)
-    first_commit: dict[str, str] = field(default_factory=dict)
-    # path below torch/ -> source file (first bundle wins)
-    torch_files: dict[str, str] = field(default_factory=dict)
+    def __init__(self) -> None:
+        # repo folder name ("models--ORG--NAME") -> hf roots of the bundles holding it, in order
+        self.repos: dict[str, list[str]] = {}
+        # "repo/snapshots/COMMIT" -> [(source folder, [files relative to it])], in bundle order
+        self.snapshots: dict[str, list[tuple[str, list[str]]]] = {}
+        # repo folder name -> the first commit seen for it (what "main" means when no ref says)
+        self.first_commit: dict[str, str] = {}
+        # path below torch/ -> source file (first bundle wins)
+        self.torch_files: dict[str, str] = {}
 
 
 def _plan(bundles: list[AttachedBundle]) -> _Plan:

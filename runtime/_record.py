@@ -1,0 +1,54 @@
+"""Value-object basics for the runtime's small classes, without ``dataclasses``.
+
+``import runtime`` opens every notebook. ``import dataclasses`` (which brings
+inspect, ast and dis) plus generating the methods of the nine classes on that
+path cost ~12 ms of a bare ``import runtime`` here, more than everything else
+it imports. The classes list their fields in ``_fields`` and write their own
+``__init__``; this gives them the ``==``, ``repr`` and (frozen) hashing that
+``@dataclass`` did.
+"""
+
+from __future__ import annotations
+
+
+class Record:
+    """Equality and repr over ``_fields``; mutable, so unhashable (like a dataclass)."""
+
+    __slots__ = ()
+    _fields: tuple[str, ...] = ()
+
+    def _values(self) -> tuple:
+        return tuple(getattr(self, name) for name in self._fields)
+
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        return self._values() == other._values()  # type: ignore[attr-defined]
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{name}={getattr(self, name)!r}" for name in self._fields)
+        return f"{type(self).__qualname__}({args})"
+
+
+class FrozenRecord(Record):
+    """A Record whose fields cannot be reassigned; hashable. Set fields with ``_set``."""
+
+    __slots__ = ()
+
+    def __hash__(self) -> int:
+        return hash(self._values())
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"cannot assign to field {name!r} of a {type(self).__name__}")
+
+    def __delattr__(self, name: str) -> None:
+        raise AttributeError(f"cannot delete field {name!r} of a {type(self).__name__}")
+
+    _set = object.__setattr__
+
+    def __reduce__(self) -> tuple:
+        # pickle / copy rebuild through __init__ (restoring slots would go through
+        # the refused __setattr__); every subclass takes its fields in _fields order.
+        return (self.__class__, self._values())
