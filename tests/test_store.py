@@ -6,6 +6,7 @@ import hashlib
 import os
 import stat
 import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -219,3 +220,74 @@ def test_disk_full_while_adding_ends_in_store_error_and_no_blob(
     assert blob_files(store) == []
     assert list((store.root / "tmp").iterdir()) == []
     assert src.exists()  # nothing lost on the way
+
+
+# --- aliases: git blob ids of verified blobs -------------------------------------
+
+
+def _stored(store: Store, data: bytes) -> str:
+    src = store.root.parent / f"src-{sha(data)[:8]}"
+    src.write_bytes(data)
+    return store.add_file(src)
+
+
+def test_an_alias_remembered_by_one_build_is_recalled_by_the_next(tmp_path: Path) -> None:
+    store = Store(tmp_path / "store")
+    blob = _stored(store, b'{"model_type": "vit"}')
+    git_id = "1" * 40
+    store.remember_alias("git-sha1", git_id, blob)
+
+    later = Store(tmp_path / "store")  # another process: reads the log
+    assert later.recall_alias("git-sha1", git_id) == blob
+    assert later.recall_alias("git-sha1", git_id, size=21) == blob
+    assert later.recall_alias("git-sha1", git_id, size=22) is None  # wrong size: fetch again
+    assert later.recall_alias("git-sha1", "2" * 40) is None
+    os.chmod(store.blob_path(blob), 0o644)
+    store.blob_path(blob).unlink()
+    assert Store(tmp_path / "store").recall_alias("git-sha1", git_id) is None  # blob gone
+
+
+def test_a_torn_alias_record_from_a_crash_spoils_only_itself(tmp_path: Path) -> None:
+    store = Store(tmp_path / "store")
+    first, second = _stored(store, b"first"), _stored(store, b"second")
+    store.remember_alias("git-sha1", "a" * 40, first)
+    with open(store.root / "aliases" / "git-sha1.log", "ab") as log:
+        log.write(b"\n" + b"b" * 40 + b" " + second[:20].encode())  # killed mid-write
+    reader = Store(tmp_path / "store")
+    assert reader.recall_alias("git-sha1", "b" * 40) is None
+
+    store.remember_alias("git-sha1", "c" * 40, second)  # the next build appends after it
+
+    assert reader.recall_alias("git-sha1", "c" * 40) == second  # read incrementally
+    fresh = Store(tmp_path / "store")
+    assert fresh.recall_alias("git-sha1", "a" * 40) == first
+    assert fresh.recall_alias("git-sha1", "c" * 40) == second
+    assert fresh.recall_alias("git-sha1", "b" * 40) is None
+
+
+def test_aliases_written_by_concurrent_builds_are_all_kept(tmp_path: Path) -> None:
+    store = Store(tmp_path / "store")
+    blobs = [_stored(store, f"file {i}".encode()) for i in range(40)]
+    code = (
+        "import sys; from builder.store import Store; s = Store(sys.argv[1]); "
+        "[s.remember_alias('git-sha1', f'{i:040x}', b) for i, b in "
+        "enumerate(sys.argv[3:]) if i % 2 == int(sys.argv[2])]"
+    )
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, str(store.root), str(parity), *blobs])
+        for parity in (0, 1)
+    ]
+    for p in procs:
+        assert p.wait(timeout=60) == 0
+    fresh = Store(tmp_path / "store")
+    assert [fresh.recall_alias("git-sha1", f"{i:040x}") for i in range(40)] == blobs
+
+
+def test_aliases_of_a_store_made_before_the_log_are_still_recalled(tmp_path: Path) -> None:
+    store = Store(tmp_path / "store")
+    blob = _stored(store, b"older layout")
+    git_id = "d" * 40
+    legacy = store.root / "aliases" / "git-sha1" / git_id[:2] / git_id
+    legacy.parent.mkdir(parents=True)
+    legacy.write_text(blob)
+    assert Store(tmp_path / "store").recall_alias("git-sha1", git_id) == blob
