@@ -396,6 +396,10 @@ def _fetch_all(
 
     try:
         with cf.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+            # Largest first: the long downloads start at once and the small files
+            # fill the other workers around them. In spec order, a repo's hundred
+            # small files could queue behind a few workers busy for minutes.
+            todo.sort(key=lambda item: -(item[1].size or 0))
             futures = {pool.submit(one, art, pf): art for art, pf in todo}
             for fut in cf.as_completed(futures):
                 art = futures[fut]
