@@ -138,6 +138,7 @@ def _hub_env(hub_url: str) -> dict[str, str]:
 def _run_bundle(cfg: dict) -> dict:
     # What the build imports on the way, imported before the clock starts (as
     # snapshot_download's imports are): the benchmark times fetching, not imports.
+    import huggingface_hub.file_download  # noqa: F401  (hf_hub_url; snapshot_download's own module imports it too)
     import huggingface_hub.hf_api  # noqa: F401
     import requests  # noqa: F401
 
