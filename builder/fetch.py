@@ -958,41 +958,34 @@ def fetch(
             exc.artifact = label
             raise
     key = key or sha256 or hashlib.sha256(urls[0].encode()).hexdigest()
+
+    def download(private: bool) -> _Download:
+        return _Download(
+            store,
+            key,
+            sha256=sha256,
+            size=size,
+            policy=policy,
+            headers=headers,
+            progress=progress,
+            verify=verify,
+            label=label,
+            private=private,
+        )
+
     if size is not None and size <= _INLINE_MAX:
         # Small files skip the lock and the shared partial: two builds that want
         # the same small file at once both download it (a few kilobytes) and the
         # store keeps the first copy. The lock costs 3 system calls and the
         # resumable partial 5 more per file; a repo of 200 JSON files felt them.
-        download = _Download(
-            store,
-            key,
-            sha256=sha256,
-            size=size,
-            policy=policy,
-            headers=headers,
-            progress=progress,
-            verify=verify,
-            label=label,
-            private=True,
-        )
+        small = download(private=True)
         try:
-            return download.run(candidates)
+            return small.run(candidates)
         finally:
             with contextlib.suppress(OSError):
-                download.part.unlink(missing_ok=True)  # gone already on success
+                small.part.unlink(missing_ok=True)  # gone already on success
     with store.lock(key):
         # Another thread or process may have finished it while we waited.
         if (hit := stored()) is not None:
             return hit
-        download = _Download(
-            store,
-            key,
-            sha256=sha256,
-            size=size,
-            policy=policy,
-            headers=headers,
-            progress=progress,
-            verify=verify,
-            label=label,
-        )
-        return download.run(candidates)
+        return download(private=False).run(candidates)
