@@ -1,7 +1,7 @@
 """HTTP engine: download one file into the store, verified, resumable, patient.
 
 Used by the ``url`` source directly and by the ``hf`` / ``torchvision`` sources
-for each file. What it does that ``requests`` alone does not:
+for each file. What it does that a plain HTTP client does not:
 
 * resume from ``store.partial_path(key)`` with ``Range: bytes=N-`` (and
   ``If-Range`` when the server gave a validator), so a killed build or a
@@ -16,8 +16,8 @@ for each file. What it does that ``requests`` alone does not:
   for redirect targets (checked before the redirect is followed).
 
 Credentials: ``headers`` (e.g. ``Authorization``) are never logged and never put
-in error messages; ``requests`` drops ``Authorization`` when a redirect leaves
-the host, and we keep it that way.
+in error messages, and are dropped when a redirect leaves the host
+(``builder.httpclient``, urllib3 with the parts of requests we need).
 """
 
 from __future__ import annotations
@@ -42,13 +42,14 @@ from pathlib import Path
 from typing import Any, NoReturn
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+from builder import httpclient
 from builder.errors import BuildError, FetchError, IntegrityError, StoreError
 from builder.store import Store, start_writeback, write_all
 
 log = logging.getLogger(__name__)
 
 _SENSITIVE_QUERY_RE = re.compile(r"token|sig|signature|key|credential|auth|password|secret", re.I)
-#: Bodies up to this size are read with iter_content and written inline (no helper
+#: Bodies up to this size are read with urllib3's stream() and written inline (no helper
 #: thread), and get no resume record: resuming a few kilobytes saves nothing.
 _INLINE_MAX = 256 << 10
 #: Start writing a large download to disk every this many bytes (see start_writeback).
@@ -189,60 +190,6 @@ def check_url_allowed(url: str, *, allow_http: bool) -> None:
         )
 
 
-# --- HTTP session ----------------------------------------------------------
-
-_local = threading.local()
-#: The environment variables requests reads for an http(s) request's proxies and CA.
-_ENV_SETTINGS = tuple(
-    name
-    for base in ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
-    for name in (base, base.upper())
-) + ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
-
-
-def _session(allow_http: bool) -> Any:
-    """A per-thread requests session (keeps connections alive across files)."""
-    session = getattr(_local, "session", None)
-    if session is None:
-        import requests
-
-        class GuardedSession(requests.Session):
-            """Checks every redirect target before following it."""
-
-            allow_http = False
-
-            def rebuild_auth(self, prepared_request: Any, response: Any) -> None:
-                check_url_allowed(prepared_request.url, allow_http=self.allow_http)
-                # requests drops Authorization here when the host changes.
-                super().rebuild_auth(prepared_request, response)
-
-            def merge_environment_settings(
-                self, url: Any, proxies: Any, stream: Any, verify: Any, cert: Any
-            ) -> dict[str, Any]:
-                # requests reads the proxy variables by walking all of os.environ
-                # twice per request (~1.5 ms a file here, a third of the CPU a
-                # small file costs). The environment does not change during a
-                # build and the answer depends on the host only, so ask once per
-                # scheme, host and value of the variables that matter (a notebook
-                # may set a proxy between two builds). Explicit arguments bypass it.
-                if proxies or verify is not None or cert is not None:
-                    return super().merge_environment_settings(url, proxies, stream, verify, cert)
-                parts = urlsplit(url)
-                env = os.environ
-                key = (parts.scheme, parts.netloc, stream, *(env.get(v) for v in _ENV_SETTINGS))
-                cached = self._env_settings.get(key)
-                if cached is None:
-                    cached = super().merge_environment_settings(url, proxies, stream, None, None)
-                    self._env_settings[key] = cached
-                return {**cached, "proxies": dict(cached["proxies"])}
-
-        session = GuardedSession()
-        session._env_settings = {}
-        _local.session = session
-    session.allow_http = allow_http
-    return session
-
-
 # --- one download ----------------------------------------------------------
 
 
@@ -305,7 +252,7 @@ class _Sink:
     With ``buffers``, the sink also owns a small pool of reusable buffers: the
     reader fills one with ``readinto`` (``buffer()``), queues it (``put``) and the
     sink returns it to the pool once written and hashed. That saves the copies
-    and allocations of ``iter_content`` (~0.2 CPU s per GB here).
+    and allocations of reading through urllib3 (~0.2 CPU s per GB here).
     """
 
     def __init__(
@@ -401,13 +348,13 @@ def _raw_reader(response: Any) -> Callable[[bytearray], int] | None:
     """``readinto`` of the undecoded body stream, or None where it cannot be used.
 
     Only for identity-encoded bodies (we ask for ``Accept-Encoding: identity``; a
-    server that compresses anyway goes through ``iter_content``, which decodes).
+    server that compresses anyway goes through urllib3's ``stream()``, which decodes).
     ``http.client`` handles chunked bodies and stops at ``Content-Length``.
     """
     encoding = (response.headers.get("Content-Encoding") or "identity").strip().lower()
     if encoding != "identity":
         return None
-    fp = getattr(getattr(response, "raw", None), "_fp", None)  # urllib3 -> http.client
+    fp = getattr(response, "_fp", None)  # urllib3's response -> http.client's
     readinto = getattr(fp, "readinto", None)
     return readinto if callable(readinto) else None
 
@@ -624,7 +571,9 @@ class _Download:
 
     def _attempt(self, url: str) -> bool:
         """One HTTP request; returns True when the partial holds the whole file."""
-        import requests
+        import http.client
+
+        import urllib3
 
         shown = redact_url(url)
         offset = self._partial_size()
@@ -642,13 +591,14 @@ class _Download:
         remaining = self._remaining()
         if remaining is not None:
             read_timeout = max(0.01, min(read_timeout, remaining))
-        session = _session(self.policy.allow_http)
+        allow_http = self.policy.allow_http
         try:
-            response = session.get(
+            response = httpclient.client().get(
                 url,
-                headers=headers,
-                stream=True,
-                timeout=(self.policy.connect_timeout, read_timeout),
+                headers,
+                connect_timeout=self.policy.connect_timeout,
+                read_timeout=read_timeout,
+                check=lambda target: check_url_allowed(target, allow_http=allow_http),
             )
         except FetchError as exc:  # a redirect to a refused url
             raise FetchError(
@@ -658,7 +608,11 @@ class _Download:
                 permanent=True,
                 artifact=self.label,
             ) from None
-        except requests.exceptions.SSLError as exc:
+        except httpclient.TooManyRedirects as exc:
+            raise FetchError(
+                f"{shown}: {exc}", url=shown, reason="redirects", permanent=True, artifact=self.label
+            ) from None
+        except urllib3.exceptions.SSLError as exc:
             if "CERTIFICATE_VERIFY_FAILED" in str(exc):
                 raise FetchError(
                     f"TLS certificate of {shown} not trusted; set REQUESTS_CA_BUNDLE "
@@ -669,9 +623,7 @@ class _Download:
                     artifact=self.label,
                 ) from None
             raise _Transient(f"TLS error ({type(exc).__name__})") from None
-        except (requests.exceptions.ConnectionError, requests.exceptions.Timeout) as exc:
-            raise _Transient(_describe_network_error(exc, read_timeout)) from None
-        except requests.exceptions.RequestException as exc:
+        except urllib3.exceptions.LocationValueError as exc:
             raise FetchError(
                 f"cannot request {shown}: {type(exc).__name__}",
                 url=shown,
@@ -679,9 +631,12 @@ class _Download:
                 permanent=True,
                 artifact=self.label,
             ) from None
+        except (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError) as exc:
+            raise _Transient(_describe_network_error(exc, read_timeout)) from None
 
-        with response:
-            status = response.status_code
+        self._body_read = False
+        try:
+            status = response.status
             if status == 416 and offset:
                 # The range starts at or past the end: the partial is complete, or bad.
                 total = _parse_content_range(response.headers.get("Content-Range"))[2]
@@ -726,6 +681,8 @@ class _Download:
             else:
                 self._hash, self._hashed = hashlib.sha256(), 0
             received = self._stream(response, offset, expected_total, url, read_timeout)
+        finally:
+            httpclient.release(response, body_read=self._body_read)
         if expected_total is not None and offset + received < expected_total:
             raise _Transient(
                 f"connection closed after {offset + received} of {expected_total} bytes",
@@ -739,15 +696,13 @@ class _Download:
         """Append the body to the partial, hashing as it goes; returns bytes received."""
         import http.client
 
-        import requests
         import urllib3
 
         received = 0
         small = expected_total is not None and expected_total - offset <= _INLINE_MAX
         readinto = None if small else _raw_reader(response)
-        chunks = None if readinto is not None else response.iter_content(self.policy.chunk_size)
+        chunks = None if readinto is not None else response.stream(self.policy.chunk_size)
         network_errors = (
-            requests.exceptions.RequestException,
             urllib3.exceptions.HTTPError,
             http.client.HTTPException,
             OSError,
@@ -786,16 +741,12 @@ class _Download:
                                 _describe_network_error(exc, read_timeout), progressed=received > 0
                             ) from None
                         if not chunk:
-                            if readinto is not None and (
-                                expected_total is None or offset + received == expected_total
-                            ):
-                                # The body was read past urllib3: hand the connection
-                                # back to the pool ourselves, or requests closes it and
-                                # the next file pays a new connection (and a cold TCP
-                                # window, which also makes a reset lose more bytes).
-                                release = getattr(response.raw, "release_conn", None)
-                                if callable(release):
-                                    release()
+                            # The whole body was read: the connection goes back to the
+                            # pool, or the next file pays a new one (and a cold TCP
+                            # window, which also makes a reset lose more bytes).
+                            self._body_read = expected_total is None or (
+                                offset + received == expected_total
+                            )
                             break
                         if (
                             expected_total is not None

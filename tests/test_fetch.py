@@ -15,6 +15,7 @@ import threading
 import time
 from dataclasses import replace
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -595,31 +596,44 @@ def test_large_file_reset_twice_resumes_to_the_right_bytes_across_writeback_wind
     assert first.fetched_bytes <= len(data) + (1 << 20)  # resumed, not restarted
 
 
-def test_proxy_settings_from_the_environment_are_still_honoured_per_host(monkeypatch) -> None:
-    # The fetch session asks requests for the environment's proxy settings once per
-    # host instead of once per file: the answers must stay what requests gives.
-    import requests
+def test_downloads_go_through_the_proxy_the_environment_names(
+    server: FileServer, store: Store, monkeypatch
+) -> None:
+    # A build behind a corporate proxy: HTTP_PROXY is honoured (the file server
+    # here plays the proxy, answering the absolute-form request for another host),
+    # NO_PROXY hosts are fetched directly, and a proxy set between two builds of
+    # one process is used by the second.
+    policy = replace(FAST, allow_http=True)
+    data = os.urandom(30_000)
+    server.add("/weights.bin", data)
+    direct_url = server.add("/direct.bin", b"direct bytes")
+    proxy = server.url_for("/").rstrip("/")
+    monkeypatch.setenv("HTTP_PROXY", proxy)
+    monkeypatch.setenv("NO_PROXY", urlsplit(direct_url).hostname)
 
-    from builder.fetch import _session
+    # The host does not exist: only the proxy can answer for it.
+    via_proxy = fetch(
+        ["http://models.corp.invalid/weights.bin"], store, sha256=sha(data), policy=policy, label="w"
+    )
+    direct = fetch([direct_url], store, sha256=sha(b"direct bytes"), policy=policy, label="d")
 
-    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.corp.example:3128")
-    monkeypatch.setenv("NO_PROXY", "mirror.corp.example")
-    session = _session(False)
-    session._env_settings.clear()
-    plain = requests.Session()
-    for url in (
-        "https://huggingface.co/org/model/resolve/main/config.json",
-        "https://mirror.corp.example/models/a.bin",
-        "https://huggingface.co/org/model/resolve/main/model.safetensors",
-    ):
-        ours = session.merge_environment_settings(url, {}, True, None, None)
-        theirs = plain.merge_environment_settings(url, {}, True, None, None)
-        assert ours == theirs, url
-    hub = session.merge_environment_settings("https://huggingface.co/x", {}, True, None, None)
-    assert hub["proxies"]["https"] == "http://proxy.corp.example:3128"
-    mirror = session.merge_environment_settings("https://mirror.corp.example/x", {}, True, None, None)
-    assert "https" not in mirror["proxies"]
-    # A proxy set later in the same process (a notebook between two builds) is seen.
-    monkeypatch.setenv("HTTPS_PROXY", "http://other-proxy.corp.example:8080")
-    again = session.merge_environment_settings("https://huggingface.co/x", {}, True, None, None)
-    assert again["proxies"]["https"] == "http://other-proxy.corp.example:8080"
+    assert via_proxy.path.read_bytes() == data
+    assert direct.path.read_bytes() == b"direct bytes"
+    assert len(server.gets("/weights.bin")) == 1 and len(server.gets("/direct.bin")) == 1
+
+    monkeypatch.setenv("HTTP_PROXY", "http://127.0.0.1:9")  # now a proxy that is down
+    monkeypatch.delenv("NO_PROXY")
+    with pytest.raises(FetchError, match="refused"):
+        fetch(["http://models.corp.invalid/other.bin"], store, sha256=sha(b"x"), policy=policy,
+              label="o")
+
+
+def test_a_redirect_loop_is_a_clear_permanent_error(server: FileServer, store: Store) -> None:
+    url = server.add("/loop", b"x")
+    server.fault("/loop", "redirect", times=100, to=url)  # redirects to itself
+
+    with pytest.raises(FetchError, match="redirects") as info:
+        fetch([url], store, sha256=sha(b"x"), policy=FAST, label="loop")
+
+    assert info.value.permanent and url in str(info.value)
+    assert 10 <= len(server.gets("/loop")) <= 11
