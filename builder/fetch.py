@@ -266,7 +266,7 @@ class _Sink:
     ) -> None:
         self._file = file
         self._digest = digest
-        self._flushed_base = offset  # file offset of the first byte this sink writes
+        self._start = offset  # file offset of the first byte this sink writes
         self._flushed = offset  # file offset up to which writeback was started
         self._queue: queue.Queue[tuple[Any, bytearray | None] | None] = queue.Queue(maxsize=4)
         self._free: queue.Queue[bytearray] = queue.Queue()
@@ -300,7 +300,7 @@ class _Sink:
                     continue
                 self._digest.update(chunk)
                 self._written += len(chunk)
-                end = self._flushed_base + self._written
+                end = self._start + self._written
                 if end - self._flushed >= _WRITEBACK_STEP:
                     # Overlap the disk with the download: see start_writeback.
                     start_writeback(self._file.fileno(), self._flushed, end - self._flushed)
@@ -569,6 +569,12 @@ class _Download:
                     ) from None
                 log.warning("%s: %s from %s; downloading it again", self.label, exc.reason, shown)
 
+    def _permanent(self, message: str, shown_url: str, reason: str) -> FetchError:
+        """A failure no retry of this url fixes (the next mirror may)."""
+        return FetchError(
+            message, url=shown_url, reason=reason, permanent=True, artifact=self.label
+        )
+
     def _attempt(self, url: str) -> bool:
         """One HTTP request; returns True when the partial holds the whole file."""
         import http.client
@@ -601,35 +607,23 @@ class _Download:
                 check=lambda target: check_url_allowed(target, allow_http=allow_http),
             )
         except FetchError as exc:  # a redirect to a refused url
-            raise FetchError(
-                f"{shown} redirected to a refused url: {exc}",
-                url=shown,
-                reason="redirect refused",
-                permanent=True,
-                artifact=self.label,
+            raise self._permanent(
+                f"{shown} redirected to a refused url: {exc}", shown, "redirect refused"
             ) from None
         except httpclient.TooManyRedirects as exc:
-            raise FetchError(
-                f"{shown}: {exc}", url=shown, reason="redirects", permanent=True, artifact=self.label
-            ) from None
+            raise self._permanent(f"{shown}: {exc}", shown, "redirects") from None
         except urllib3.exceptions.SSLError as exc:
             if "CERTIFICATE_VERIFY_FAILED" in str(exc):
-                raise FetchError(
+                raise self._permanent(
                     f"TLS certificate of {shown} not trusted; set REQUESTS_CA_BUNDLE "
                     "to your CA file if a corporate proxy re-signs traffic",
-                    url=shown,
-                    reason="tls",
-                    permanent=True,
-                    artifact=self.label,
+                    shown,
+                    "tls",
                 ) from None
             raise _Transient(f"TLS error ({type(exc).__name__})") from None
         except urllib3.exceptions.LocationValueError as exc:
-            raise FetchError(
-                f"cannot request {shown}: {type(exc).__name__}",
-                url=shown,
-                reason="bad request",
-                permanent=True,
-                artifact=self.label,
+            raise self._permanent(
+                f"cannot request {shown}: {type(exc).__name__}", shown, "bad request"
             ) from None
         except (urllib3.exceptions.HTTPError, http.client.HTTPException, OSError) as exc:
             raise _Transient(_describe_network_error(exc, read_timeout)) from None
@@ -651,12 +645,10 @@ class _Download:
                 )
                 raise _Transient(f"HTTP {status}", retry_after=retry_after)
             if status not in (200, 206):
-                raise FetchError(
+                raise self._permanent(
                     f"HTTP {status} {response.reason or ''} from {shown}".replace("  ", " "),
-                    url=shown,
-                    reason=f"HTTP {status}",
-                    permanent=True,
-                    artifact=self.label,
+                    shown,
+                    f"HTTP {status}",
                 )
             if status == 206:
                 start, _end, total = _parse_content_range(response.headers.get("Content-Range"))

@@ -30,12 +30,12 @@ from urllib.parse import urljoin, urlsplit
 
 MAX_REDIRECTS = 10
 _REDIRECT_STATUSES = (301, 302, 303, 307, 308)
-#: Environment variables that decide a request's proxy and trusted CAs.
-ENV_VARIABLES = tuple(
+#: Environment variables that decide a request's proxy (the CA ones key client()).
+_PROXY_VARIABLES = tuple(
     name
     for base in ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
     for name in (base, base.upper())
-) + ("REQUESTS_CA_BUNDLE", "CURL_CA_BUNDLE")
+)
 
 _local = threading.local()
 
@@ -100,7 +100,7 @@ class Client:
             TooManyRedirects; urllib3 and OS errors of the connection, unchanged.
         """
         urllib3 = self._urllib3
-        env = tuple(os.environ.get(name) for name in ENV_VARIABLES)
+        env = tuple(os.environ.get(name) for name in _PROXY_VARIABLES)
         headers = dict(headers)
         timeout = urllib3.Timeout(connect=connect_timeout, read=read_timeout)
         for _ in range(MAX_REDIRECTS + 1):
