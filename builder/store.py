@@ -405,7 +405,12 @@ class Store:
         """The sha256 of a stored blob with content id ``key`` (and ``size``), else None."""
         if kind not in _ALIAS_KINDS or not _ALIAS_KEY_RE.match(key):
             return None
-        sha256 = self._aliases(kind).get(key) or self._legacy_alias(kind, key)
+        # The log is read again only for a key not seen yet (appended since, maybe).
+        sha256 = (
+            self._alias_cache.get(kind, {}).get(key)
+            or self._aliases(kind).get(key)
+            or self._legacy_alias(kind, key)
+        )
         if sha256 is None or not self.has(sha256, size):
             return None
         return sha256
