@@ -390,15 +390,14 @@ def _make_api() -> Any:
         """
 
         def _upload_file(self, file_name, full_path, *args, **kwargs):  # type: ignore[override]
-            result = super()._upload_file(file_name, full_path, *args, **kwargs)
+            # Older 2.x clients return None for a refused file; newer ones raise
+            # ValueError. Either way the dataset must not be created without it.
+            try:
+                result = super()._upload_file(file_name, full_path, *args, **kwargs)
+            except ValueError as e:
+                raise _refused_bytes(file_name, str(e)) from None
             if result is None:
-                raise KaggleServerError(
-                    f"Kaggle refused the bytes of {file_name}; nothing was published. Run again "
-                    "(the upload restarts) or check https://www.kaggle.com/ for an outage",
-                    method="upload",
-                    status=None,
-                    server_message="upload unsuccessful",
-                )
+                raise _refused_bytes(file_name, "upload unsuccessful")
             self.uploaded_names.append(file_name)
             return result
 
@@ -423,6 +422,16 @@ def _make_api() -> Any:
         if line.startswith("Warning"):  # e.g. "your kaggle.json is readable by others"
             print(line, file=sys.stderr)
     return api
+
+
+def _refused_bytes(file_name: str, detail: str) -> KaggleServerError:
+    return KaggleServerError(
+        f"Kaggle refused the bytes of {file_name}; nothing was published. Run again "
+        "(the upload restarts) or check https://www.kaggle.com/ for an outage",
+        method="upload",
+        status=None,
+        server_message=detail,
+    )
 
 
 def _server_error(method: str, exc: Exception) -> KaggleServerError:

@@ -54,6 +54,8 @@ out["timm"] = state_digest(timm.create_model(TIMM_MODEL, pretrained=True))
 seconds["timm"] = time.perf_counter() - t
 out["tv"] = state_digest(mobilenet_v3_small(weights=MobileNet_V3_Small_Weights.IMAGENET1K_V1))
 out["strict_active"] = runtime.guard.is_active()
+import os
+out["uid"], out["prefix"] = os.getuid(), sys.prefix
 print("RESULT " + json.dumps({"out": out, "seconds": seconds}))
 '''
 
@@ -154,9 +156,16 @@ def _load_in_fresh_nobody_process(bundle: Path, mode: str) -> dict:
 def test_unmodified_loading_code_reads_a_read_only_bundle_as_non_root_in_strict_mode(
         four_source_bundle, mode):
     bundle, expected = four_source_bundle
+    import os
+    import sys
+
     result = _load_in_fresh_nobody_process(bundle, mode)
     print(f"child load times ({mode}):", result["seconds"])
-    assert result["out"] == expected
+    out = dict(result["out"])
+    # An unprivileged user, running the test's own environment (venv, conda or system).
+    assert out.pop("uid") != 0
+    assert os.path.realpath(out.pop("prefix")) == os.path.realpath(sys.prefix)
+    assert out == expected
     # Optional files that are absent (processor_config.json, ...) are looked up offline:
     # no retries with backoff.
     assert result["seconds"]["ast_fe"] < 5, result["seconds"]

@@ -83,15 +83,74 @@ def nobody_skip_reason() -> str | None:
     return None
 
 
+def _interpreter_paths() -> set[str]:
+    """Every folder this interpreter reads its code from: prefixes, sys.path, the project."""
+    import os
+    import sys
+
+    paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, os.path.dirname(sys.executable),
+             os.path.realpath(sys.executable), str(Path(__file__).resolve().parents[1])}
+    paths.update(p for p in sys.path if p)
+    return {os.path.realpath(p) for p in paths if os.path.exists(p)}
+
+
+def _expose_commands(paths: set[str], skeletons: Path) -> list[str]:
+    """Shell commands (for a private mount namespace) that let any user reach `paths`.
+
+    A folder on the way that others may not enter (e.g. /root, 0700, where pyenv and
+    a clone may live) is covered by a skeleton: a world-readable folder that holds
+    bind mounts of just the entries on the way to `paths`, mounted over it. Nothing
+    else of that folder becomes visible, and nothing on disk changes mode.
+    """
+    import os
+    import shlex
+    import stat
+
+    blocked: set[str] = set()
+    for p in paths:
+        parts = Path(p).parts
+        for i in range(1, len(parts) + 1):
+            d = str(Path(*parts[:i]))
+            st = os.stat(d)
+            if stat.S_ISDIR(st.st_mode) and not st.st_mode & stat.S_IXOTH:
+                blocked.add(d)
+    commands = []
+    # Deepest first: a skeleton mounted below is carried up by the --rbind above it.
+    for n, folder in enumerate(sorted(blocked, key=lambda d: -len(Path(d).parts))):
+        skeleton = skeletons / str(n)
+        skeleton.mkdir(parents=True)
+        skeleton.chmod(0o755)
+        inside = {q for q in paths | blocked if q != folder and q.startswith(folder.rstrip("/") + "/")}
+        children = {Path(q).relative_to(folder).parts[0] for q in inside}
+        if folder in paths:  # the folder itself is wanted: all of it
+            children |= set(os.listdir(folder))
+        for child in sorted(children):
+            real, spot = os.path.join(folder, child), skeleton / child
+            if os.path.isdir(real):
+                spot.mkdir()
+                flag = "--rbind"
+            else:
+                spot.touch()
+                flag = "--bind"
+            commands.append(f"mount {flag} {shlex.quote(real)} {shlex.quote(str(spot))}")
+        commands.append(f"mount --rbind {shlex.quote(str(skeleton))} {shlex.quote(folder)}")
+    return commands
+
+
 def run_as_nobody(script: str, args: list[str], *, binds: dict[str, Path],
-                  env: dict[str, str], timeout: float = 240):
+                  env: dict[str, str], timeout: float = 240, argv0: list[str] | None = None):
     """Run `python -c script args` as user nobody with empty, private HOME/HF_HOME/TORCH_HOME.
 
-    The interpreter and the bound folders (e.g. a bundle under pytest's 0700 tmp dir)
-    are bind-mounted, inside a private mount namespace, under a world-readable temp
-    folder: nobody can reach them there, and the binds vanish with the process. The
-    interpreter's own prefix may sit under /root (pyenv); LD_LIBRARY_PATH makes it load
-    its own libpython instead of the system's.
+    The child runs this very interpreter (`sys.executable`: the same venv, conda env
+    or system Python as the test, with the same packages), at its real paths: inside
+    a private mount namespace, the folders it reads its code from are made reachable
+    for nobody (see _expose_commands), and the bound folders (e.g. a bundle under
+    pytest's 0700 tmp dir) appear under a world-readable temp folder. The mounts
+    vanish with the process; nothing on disk changes mode.
+
+    Args:
+        argv0: run this command instead of `python -c script` (e.g. the venv's
+            `bundle` script); `args` follow it.
 
     Returns:
         The CompletedProcess (text stdout/stderr). Each bind `name` appears at
@@ -107,17 +166,15 @@ def run_as_nobody(script: str, args: list[str], *, binds: dict[str, Path],
     base = Path(tempfile.mkdtemp(prefix="runtime-nobody-"))
     try:
         base.chmod(0o755)
-        prefix = Path(os.path.realpath(sys.base_prefix))
-        mounts = {"py": prefix, **binds}
-        for name in mounts:
+        for name in binds:
             (base / name).mkdir()
         for name in ("home", "hf_home", "torch_home", "tmp"):
             (base / name).mkdir()
             shutil.chown(base / name, *NOBODY)
-        python = base / "py/bin" / f"python{sys.version_info.major}.{sys.version_info.minor}"
+        expose = _expose_commands(_interpreter_paths(), base / ".skeletons")
+        bin_dir = os.path.dirname(sys.executable)
         child_env = {
-            "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
-            "LD_LIBRARY_PATH": str(base / "py/lib"),
+            "PATH": f"{bin_dir}:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
             "HOME": str(base / "home"),
             "HF_HOME": str(base / "hf_home"),
             "TORCH_HOME": str(base / "torch_home"),
@@ -126,14 +183,16 @@ def run_as_nobody(script: str, args: list[str], *, binds: dict[str, Path],
             # "{base}" in a value stands for the folder the binds appear under.
             **{k: v.replace("{base}", str(base)) for k, v in env.items()},
         }
-        binds_sh = " && ".join(
+        commands = expose + [
             f"mount --bind {shlex.quote(str(src))} {shlex.quote(str(base / name))}"
-            for name, src in mounts.items()
-        )
+            for name, src in binds.items()
+        ]
+        command = argv0 or [sys.executable, "-c", script]
         inner = (
-            f"{binds_sh} && exec setpriv --reuid={NOBODY[0]} --regid={NOBODY[1]} --clear-groups "
-            f"{shlex.quote(str(python))} -c {shlex.quote(script)} "
-            + " ".join(shlex.quote(a) for a in args)
+            " && ".join(commands + [
+                f"exec setpriv --reuid={NOBODY[0]} --regid={NOBODY[1]} --clear-groups "
+                + " ".join(shlex.quote(a) for a in [*command, *args])
+            ])
         )
         proc = subprocess.run(
             ["unshare", "--mount", "--propagation", "private", "sh", "-c", inner],
