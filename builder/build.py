@@ -52,7 +52,14 @@ from builder.sources import (
 )
 from builder.spec import ArtifactSpec, Spec, load_spec
 from builder.store import HASH_CHUNK, Store, sha256_file
-from runtime.manifest import ArtifactEntry, FileEntry, Manifest, ManifestError, read_manifest
+from runtime.manifest import (
+    ArtifactEntry,
+    FileEntry,
+    Manifest,
+    ManifestError,
+    check_relative_path,
+    read_manifest,
+)
 
 log = logging.getLogger(__name__)
 
@@ -275,33 +282,56 @@ def _resolve_all(
     return plans, prints, errors
 
 
-def _check_urls(spec: Spec, plans: dict[str, ResolvedArtifact], policy: FetchPolicy) -> dict[str, str]:
+def _spec_urls(spec: Spec) -> dict[str, list[str]]:
+    """The URLs a spec names itself (url, mirrors), by artifact: checkable before any server."""
+    found = {}
+    for art in spec.artifacts:
+        urls = [u for u in [art.get("url"), *art.mirrors] if isinstance(u, str)]
+        if urls:
+            found[art.id] = urls
+    return found
+
+
+def _plan_urls(plans: dict[str, ResolvedArtifact]) -> dict[str, list[str]]:
+    return {art_id: [u for pf in plan.files for u in pf.urls] for art_id, plan in plans.items()}
+
+
+def _check_urls(spec: Spec, urls: dict[str, list[str]], policy: FetchPolicy) -> dict[str, str]:
     """Refuse plain-http URLs (after --mirror rewrites) before anything is fetched."""
     errors: dict[str, str] = {}
     for art in spec.artifacts:
-        if art.id not in plans:
-            continue
         seen: set[str] = set()
-        for pf in plans[art.id].files:
-            for url in pf.urls:
-                rewritten = rewrite_url(url, policy.mirrors)
-                origin = "/".join(rewritten.split("/", 3)[:3])  # scheme://host: what is checked
-                if origin in seen:
-                    continue
-                seen.add(origin)
-                try:
-                    check_url_allowed(rewritten, allow_http=policy.allow_http)
-                except FetchError as e:
-                    key = "mirrors" if url in art.mirrors else "url"
-                    errors.setdefault(art.id, f"artifact '{art.id}': field '{key}': {e}")
+        for url in urls.get(art.id, ()):
+            rewritten = rewrite_url(url, policy.mirrors)
+            origin = "/".join(rewritten.split("/", 3)[:3])  # scheme://host: what is checked
+            if origin in seen:
+                continue
+            seen.add(origin)
+            try:
+                check_url_allowed(rewritten, allow_http=policy.allow_http)
+            except FetchError as e:
+                key = "mirrors" if url in art.mirrors else "url"
+                errors.setdefault(art.id, f"artifact '{art.id}': field '{key}': {e}")
     return errors
 
 
 def _check_paths(spec: Spec, plans: dict[str, ResolvedArtifact]) -> None:
-    """Two artifacts may share a generated file with equal bytes (e.g. refs/main); nothing else."""
+    """Every path a plan writes is a safe bundle path, and each has one owner.
+
+    Paths come from the spec, the sources and the servers they ask (Hub file
+    names, revisions): each passes the runtime's own check_relative_path, so a
+    path the runtime would refuse is never written. Two artifacts may share a
+    generated file with equal bytes (e.g. refs/main); nothing else. No path may
+    be both a file and a folder of another path.
+    """
     owner: dict[str, tuple[str, Any]] = {}
     for art in spec.artifacts:
         plan = plans[art.id]
+        for rel in [plan.path, *(f.path for f in plan.files), *(g.path for g in plan.generated)]:
+            try:
+                check_relative_path(rel, f"artifact '{art.id}'")
+            except ManifestError as e:
+                raise BuildError(f"{e}; nothing was written", artifact=art.id) from None
         kept_generated = []
         for g in plan.generated:
             prev = owner.get(g.path)
@@ -324,6 +354,16 @@ def _check_paths(spec: Spec, plans: dict[str, ResolvedArtifact]) -> None:
                     artifact=art.id,
                 )
             owner[f.path] = (art.id, None)
+    for path, (art_id, _) in owner.items():
+        parent = path.rpartition("/")[0]
+        while parent:
+            if parent in owner:
+                raise BuildError(
+                    f"artifact '{art_id}' writes {path}, but artifact '{owner[parent][0]}' writes "
+                    f"a file at {parent}: a path cannot be both a file and a folder",
+                    artifact=art_id,
+                )
+            parent = parent.rpartition("/")[0]
 
 
 def _fetch_all(
@@ -513,6 +553,8 @@ def build(
 ) -> BuildReport:
     """Like :func:`build_bundle`, returning a :class:`BuildReport` (the CLI's ``--json``)."""
     started = time.monotonic()
+    # Everything that can be checked without a server is checked before anything
+    # is created: a spec that fails validation leaves no store, --out or lock behind.
     spec = load_spec(spec_path)
     out = Path(out_dir)
     bundle_dir = out / spec.name
@@ -520,6 +562,9 @@ def build(
     mirror_pairs = tuple(parse_mirror(m) if isinstance(m, str) else tuple(m) for m in mirrors)
     # A copy: the caller's policy object is not changed by this build's options.
     policy = dataclasses.replace(policy or FetchPolicy(), mirrors=mirror_pairs, allow_http=allow_http)
+    errors = _check_urls(spec, _spec_urls(spec), policy)
+    if errors:
+        _raise_failed(spec, errors)
     store = Store(Path(store_dir) if store_dir is not None else None)
     out.mkdir(parents=True, exist_ok=True)
 
@@ -538,7 +583,7 @@ def build(
             for w in plan.warnings:
                 report.warnings.append(w)
                 print(f"WARNING: {w}", file=sys.stderr)
-        errors.update(_check_urls(spec, plans, policy))
+        errors.update(_check_urls(spec, _plan_urls(plans), policy))
         if errors:
             _raise_failed(spec, errors)
         _check_paths(spec, plans)

@@ -40,8 +40,8 @@ from runtime.manifest import Manifest, ManifestError, read_manifest
 TITLE_MIN, TITLE_MAX = 6, 50
 SUBTITLE_MIN, SUBTITLE_MAX = 20, 80
 SLUG_MIN, SLUG_MAX = 6, 50
-_SLUG_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$")
-_OWNER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*$")
+_SLUG_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?\Z")
+_OWNER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*\Z")
 #: How the digest is written into version notes and the description, and read back.
 _DIGEST_RE = re.compile(r"digest:? sha256:([0-9a-f]{64})")
 _DIGEST_LINE_RE = re.compile(r"^bundle \S+ \S+, digest sha256:[0-9a-f]{64}$", re.MULTILINE)
@@ -185,7 +185,7 @@ def check_bundle(bundle_dir: str | os.PathLike, *, full: bool = False,
             lists up to five of them and says to rebuild.
     """
     from builder.store import sha256_file
-    from builder.verify import unlisted_files
+    from runtime.integrity import unlisted_files
 
     root = Path(bundle_dir)
     try:

@@ -31,7 +31,7 @@ from runtime.constants import (
     README_NAME,
     WHEELS_DIR,
 )
-from runtime.manifest import FileEntry, Manifest, write_manifest
+from runtime.manifest import FileEntry, Manifest, ManifestError, check_relative_path, write_manifest
 
 STAGING_PREFIX = "staging"
 
@@ -76,9 +76,26 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
+def inside(staging: Path | str, rel: str) -> str:
+    """``staging/rel`` after checking ``rel`` with the runtime's own path rule.
+
+    Every write into a bundle goes through here, so no path from a spec, a
+    source or a server can land outside the staging folder.
+
+    Raises:
+        BuildError: ``rel`` is absolute, has '..', '.' or empty parts, a
+            backslash or a control character.
+    """
+    try:
+        check_relative_path(rel, "bundle path")
+    except ManifestError as e:
+        raise BuildError(f"{e}; refusing to write it") from None
+    return f"{staging}/{rel}"
+
+
 def write_bytes(staging: Path, rel: str, data: bytes) -> None:
     """Write a small generated file (world-readable) into the staging folder."""
-    dest = staging / rel
+    dest = Path(inside(staging, rel))
     dest.parent.mkdir(parents=True, exist_ok=True)
     dest.write_bytes(data)
     os.chmod(dest, 0o644)
@@ -113,7 +130,7 @@ class Linker:
         self._made: set[str] = set()
 
     def link(self, sha256: str, rel: str, previous: Path | None = None) -> str:
-        dest = f"{self.staging}/{rel}"
+        dest = inside(self.staging, rel)
         parent = dest.rsplit("/", 1)[0]
         if parent not in self._made:
             os.makedirs(parent, exist_ok=True)

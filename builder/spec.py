@@ -21,17 +21,18 @@ from typing import Any
 
 from builder.errors import SpecError
 from builder.sources import FieldSpec, get_source, known_sources
+from runtime.manifest import ManifestError, check_relative_path
 
 if sys.version_info >= (3, 11):
     import tomllib
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-_NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?$")
-_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
-_VERSION_RE = re.compile(r"^[0-9]+(\.[0-9]+)*([-+.][0-9A-Za-z.+-]+)?$")
-_KAGGLE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*/[a-z0-9][a-z0-9-]*[a-z0-9]$")
-_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+_NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?\Z")
+_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\Z")
+_VERSION_RE = re.compile(r"^[0-9]+(\.[0-9]+)*([-+.][0-9A-Za-z.+-]+)?\Z")
+_KAGGLE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*/[a-z0-9][a-z0-9-]*[a-z0-9]\Z")
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}\Z")
 TITLE_MIN, TITLE_MAX = 6, 50
 
 #: [bundle] table fields: name -> (type, required)
@@ -242,8 +243,16 @@ def _artifact(raw: Any, index: int, where: str) -> ArtifactSpec:
             if not re.match(r"^https?://", url):
                 raise SpecError(f"{here}: field '{key}' must be an http(s) URL, got {url!r}")
     filename = options.get("filename")
-    if filename is not None and (not filename or "/" in filename or filename in (".", "..")):
-        raise SpecError(f"{here}: field 'filename' must be a plain file name, got {filename!r}")
+    if filename is not None:
+        try:
+            check_relative_path(filename, "")
+            if "/" in filename:
+                raise ManifestError("")
+        except ManifestError:
+            raise SpecError(
+                f"{here}: field 'filename' must be a plain file name (no '/', '\\', '..', NUL "
+                f"or other control characters), got {filename!r}"
+            ) from None
     problem = source.check(options)
     if problem:
         raise SpecError(f"{here}: {problem}")
@@ -342,4 +351,6 @@ def load_spec(path: str | os.PathLike) -> Spec:
         raise SpecError(f"{path}: not UTF-8 text") from None
     except tomllib.TOMLDecodeError as e:
         raise SpecError(f"{path}: not valid TOML: {e}") from None
+    except RecursionError:
+        raise SpecError(f"{path}: not a spec: arrays or tables nested too deeply to read") from None
     return parse_spec(data, path)

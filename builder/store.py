@@ -57,10 +57,10 @@ CHUNK_SIZE = 1 << 20
 #: Read size when hashing whole bundle files (large reads keep a disk busy).
 HASH_CHUNK = 8 << 20
 BLOB_MODE = 0o444
-_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
-_SAFE_KEY_RE = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
-_ALIAS_KEY_RE = re.compile(r"^[0-9a-f]{40}$|^[0-9a-f]{64}$")
-_ALIAS_RECORD_RE = re.compile(rb"^([0-9a-f]{40}|[0-9a-f]{64}) ([0-9a-f]{64})$")
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}\Z")
+_SAFE_KEY_RE = re.compile(r"^[A-Za-z0-9._-]{1,128}\Z")
+_ALIAS_KEY_RE = re.compile(r"^[0-9a-f]{40}\Z|^[0-9a-f]{64}\Z")
+_ALIAS_RECORD_RE = re.compile(rb"^([0-9a-f]{40}|[0-9a-f]{64}) ([0-9a-f]{64})\Z")
 _ALIAS_KINDS = ("git-sha1",)
 #: errno values for which a hard link is refused and a copy is the answer.
 LINK_REFUSED = {

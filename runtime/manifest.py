@@ -38,8 +38,9 @@ from typing import Any
 from runtime._record import FrozenRecord, Record
 from runtime.constants import GENERATED_FILES, MANIFEST_FORMAT, MANIFEST_NAME
 
-_SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+_SHA256_RE = re.compile(r"^[0-9a-f]{64}\Z")
 _DRIVE_RE = re.compile(r"^[A-Za-z]:")
+_CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 
 
 class ManifestError(ValueError):
@@ -194,8 +195,10 @@ def check_relative_path(path: Any, where: str) -> str:
     """Return `path` if it is a safe relative POSIX path inside the bundle, else raise."""
     if not isinstance(path, str) or not path:
         raise ManifestError(f"{where}: must be a non-empty string, got {path!r}")
-    if "\\" in path or "\0" in path:
-        raise ManifestError(f"{where}: {path!r} contains a backslash or NUL byte")
+    if "\\" in path or _CONTROL_RE.search(path):
+        raise ManifestError(
+            f"{where}: {path!r} contains a backslash or a control character (NUL, newline, ...)"
+        )
     # String tests, not PurePosixPath: this runs for every file of every bundle in activate().
     if path.startswith("/") or _DRIVE_RE.match(path):
         raise ManifestError(f"{where}: {path!r} is absolute; paths must be relative to the bundle")
@@ -224,7 +227,7 @@ def _clean_path(path: Any) -> bool:
     return (
         type(path) is str and path != "" and path[0] not in "/." and path[-1] != "/"
         and "/." not in path and "//" not in path and "\\" not in path
-        and "\0" not in path and ":" not in path
+        and ":" not in path and path.isprintable()  # no NUL, newline or other control
     )
 
 
@@ -397,6 +400,8 @@ def read_manifest(bundle_dir: str | os.PathLike) -> Manifest:
         raise ManifestError(f"{path}: not UTF-8 text (byte {e.start})") from None
     except json.JSONDecodeError as e:
         raise ManifestError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
+    except RecursionError:
+        raise ManifestError(f"{path}: not a bundle manifest (nested too deeply to read)") from None
     return manifest_from_json(data, path)
 
 

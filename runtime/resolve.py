@@ -17,7 +17,7 @@ from runtime.catalog import AttachedBundle
 from runtime.errors import ArtifactNotFoundError, FallbackWarning, log_warning
 from runtime.manifest import ArtifactEntry
 
-_TORCHVISION_WEIGHTS = re.compile(r"^[A-Za-z0-9_]+_Weights\.[A-Za-z0-9_]+$")
+_TORCHVISION_WEIGHTS = re.compile(r"^[A-Za-z0-9_]+_Weights\.[A-Za-z0-9_]+\Z")
 _HF_URL_REPO = re.compile(
     r"^https?://(?:[\w-]+\.)*(?:huggingface\.co|hf\.co)/"
     r"(?:api/(?:models|datasets|spaces)/)?(?:datasets/|spaces/)?"

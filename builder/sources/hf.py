@@ -39,10 +39,45 @@ from runtime.manifest import ManifestError, check_relative_path
 if TYPE_CHECKING:
     from builder.spec import ArtifactSpec
 
-_COMMIT_RE = re.compile(r"^[0-9a-f]{40}$")
-_REPO_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?$")
+_COMMIT_RE = re.compile(r"^[0-9a-f]{40}\Z")
+_REPO_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?\Z")
 #: tries for the small API calls (model info, tree); file downloads retry in fetch()
 _API_TRIES = 4
+
+
+_REF_FORBIDDEN_RE = re.compile(r"[\x00-\x20\x7f~^:?*\[\\]|\.\.|@\{|//")
+
+
+def revision_problem(revision: str) -> str | None:
+    """Why ``revision`` is not a name git would accept for a branch or tag; None when it is.
+
+    The rules of ``git check-ref-format`` (a 40-hex commit passes them too): no
+    '..', no control characters, spaces or any of ``~^:?*[\\``, no '@{', no
+    empty component, no component starting with '.' or ending in '.lock', and not
+    ending in '.'. The revision names a file of the bundle (``refs/REV``), so this
+    is what keeps a hostile revision from writing outside it.
+    """
+    if not revision or revision == "@":
+        return "is empty" if not revision else "is '@'"
+    if _REF_FORBIDDEN_RE.search(revision):
+        return "holds '..', '//', '@{', a space, a control character or one of ~^:?*[\\"
+    if revision.startswith("/") or revision.endswith(("/", ".")):
+        return "starts with '/' or ends with '/' or '.'"
+    for part in revision.split("/"):
+        if part.startswith(".") or part.endswith(".lock"):
+            return f"has a component {part!r} that starts with '.' or ends with '.lock'"
+    return None
+
+
+def check_revision(artifact_id: str, revision: str, where: str = "field 'revision'") -> None:
+    """Raise BuildError when ``revision`` is not a valid git ref name (see revision_problem)."""
+    problem = revision_problem(revision)
+    if problem is not None:
+        raise BuildError(
+            f"artifact '{artifact_id}': {where}: {revision!r} {problem}; use a branch, tag or "
+            "40-hex commit of the repo, as git names them",
+            artifact=artifact_id,
+        )
 
 
 def repo_folder(repo_id: str) -> str:
@@ -176,6 +211,7 @@ def plan_hub_repo(
     from huggingface_hub.hf_api import RepoFile
     from huggingface_hub.utils import filter_repo_objects
 
+    check_revision(artifact_id, revision)
     endpoint = hub_endpoint()
     api = HfApi(endpoint=endpoint)
     info = _api_call(
@@ -233,7 +269,12 @@ def plan_hub_repo(
     # pins a commit, "main" of this bundle is that commit.
     if ref_name is None:
         ref_name = "main" if _COMMIT_RE.match(revision) else revision
-    generated = [GeneratedFile(f"{folder}/refs/{ref_name}", commit.encode())]
+    check_revision(artifact_id, ref_name, "the ref name written to refs/")
+    try:
+        refs = check_relative_path(f"{folder}/refs/{ref_name}", f"artifact '{artifact_id}'")
+    except ManifestError as e:
+        raise BuildError(str(e), artifact=artifact_id) from None
+    generated = [GeneratedFile(refs, commit.encode())]
     return ResolvedArtifact(
         id=artifact_id,
         source=source,
@@ -242,6 +283,20 @@ def plan_hub_repo(
         path=snapshot,
         files=files,
         generated=generated,
+    )
+
+
+def revision_field_problem(options: dict[str, Any]) -> str | None:
+    """The spec check of an optional ``revision`` field (hf and timm sources)."""
+    revision = options.get("revision")
+    if revision is None:
+        return None
+    problem = revision_problem(revision)
+    if problem is None:
+        return None
+    return (
+        f"field 'revision': {revision!r} {problem}; use a branch, tag or 40-hex commit, "
+        "as git names them"
     )
 
 
@@ -274,7 +329,7 @@ class HfSource(HubHostedSource):
     def check(self, options: dict[str, Any]) -> str | None:
         if not _REPO_RE.match(options["repo"]):
             return f"field 'repo' must be ORG/NAME, got {options['repo']!r}"
-        return None
+        return revision_field_problem(options)
 
     def resolve(self, artifact: ArtifactSpec, ctx: ResolveContext) -> ResolvedArtifact:
         return plan_hub_repo(

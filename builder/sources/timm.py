@@ -18,7 +18,7 @@ from builder.sources import (
     ResolvedArtifact,
     register_source,
 )
-from builder.sources.hf import HubHostedSource, plan_hub_repo
+from builder.sources.hf import HubHostedSource, plan_hub_repo, revision_field_problem
 from builder.sources.torchvision import checkpoint_plan
 
 if TYPE_CHECKING:
@@ -55,6 +55,9 @@ class TimmSource(HubHostedSource):
         "size": FieldSpec(int, help="for URL-hosted weights: expected size in bytes"),
         "mirrors": FieldSpec(list, help="for URL-hosted weights: other URLs, tried in order"),
     }
+
+    def check(self, options: dict) -> str | None:
+        return revision_field_problem(options)
 
     def resolve(self, artifact: ArtifactSpec, ctx: ResolveContext) -> ResolvedArtifact:
         from timm.models import get_pretrained_cfg

@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 
 # The same pattern torch.hub uses to find the hash prefix in a checkpoint name.
 _HASH_PREFIX_RE = re.compile(r"-([a-f0-9]*)\.")
-_WEIGHTS_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*$")
+_WEIGHTS_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*\.[A-Za-z_][A-Za-z0-9_]*\Z")
 
 
 def checkpoint_plan(artifact: ArtifactSpec, url: str, *, source: str, ref: str) -> ResolvedArtifact:

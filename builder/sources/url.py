@@ -30,8 +30,14 @@ def url_filename(url: str) -> str:
     """The last path segment of a URL, unquoted; "" when there is none."""
     from urllib.parse import unquote, urlsplit
 
+    from runtime.manifest import ManifestError, check_relative_path
+
     name = unquote(posixpath.basename(urlsplit(url).path))
-    return "" if name in (".", "..") or "/" in name or "\\" in name else name
+    try:
+        check_relative_path(name, "")
+    except ManifestError:
+        return ""  # '..', '%00', '%0A', a backslash: the spec must name the file
+    return "" if "/" in name else name
 
 
 @register_source("url")
