@@ -399,6 +399,10 @@ class _Download:
         self.reported = 0  # bytes currently counted in the caller's progress
         self._hash: Any = None  # running sha256 of the first _hashed bytes of the partial
         self._hashed = 0
+        #: the furthest byte any attempt of this call reached (or an earlier run left):
+        #: only bytes beyond it are progress, so a server that restarts every
+        #: response from 0 and drops it early cannot keep the retries going forever
+        self.furthest = self._partial_size()
 
     # -- bookkeeping --
 
@@ -446,6 +450,13 @@ class _Download:
             while chunk := f.read(self.policy.chunk_size):
                 self._hash.update(chunk)
                 self._hashed += len(chunk)
+
+    def _advanced(self, end: int) -> bool:
+        """True when an attempt that reached byte ``end`` got further than any before it."""
+        if end > self.furthest:
+            self.furthest = end
+            return True
+        return False
 
     def _remaining(self) -> float | None:
         return None if self.deadline is None else self.deadline - time.monotonic()
@@ -525,12 +536,14 @@ class _Download:
                 if complete:
                     return self._finish(url)
             except _Transient as exc:
-                # A failure after new bytes starts the count afresh: a 2 GB file over a
-                # link that drops every few minutes still finishes.
+                # A failure after new bytes (beyond the furthest point reached) starts
+                # the count afresh: a 2 GB file over a link that drops every few
+                # minutes still finishes; bytes received again do not count.
                 attempts = 0 if exc.progressed else attempts + 1
                 if attempts > self.policy.retries:
                     raise FetchError(
-                        f"{exc.reason} from {shown}, {self.policy.retries} retries without progress",
+                        f"{exc.reason} from {shown}; {self.policy.retries} retries brought no "
+                        f"new bytes (furthest: {self.furthest} bytes)",
                         url=shown,
                         reason=exc.reason,
                         permanent=False,
@@ -678,7 +691,7 @@ class _Download:
         if expected_total is not None and offset + received < expected_total:
             raise _Transient(
                 f"connection closed after {offset + received} of {expected_total} bytes",
-                progressed=received > 0,
+                progressed=self._advanced(offset + received),
             )
         return True
 
@@ -730,7 +743,8 @@ class _Download:
                             if isinstance(exc, OSError):
                                 sink.raise_error()  # a write error of the helper thread wins
                             raise _Transient(
-                                _describe_network_error(exc, read_timeout), progressed=received > 0
+                                _describe_network_error(exc, read_timeout),
+                                progressed=self._advanced(offset + received),
                             ) from None
                         if not chunk:
                             # The whole body was read: the connection goes back to the
