@@ -187,30 +187,62 @@ def doctor_command(as_json: bool) -> None:
         sys.exit(1)
 
 
+class _RunCommand(click.Command):
+    """`bundle run`: notes whether the words after the options came after a `--`.
+
+    `bundle run [OPTIONS] STACK ...` runs a stack; `bundle run [OPTIONS] -- COMMAND ...`
+    runs any command. click drops the `--` while parsing, so it is looked for here.
+    """
+
+    def parse_args(self, ctx: click.Context, args: list[str]) -> list[str]:
+        leading = []
+        for arg in args:
+            if arg == "--" or not arg.startswith("-"):
+                break
+            leading.append(arg)
+        ctx.meta["run_external"] = len(leading) < len(args) and args[len(leading)] == "--"
+        return super().parse_args(ctx, args)
+
+
 @click.command(
     "run",
+    cls=_RunCommand,
     context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
                       "allow_interspersed_args": False},
     epilog="Known stacks: " + ", ".join(sorted(STACKS)),
 )
 @click.option("--strict", is_flag=True,
-              help="Refuse every non-loopback network connection (runtime.activate(strict=True)).")
+              help="Refuse every non-loopback network connection (runtime.activate(strict=True)); "
+                   "with -- COMMAND, Python children that call runtime.activate() are strict too "
+                   "(OFFLINE_BUNDLE_STRICT=1).")
+@click.option("--no-network", is_flag=True,
+              help="Run in a private network namespace with loopback only (Linux; root, or "
+                   "unprivileged user namespaces): child processes and native code cannot reach "
+                   "the network either. Fails where the system forbids it.")
 @click.argument("stack", required=False)
 @click.argument("args", nargs=-1, type=click.UNPROCESSED)
 @click.pass_context
-def run_command(ctx: click.Context, strict: bool, stack: str | None, args: tuple[str, ...]) -> Any:
+def run_command(ctx: click.Context, strict: bool, no_network: bool, stack: str | None,
+                args: tuple[str, ...]) -> Any:
     """Run a stack command offline: bundle run STACK COMMAND [OPTIONS].
 
-    The attached bundles are activated first, so models load from them.
+    The attached bundles are activated first, so models load from them. After
+    `--`, any command runs with the bundles' offline environment instead
+    (HF_HUB_OFFLINE, HF_HUB_CACHE and TORCH_HOME pointing at the bundles); its
+    exit code is passed through.
 
     \b
     Examples:
       bundle run emotion-vit train --help
       bundle run --strict landcover predict --checkpoint best.pt images/
+      bundle run --strict --no-network -- python my_notebook_script.py
+      bundle run --no-network -- torchrun --nproc-per-node 2 -m runtime.stacks.emotion_vit train ...
     """
     if stack is None:
         click.echo(ctx.get_help())
         ctx.exit(0)
+    if ctx.meta.get("run_external"):
+        sys.exit(_run_external([stack, *args], strict=strict, no_network=no_network))
     try:
         module = load_stack(stack)
     except UnknownStackError as e:
@@ -227,14 +259,53 @@ def run_command(ctx: click.Context, strict: bool, stack: str | None, args: tuple
     # No parent context: click would print the usage as "bundle run [STACK] [ARGS]... STACK".
     sub_ctx = group.make_context(f"bundle run {stack}", list(args))
     if _runs_a_command(group, sub_ctx, args):
-        # Warnings as one line each on stderr, not Python's file:line format.
-        with warnings.catch_warnings(record=True) as caught:
-            warnings.simplefilter("always")
-            runtime.activate(strict=strict)
-        for w in caught:
-            click.echo(f"warning: {w.message}", err=True)
+        if no_network:
+            _isolate()
+        _activate_reporting(runtime, strict)
     with sub_ctx:
         return group.invoke(sub_ctx)
+
+
+def _isolate() -> None:
+    from runtime.netns import NetworkNamespaceError, isolate
+
+    try:
+        click.echo(isolate(), err=True)
+    except NetworkNamespaceError as e:
+        raise click.ClickException(str(e)) from None
+
+
+def _activate_reporting(runtime: Any, strict: bool) -> Any:
+    """activate(), its warnings as one line each on stderr (not Python's file:line format)."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        act = runtime.activate(strict=strict)
+    for w in caught:
+        click.echo(f"warning: {w.message}", err=True)
+    return act
+
+
+def _run_external(command: list[str], *, strict: bool, no_network: bool) -> int:
+    """`bundle run -- COMMAND`: the command, in the activated environment; its exit code."""
+    import os
+    import shutil
+    import subprocess
+
+    import runtime
+    from runtime import constants
+
+    if shutil.which(command[0]) is None:
+        raise click.ClickException(f"command not found: {command[0]!r} (bundle run -- COMMAND ...)")
+    if no_network:
+        _isolate()
+    _activate_reporting(runtime, strict)
+    env = dict(os.environ)  # activate() set the offline variables, HF_HUB_CACHE and TORCH_HOME
+    if strict:
+        env[constants.ENV_STRICT] = "1"
+    try:
+        return subprocess.run(command, env=env).returncode
+    except KeyboardInterrupt:
+        return 130
 
 
 def _runs_a_command(group: click.Command, ctx: click.Context, args: tuple[str, ...]) -> bool:

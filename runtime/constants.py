@@ -24,6 +24,15 @@ ENV_VIEW_DIR = "OFFLINE_BUNDLE_VIEW_DIR"
 #: connections reach besides loopback, e.g. a local metrics server.
 ENV_ALLOW_HOSTS = "OFFLINE_BUNDLE_ALLOW_HOSTS"
 
+#: "1" makes `runtime.activate()` strict when its caller passes no `strict`
+#: (`bundle run --strict` sets it for the processes it starts; torchrun ranks).
+ENV_STRICT = "OFFLINE_BUNDLE_STRICT"
+
+#: "full" makes `runtime.activate()` hash every bundle file before any library can
+#: open one (default "quick": sizes only); for notebooks that cannot pass verify=.
+ENV_VERIFY = "OFFLINE_BUNDLE_VERIFY"
+VERIFY_MODES = ("quick", "full")
+
 # Variables `runtime.activate()` sets so that unmodified library code stays offline.
 OFFLINE_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE")
 
@@ -82,6 +91,11 @@ def allowed_hosts() -> frozenset[str]:
     """Hosts strict mode allows besides loopback ($OFFLINE_BUNDLE_ALLOW_HOSTS), lower-cased."""
     raw = os.environ.get(ENV_ALLOW_HOSTS, "")
     return frozenset(h.strip().lower() for h in raw.split(",") if h.strip())
+
+
+def env_flag(name: str) -> bool:
+    """True when the variable holds 1, true, yes or on (any case)."""
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes", "on")
 
 
 def view_dir() -> Path | None:

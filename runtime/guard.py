@@ -1,13 +1,18 @@
 """Strict mode: refuse every network connection that would leave this machine.
 
-Implemented with an audit hook (``sys.addaudithook``) on the events CPython's
-socket module raises before it resolves a name or opens a connection
-(``socket.getaddrinfo``, ``socket.gethostbyname``, ``socket.connect``,
-``socket.sendto``). That catches every Python-level user, whatever HTTP client
-it goes through (urllib, requests/urllib3, httpx, aiohttp, asyncio), including
-``connect_ex`` and sockets created before activate(). Native code with its own
-network stack (e.g. a Rust download helper) is not seen; run inside a network
-namespace without interfaces (``unshare --net``) when that matters.
+Implemented with an audit hook (``sys.addaudithook``) on every event CPython's
+socket module raises before it resolves a name, sends a datagram or opens a
+connection: ``socket.getaddrinfo``, ``socket.gethostbyname``,
+``socket.gethostbyaddr``, ``socket.getnameinfo``, ``socket.connect``,
+``socket.sendto`` and ``socket.sendmsg``. That catches every Python-level user,
+whatever HTTP client it goes through (urllib, requests/urllib3, httpx, aiohttp,
+asyncio), including ``connect_ex`` and sockets created before activate().
+
+What an in-process guard cannot see: child processes (``curl``, ``wget``,
+``git``, a ``subprocess`` of any kind) and native code with its own network
+stack (e.g. a Rust download helper). For those, ``bundle run --no-network``
+runs the whole command in a network namespace with loopback only, where the
+operating system allows one (runtime.netns).
 
 Audit hooks cannot be removed, so the hook stays installed and `uninstall()`
 switches it off. It returns at once for every non-socket event.
@@ -112,12 +117,19 @@ def _hook(event: str, args: tuple) -> None:
         return
     if event == "socket.getaddrinfo":
         host, port = args[0], args[1]
-    elif event == "socket.gethostbyname":
-        host, port = args[0], None
-    elif event in ("socket.connect", "socket.sendto"):
+    elif event in ("socket.gethostbyname", "socket.gethostbyaddr"):
+        host, port = args[0], None  # a name or address to look up: DNS
+    elif event == "socket.getnameinfo":
+        address = args[0]
+        if not isinstance(address, tuple) or not address:
+            return
+        host, port = address[0], address[1] if len(address) > 1 else None
+    elif event in ("socket.connect", "socket.sendto", "socket.sendmsg"):
         sock, address = args[0], args[1]
         if getattr(sock, "family", None) not in _INET_FAMILIES or not isinstance(address, tuple):
-            return  # unix sockets, netlink, ...: never leave the machine
+            # unix sockets, netlink, ...: never leave the machine; sendmsg on a
+            # connected socket has no address (its connect was checked)
+            return
         host, port = address[0], address[1] if len(address) > 1 else None
     else:
         return
