@@ -7,6 +7,9 @@ contenders alternate:
 
 * ``bundle verify DIR`` (the CLI, a fresh process: what users run; its
   ``verify_bundle()`` time is shown too);
+* ``runtime.activate(verify="full")`` in a fresh process, timed around the call:
+  what a notebook pays for hashing every file before anything loads (compare
+  with ``activate()``'s quick check, also timed);
 * ``sha256sum`` of every file, one process (sequential);
 * ``xargs -P JOBS sha256sum`` (parallel, as ``bundle verify`` hashes a few files at once);
 * ``openssl dgst -sha256`` of every file, one process: coreutils' ``sha256sum``
@@ -59,6 +62,16 @@ t = time.perf_counter()
 report = verify_bundle(sys.argv[1])
 assert report.ok, report.lines()
 print(json.dumps({"seconds": time.perf_counter() - t, "bytes": report.checked_bytes}))
+"""
+
+_ACTIVATE_CODE = """
+import json, os, sys, time
+os.environ.update(BUNDLE_PATH=sys.argv[1], OFFLINE_BUNDLE_SEARCH_ROOTS="")
+import runtime
+t = time.perf_counter()
+act = runtime.activate(verify=sys.argv[2])
+assert act.ok and act.verified == sys.argv[2], act
+print(json.dumps({"seconds": time.perf_counter() - t}))
 """
 
 
@@ -118,6 +131,11 @@ def main(argv: list[str] | None = None) -> None:
             inproc.append(result["seconds"])
             return result["seconds"]
 
+        def activate(mode: str):
+            def run() -> float:
+                return run_json([sys.executable, "-c", _ACTIVATE_CODE, str(bundle), mode])["seconds"]
+            return run
+
         def sha256sum(parallel: int, tool: tuple[str, ...] = ("sha256sum",)):
             def run() -> float:
                 cmd = ["xargs", "-0", "-n", "16", "-P", str(parallel), *tool]
@@ -132,6 +150,8 @@ def main(argv: list[str] | None = None) -> None:
         names = {
             "cli": "bundle verify (CLI process)",
             "inproc": "verify_bundle() (in-process time)",
+            "full": 'runtime.activate(verify="full") (call time)',
+            "quick": "runtime.activate() quick check (call time)",
             "seq": "sha256sum (one process)",
             "par": f"xargs -P {args.jobs} sha256sum",
             "openssl": "openssl dgst -sha256 (one process)",
@@ -139,6 +159,8 @@ def main(argv: list[str] | None = None) -> None:
         contenders = {
             names["cli"]: bundle_verify,
             names["inproc"]: verify_inproc,
+            names["full"]: activate("full"),
+            names["quick"]: activate("quick"),
             names["seq"]: sha256sum(1),
             names["par"]: sha256sum(args.jobs),
             names["openssl"]: sha256sum(1, ("openssl", "dgst", "-sha256")),
@@ -157,6 +179,7 @@ def main(argv: list[str] | None = None) -> None:
         "inproc_vs_sha256sum": rate["inproc"] / rate["seq"],
         "cli_vs_parallel_sha256sum": rate["cli"] / rate["par"],
         "inproc_vs_openssl": rate["inproc"] / rate["openssl"],
+        "activate_full_vs_sha256sum": rate["full"] / rate["seq"],
     }
     result = {"benchmark": "verify", "scale": scale, "files": len(files), "bytes": n_bytes,
               "machine": machine(), "median_seconds": med, "mb_per_s": rate, "ratios": ratios,
@@ -176,6 +199,9 @@ def main(argv: list[str] | None = None) -> None:
          f">= {TARGET}x", verdict(ratios["cli_vs_sha256sum"], TARGET, higher_is_better=True)],
         ["verify_bundle() vs sha256sum", f"{ratios['inproc_vs_sha256sum']:.2f}x",
          f">= {TARGET}x", verdict(ratios["inproc_vs_sha256sum"], TARGET, higher_is_better=True)],
+        ['activate(verify="full") vs sha256sum', f"{ratios['activate_full_vs_sha256sum']:.2f}x",
+         f">= {TARGET}x",
+         verdict(ratios["activate_full_vs_sha256sum"], TARGET, higher_is_better=True)],
         ["verify_bundle() vs openssl (hardware SHA, for information)",
          f"{ratios['inproc_vs_openssl']:.2f}x", "-", "-"],
     ]))

@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import os
-from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from builder.store import HASH_CHUNK, sha256_file
-from runtime.manifest import FileEntry, Manifest, is_generated, read_manifest
+from runtime.integrity import unlisted_files
+from runtime.manifest import FileEntry, Manifest, read_manifest
 
 
 @dataclass
@@ -89,20 +89,6 @@ def _check(root: Path, entry: FileEntry, quick: bool) -> tuple[str, str | None]:
     if actual != entry.sha256:
         return "bad", f"sha256 {actual} != {entry.sha256} in bundle.json"
     return "ok", None
-
-
-def unlisted_files(root: Path, listed: set[str]) -> Iterator[str]:
-    """Bundle-relative paths below ``root`` that are not in ``listed`` (bundle.json).
-
-    Files, and links to folders (which os.walk does not enter); the generated
-    top-level files (README.md, dataset-metadata.json) are not reported.
-    """
-    for dirpath, dirnames, filenames in os.walk(root):
-        links = [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]
-        for name in sorted(filenames + links):
-            rel = Path(dirpath, name).relative_to(root).as_posix()
-            if rel not in listed and not is_generated(rel):
-                yield rel
 
 
 def verify_bundle(

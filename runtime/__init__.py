@@ -15,6 +15,7 @@ from typing import Any
 from runtime.activate import Activation, activate, current, deactivate
 from runtime.errors import (
     ArtifactNotFoundError,
+    BundleIntegrityError,
     BundleIntegrityWarning,
     BundleRuntimeError,
     FallbackWarning,
@@ -43,6 +44,7 @@ def __getattr__(name: str) -> Any:
 __all__ = [
     "Activation",
     "ArtifactNotFoundError",
+    "BundleIntegrityError",
     "BundleIntegrityWarning",
     "BundleRuntimeError",
     "FallbackWarning",

@@ -59,7 +59,7 @@ class ArtifactInfo(FrozenRecord):
 class Activation(Record):
     """What activate() attached and changed. Prints as a summary (text or notebook HTML)."""
 
-    _fields = ("bundles", "view", "env", "strict", "problems", "patched", "notes")
+    _fields = ("bundles", "view", "env", "strict", "problems", "patched", "notes", "verified")
 
     def __init__(
         self,
@@ -70,6 +70,7 @@ class Activation(Record):
         problems: list[Problem] | None = None,
         patched: list[str] | None = None,
         notes: list[str] | None = None,
+        verified: str = "quick",
     ) -> None:
         self.bundles = bundles
         self.view = view
@@ -78,6 +79,8 @@ class Activation(Record):
         self.problems = [] if problems is None else problems
         self.patched = [] if patched is None else patched
         self.notes = [] if notes is None else notes
+        #: "quick" (sizes checked) or "full" (every file hashed against bundle.json)
+        self.verified = verified
 
     @property
     def artifacts(self) -> list[ArtifactInfo]:
@@ -93,7 +96,9 @@ class Activation(Record):
 
     def __repr__(self) -> str:
         mode = "strict offline" if self.strict else "offline"
-        lines = [f"runtime.activate(): {len(self.bundles)} bundle(s), {mode}, view {self.view}"]
+        checked = "every file hashed" if self.verified == "full" else "sizes checked"
+        lines = [f"runtime.activate(): {len(self.bundles)} bundle(s), {mode}, {checked}, "
+                 f"view {self.view}"]
         for b in self.bundles:
             lines.append(f"  {b.name} {b.version}  {b.path}")
             for a in b.manifest.artifacts:
@@ -315,7 +320,7 @@ def _restore_imported() -> None:
     _State.view_caches = set()
 
 
-def activate(strict: bool = False) -> Activation:
+def activate(strict: bool | None = None, verify: str | None = None) -> Activation:
     """Attach every bundle found and switch all libraries to offline loading from them.
 
     Call it first in a notebook, before or after importing transformers/timm/torch::
@@ -328,21 +333,61 @@ def activate(strict: bool = False) -> Activation:
         strict: also refuse every network connection to a non-loopback host with
             `OfflineViolation`, naming the host and the artifact the code wanted.
             Stays on until deactivate(), even if a later call passes strict=False.
+            None (the default): strict when $OFFLINE_BUNDLE_STRICT is 1, which
+            `bundle run --strict` sets for every process it starts.
+        verify: "quick" checks that every listed file is there with its size (one
+            lstat each; a same-size replacement passes). "full" also hashes every
+            file against its sha256 in bundle.json, before any library can open
+            one, and refuses files bundle.json does not list; it reads every byte
+            (about the speed of sha256sum; see bench/verify.py). None (the default):
+            $OFFLINE_BUNDLE_VERIFY, else "quick".
 
     Returns:
         The Activation: bundles, artifacts, problems found by the quick size check,
         environment set. Calling again returns the same object until the set of
         attached bundles changes.
 
+    Raises:
+        BundleIntegrityError: verify="full" found a file missing, truncated, changed,
+            unlisted or a symlink; nothing was activated.
+        ValueError: verify is neither "quick" nor "full".
+
     Warns:
         BundleIntegrityWarning: a listed file is missing or has the wrong size.
         NoBundleWarning: no bundle was found at all.
     """
+    if strict is None:
+        strict = constants.env_flag(constants.ENV_STRICT)
+    if verify is None:
+        verify = os.environ.get(constants.ENV_VERIFY, "").strip().lower() or "quick"
+    if verify not in constants.VERIFY_MODES:
+        raise ValueError(
+            f"runtime.activate(verify={verify!r}): use \"quick\" (sizes) or \"full\" (sha256 of "
+            f"every file); ${constants.ENV_VERIFY} sets the default"
+        )
     with _LOCK:
-        return _activate(strict)
+        return _activate(strict, verify)
 
 
-def _activate(strict: bool) -> Activation:
+def _verify_full(bundles: list[AttachedBundle], problems: list[Problem]) -> None:
+    """Hash every file of `bundles`; raise BundleIntegrityError unless all is as listed."""
+    from runtime.errors import BundleIntegrityError
+    from runtime.integrity import verify_bundles
+
+    report = verify_bundles(bundles, quick=False, progress=True)
+    found = [p for p in problems if p not in report.problems] + report.problems
+    if found:
+        shown = "\n  ".join(str(p) for p in found[:10])
+        more = f"\n  ... and {len(found) - 10} more" if len(found) > 10 else ""
+        raise BundleIntegrityError(
+            f"runtime.activate(verify=\"full\"): {len(found)} file(s) are not what bundle.json "
+            f"says; nothing was activated:\n  {shown}{more}\nRe-attach or rebuild the bundle "
+            "(bundle build), then check it with `bundle verify BUNDLE_DIR`.",
+            problems=tuple(found),
+        )
+
+
+def _activate(strict: bool, verify: str = "quick") -> Activation:
     found = locate_with_stats()
     folders = [folder for folder, _ in found]
     key = _bundles_key(found)
@@ -353,15 +398,20 @@ def _activate(strict: bool) -> Activation:
             # The attached set changed: a new view; the saved originals stay as they are.
             _remove_views()
         bundles, problems = attach_all(folders)
+        if verify == "full":
+            _verify_full(bundles, problems)  # before a view exists: nothing can load yet
         view = _new_view_dir()
         notes = build_view(bundles, view)
         env = {name: "1" for name in constants.OFFLINE_ENV}
         env["HF_HUB_CACHE"] = str(view / VIEW_HF)
         env["TORCH_HOME"] = str(view / VIEW_TORCH)
         act = Activation(bundles=bundles, view=view, env=env, strict=strict, problems=problems,
-                         notes=notes)
+                         notes=notes, verified=verify)
         _State.activation, _State.key = act, key
         _warn_about(act)
+    elif verify == "full" and act.verified != "full":
+        _verify_full(act.bundles, act.problems)
+        act.verified = "full"
     # Re-applied every call: a library imported since the last call still gets patched.
     _set_env(act.env)
     act.patched = _patch_imported(act.view)

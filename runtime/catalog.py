@@ -36,7 +36,7 @@ class Problem(FrozenRecord):
     def __init__(
         self,
         bundle: Path,
-        kind: str,  # "manifest" | "missing" | "size" | "sha256" | "archive" | "symlink"
+        kind: str,  # "manifest" | "missing" | "size" | "sha256" | "archive" | "symlink" | "extra"
         detail: str,
         path: str = "",
         artifact: str | None = None,

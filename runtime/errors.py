@@ -59,6 +59,18 @@ class OfflineViolation(BundleRuntimeError):
         self.port = port
 
 
+class BundleIntegrityError(BundleRuntimeError):
+    """`activate(verify="full")` found a file that is not what bundle.json says.
+
+    Nothing was activated. `problems` lists each file (missing, wrong size, wrong
+    sha256, not listed, a symlink) with its bundle and artifact.
+    """
+
+    def __init__(self, message: str, *, problems: tuple = ()) -> None:
+        super().__init__(message)
+        self.problems = problems
+
+
 class BundleIntegrityWarning(UserWarning):
     """activate() found files missing or of the wrong size in an attached bundle."""
 

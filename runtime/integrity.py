@@ -2,6 +2,8 @@
 
 quick=True compares sizes (what activate() does); quick=False also hashes every
 file with sha256, which reads every byte: minutes for gigabytes, so only on request.
+Both also report what `bundle verify` reports besides: files bundle.json does not
+list, and symlinks (a bundle holds real files only), so the two always agree.
 """
 
 from __future__ import annotations
@@ -10,12 +12,14 @@ import hashlib
 import html
 import os
 import sys
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from runtime.catalog import AttachedBundle, Problem, attach_all
 from runtime.locate import locate
+from runtime.manifest import is_generated
 
 _CHUNK = 1 << 20
 
@@ -61,6 +65,35 @@ class VerifyReport:
             f"<ul>{items}</ul>" if items else "")
 
 
+def unlisted_files(root: Path, listed: set[str]) -> Iterator[str]:
+    """Paths below ``root`` (relative to it) that are not in ``listed``.
+
+    Files, and links to folders (which os.walk does not enter); the generated
+    top-level files (README.md, dataset-metadata.json) are not reported. The one
+    walk `bundle verify`, `runtime.verify()` and publish/pack checks share.
+    """
+    for dirpath, dirnames, filenames in os.walk(root):
+        links = [d for d in dirnames if os.path.islink(os.path.join(dirpath, d))]
+        for name in sorted(filenames + links):
+            rel = Path(dirpath, name).relative_to(root).as_posix()
+            if rel not in listed and not is_generated(rel):
+                yield rel
+
+
+def _unlisted(bundle: AttachedBundle) -> list[Problem]:
+    """Files and symlinks in an attached bundle that its bundle.json does not list."""
+    base = len(str(bundle.path)) + 1
+    listed = {bundle._real(f.path)[base:] for f in bundle.manifest.all_files()}
+    problems = []
+    for rel in unlisted_files(bundle.path, listed):
+        if os.path.islink(bundle.path / rel):
+            problems.append(Problem(bundle.path, "symlink",
+                                    "a symlink; bundles hold real files only", rel))
+        else:
+            problems.append(Problem(bundle.path, "extra", "not listed in bundle.json", rel))
+    return problems
+
+
 def _sha256(path: Path, progress: Any) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -87,29 +120,55 @@ def verify_bundles(bundles: list[AttachedBundle], *, quick: bool = True,
     report = VerifyReport(quick=quick, bundles=[b.path for b in bundles])
     for bundle in bundles:
         report.problems.extend(bundle.problems)
+        report.problems.extend(_unlisted(bundle))
         files = bundle.manifest.all_files()
         report.files += len(files)
         report.bytes += sum(f.size for f in files)
     if quick:
         return report
-    bad = {(p.bundle, p.path) for p in report.problems}
-    bar = _progress_bar(report.bytes, progress)
+    report.problems.extend(hash_problems(bundles, progress=progress,
+                                         skip={(p.bundle, p.path) for p in report.problems}))
+    return report
+
+
+def hash_problems(bundles: list[AttachedBundle], *, progress: bool = True,
+                  skip: set[tuple[Path, str]] | frozenset = frozenset()) -> list[Problem]:
+    """sha256 of every listed file against bundle.json; a Problem for each mismatch.
+
+    A few files are hashed at once (hashlib releases the GIL), which keeps a disk
+    or a network file system busy. `skip`: (bundle path, file) pairs already
+    known to be missing or of the wrong size.
+    """
+    import concurrent.futures as cf
+
+    jobs = []
+    for bundle in bundles:
+        owner = {f.path: a.id for a in bundle.manifest.artifacts for f in a.files}
+        jobs += [(bundle, entry, owner.get(entry.path)) for entry in bundle.manifest.all_files()
+                 if (bundle.path, entry.path) not in skip]
+    bar = _progress_bar(sum(entry.size for _, entry, _ in jobs), progress)
+    problems: list[Problem] = []
     try:
-        for bundle in bundles:
-            owner = {f.path: a.id for a in bundle.manifest.artifacts for f in a.files}
-            for entry in bundle.manifest.all_files():
-                if (bundle.path, entry.path) in bad:
-                    continue  # already missing or of the wrong size
-                digest = _sha256(bundle.file_path(entry.path), bar)
+        with cf.ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
+            digests = pool.map(lambda job: _digest_or_error(job[0].file_path(job[1].path), bar),
+                               jobs)
+            for (bundle, entry, art_id), digest in zip(jobs, digests, strict=True):
                 if digest != entry.sha256:
-                    report.problems.append(Problem(
-                        bundle.path, "sha256",
-                        f"sha256 {digest[:12]}… != {entry.sha256[:12]}… in bundle.json (corrupted)",
-                        entry.path, owner.get(entry.path)))
+                    detail = (digest[len("error: "):] if digest.startswith("error: ") else
+                              f"sha256 {digest[:12]}… != {entry.sha256[:12]}… in bundle.json "
+                              "(corrupted or replaced)")
+                    problems.append(Problem(bundle.path, "sha256", detail, entry.path, art_id))
     finally:
         if bar is not None:
             bar.close()
-    return report
+    return problems
+
+
+def _digest_or_error(path: Path, bar: Any) -> str:
+    try:
+        return _sha256(path, bar)
+    except OSError as e:
+        return f"error: cannot read: {e.strerror or e}"
 
 
 def verify(quick: bool = True, *, paths: list[str | os.PathLike] | None = None,
@@ -128,7 +187,9 @@ def verify(quick: bool = True, *, paths: list[str | os.PathLike] | None = None,
     folders = [Path(p) for p in paths] if paths is not None else locate()
     bundles, problems = attach_all(folders)
     report = verify_bundles(bundles, quick=quick, progress=progress)
-    # Manifest problems (unreadable bundle.json) belong to no attached bundle.
-    report.problems[:0] = [p for p in problems if p.kind == "manifest"]
+    # Bundles that could not be attached (unreadable bundle.json, symlinks) have
+    # their one problem here; the attached ones' problems are in the report already.
+    attached = {b.path for b in bundles}
+    report.problems[:0] = [p for p in problems if p.bundle not in attached]
     report.bundles = folders
     return report
