@@ -97,20 +97,25 @@ def main() -> None:
 
 
 def _fail(message: str) -> None:
-    """One line on stderr, no traceback, exit 1."""
-    click.echo(f"error: {message}", err=True)
+    """``error: MESSAGE`` on stderr, no traceback, exit 1.
+
+    The whole message: a second line (a list of files, the spec block to add) is
+    indented under the first, never dropped.
+    """
+    lines = message.splitlines() or [""]
+    click.echo("\n".join([f"error: {lines[0]}", *(f"  {ln}" for ln in lines[1:])]), err=True)
     sys.exit(1)
 
 
 def _run_reporting_errors(fn: Callable[[], Any]) -> Any:
-    """Turn the tool's own errors into one-line messages."""
+    """Turn the tool's own errors into ``error: ...`` messages without a traceback."""
     from builder.errors import BuildError
     from runtime.manifest import ManifestError
 
     try:
         return fn()
     except (BuildError, ManifestError) as e:
-        _fail(str(e).splitlines()[0] if str(e) else type(e).__name__)
+        _fail(str(e) or type(e).__name__)
     except KeyboardInterrupt:
         click.echo("interrupted; rerun to resume (downloads are kept in the store)", err=True)
         sys.exit(130)
