@@ -330,6 +330,8 @@ def _check_paths(spec: Spec, plans: dict[str, ResolvedArtifact]) -> None:
         for rel in [plan.path, *(f.path for f in plan.files), *(g.path for g in plan.generated)]:
             try:
                 check_relative_path(rel, f"artifact '{art.id}'")
+                if any(len(part.encode()) > 255 for part in rel.split("/")):
+                    raise ManifestError(f"artifact '{art.id}': {rel!r} has a name over 255 bytes")
             except ManifestError as e:
                 raise BuildError(f"{e}; nothing was written", artifact=art.id) from None
         kept_generated = []

@@ -33,6 +33,10 @@ _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\Z")
 _VERSION_RE = re.compile(r"^[0-9]+(\.[0-9]+)*([-+.][0-9A-Za-z.+-]+)?\Z")
 _KAGGLE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*/[a-z0-9][a-z0-9-]*[a-z0-9]\Z")
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}\Z")
+_STACK_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}\Z")
+#: longest id: it names a folder (files/ID/), and file names stop at 255 bytes
+ID_MAX = 128
+NAME_BYTES_MAX = 255
 TITLE_MIN, TITLE_MAX = 6, 50
 
 #: [bundle] table fields: name -> (type, required)
@@ -193,6 +197,12 @@ def _check_bundle(table: Any, where: str) -> None:
             f"{where}: [bundle]: field 'title' must be {TITLE_MIN}-{TITLE_MAX} characters "
             f"(Kaggle's rule), got {len(title)}"
         )
+    for stack in table.get("stacks", []):
+        if not _STACK_RE.match(stack):
+            raise SpecError(
+                f"{where}: [bundle]: field 'stacks': {stack!r} is not a stack name (lowercase "
+                "letters, digits, '-' and '_'; `bundle run --help` lists them)"
+            )
     kaggle = table.get("kaggle")
     if kaggle is not None and not _KAGGLE_RE.match(kaggle):
         raise SpecError(
@@ -207,10 +217,10 @@ def _artifact(raw: Any, index: int, where: str) -> ArtifactSpec:
     art_id = raw.get("id")
     if not isinstance(art_id, str) or not art_id:
         raise SpecError(f"{where}: artifact #{index + 1}: field 'id' is required (a string)")
-    if not _ID_RE.match(art_id):
+    if not _ID_RE.match(art_id) or len(art_id) > ID_MAX or art_id in (".", ".."):
         raise SpecError(
             f"{where}: artifact {art_id!r}: field 'id' may hold only letters, digits, '.', '_' "
-            "and '-', starting with a letter or digit"
+            f"and '-', starting with a letter or digit, at most {ID_MAX} characters"
         )
     here = f"{where}: artifact '{art_id}'"
     source_name = raw.get("source")
@@ -246,12 +256,12 @@ def _artifact(raw: Any, index: int, where: str) -> ArtifactSpec:
     if filename is not None:
         try:
             check_relative_path(filename, "")
-            if "/" in filename:
+            if "/" in filename or len(filename.encode()) > NAME_BYTES_MAX:
                 raise ManifestError("")
         except ManifestError:
             raise SpecError(
                 f"{here}: field 'filename' must be a plain file name (no '/', '\\', '..', NUL "
-                f"or other control characters), got {filename!r}"
+                f"or other control characters; at most {NAME_BYTES_MAX} bytes), got {filename!r}"
             ) from None
     problem = source.check(options)
     if problem:
@@ -303,6 +313,12 @@ def parse_spec(data: dict[str, Any], path: str | os.PathLike) -> Spec:
         if not isinstance(wheels, dict):
             raise SpecError(f"{where}: [wheels] must be a table")
         _check_fields(wheels, _WHEELS_FIELDS, f"{where}: [wheels]", "")
+        for req in wheels.get("requirements", []):
+            if not req.strip() or req.lstrip().startswith("-"):
+                raise SpecError(
+                    f"{where}: [wheels]: field 'requirements': {req!r} is not a requirement "
+                    "(pip options go in index_url, find_links, no_deps, no_index)"
+                )
 
     name = bundle["name"]
     return Spec(

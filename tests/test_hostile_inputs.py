@@ -471,3 +471,21 @@ def test_an_error_of_several_lines_is_printed_whole(tmp_path):
     result = runner.invoke(cmd)
     assert result.exit_code == 1
     assert result.stderr == "error: first line\n  second line names the file\n"
+
+
+@pytest.mark.parametrize("field, text, words", [
+    ("stacks", '[bundle]\nname = "demo"\nversion = "1.0.0"\nstacks = ["../../x"]\n',
+     ["field 'stacks'", "'../../x'"]),
+    ("requirements", HEAD + '[wheels]\nrequirements = ["--index-url=http://evil.example/simple"]\n',
+     ["field 'requirements'", "not a requirement"]),
+    ("id", HEAD + f'[[artifact]]\nid = "{"a" * 300}"\nsource = "hf"\nrepo = "org/name"\n',
+     ["field 'id'", "at most 128"]),
+    ("filename", HEAD + '[[artifact]]\nid = "u"\nsource = "url"\nurl = "https://e.com/a"\n'
+     f'sha256 = "{"0" * 64}"\nfilename = "{"f" * 300}"\n', ["field 'filename'", "255 bytes"]),
+])
+def test_names_that_become_paths_or_pip_options_are_checked(tmp_path, field, text, words):
+    """A stack name becomes notebooks/STACK.ipynb, an id a folder, a requirement a pip argument."""
+    with pytest.raises(SpecError) as err:
+        load_spec(spec_file(tmp_path, text))
+    for word in words:
+        assert word in str(err.value)

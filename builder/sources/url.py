@@ -37,7 +37,7 @@ def url_filename(url: str) -> str:
         check_relative_path(name, "")
     except ManifestError:
         return ""  # '..', '%00', '%0A', a backslash: the spec must name the file
-    return "" if "/" in name else name
+    return "" if "/" in name or len(name.encode()) > 255 else name
 
 
 @register_source("url")
