@@ -40,6 +40,7 @@ from typing import Any, NoReturn
 from urllib.parse import urlsplit
 
 from builder import layout
+from builder.credentials import resolve_headers, restore_urls
 from builder.errors import BuildError, FetchError, IntegrityError, StoreError
 from builder.fetch import FetchPolicy, check_url_allowed, fetch, parse_mirror, rewrite_url
 from builder.runtime_wheels import source_fingerprint
@@ -257,6 +258,15 @@ def _resolve_all(
                 plan = ResolvedArtifact.from_json(entry["resolved"])
             except (KeyError, TypeError, ValueError):
                 plan = None
+            if plan is not None:
+                # The lock holds redacted URLs (no signatures or tokens on disk); the
+                # spec, unchanged since the fingerprint matched, has the full ones.
+                for pf in plan.files:
+                    full = restore_urls(pf.urls, [art.get("url"), *art.mirrors])
+                    if full is None:
+                        plan = None
+                        break
+                    pf.urls = full
             if plan is not None and all(f.sha256 for f in plan.files):
                 plans[art.id] = plan
                 report.resolved_from_lock += 1
@@ -290,6 +300,19 @@ def _spec_urls(spec: Spec) -> dict[str, list[str]]:
         if urls:
             found[art.id] = urls
     return found
+
+
+def _check_headers(spec: Spec) -> dict[str, str]:
+    """Every variable a spec's headers name is set (its value is sent, never written)."""
+    errors = {}
+    for art in spec.artifacts:
+        unset = resolve_headers(art.get("headers") or {})[1]
+        if unset:
+            errors[art.id] = (
+                f"artifact '{art.id}': field 'headers': the environment variable(s) "
+                f"{', '.join(unset)} are not set; export them before `bundle build`"
+            )
+    return errors
 
 
 def _plan_urls(plans: dict[str, ResolvedArtifact]) -> dict[str, list[str]]:
@@ -404,13 +427,27 @@ def _fetch_all(
     bars = _Progress(progress, sum(pf.size or 0 for _, pf in todo), len(todo))
     # Request headers depend on the source and the host only (huggingface_hub builds
     # them from the token files and environment: ~0.5 ms a file). Ask once per build.
+    # A spec's own headers go only to the host of the artifact's `url`: never to a
+    # mirror, a --mirror rewrite or another host.
     header_cache: dict[tuple[str, str], dict[str, str]] = {}
+    spec_headers = {
+        art.id: (urlsplit(art.get("url")).netloc, resolve_headers(art.get("headers"))[0])
+        for art in spec.artifacts
+        if art.get("headers") and art.get("url")
+    }
 
-    def headers_for(source_name: str, url: str) -> dict[str, str]:
-        key = (source_name, urlsplit(url).netloc)
-        if key not in header_cache:
-            header_cache[key] = get_source(source_name).headers(url)
-        return header_cache[key]
+    def headers_for(art: ArtifactSpec) -> Callable[[str], dict[str, str]]:
+        def headers(url: str) -> dict[str, str]:
+            host = urlsplit(url).netloc
+            key = (art.source, host)
+            if key not in header_cache:
+                header_cache[key] = get_source(art.source).headers(url)
+            own = spec_headers.get(art.id)
+            if own is not None and own[0] == host:
+                return {**header_cache[key], **own[1]}
+            return header_cache[key]
+
+        return headers
 
     def one(art: ArtifactSpec, pf: PlannedFile) -> None:
         label = f"artifact '{art.id}': {pf.path.rsplit('/', 1)[-1]}"
@@ -422,7 +459,7 @@ def _fetch_all(
                 sha256=pf.sha256,
                 size=pf.size,
                 policy=policy,
-                headers=headers_for(art.source, pf.urls[0]),
+                headers=headers_for(art),
                 progress=callback,
                 verify=_verifier(pf, label),
                 label=label,
@@ -565,6 +602,7 @@ def build(
     # A copy: the caller's policy object is not changed by this build's options.
     policy = dataclasses.replace(policy or FetchPolicy(), mirrors=mirror_pairs, allow_http=allow_http)
     errors = _check_urls(spec, _spec_urls(spec), policy)
+    errors.update(_check_headers(spec))
     if errors:
         _raise_failed(spec, errors)
     store = Store(Path(store_dir) if store_dir is not None else None)

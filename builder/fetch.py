@@ -40,15 +40,15 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NoReturn
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from builder import httpclient
+from builder.credentials import redact_url
 from builder.errors import BuildError, FetchError, IntegrityError, StoreError
 from builder.store import Store, start_writeback, write_all
 
 log = logging.getLogger(__name__)
 
-_SENSITIVE_QUERY_RE = re.compile(r"token|sig|signature|key|credential|auth|password|secret", re.I)
 #: Bodies up to this size are read with urllib3's stream() and written inline (no helper
 #: thread), and get no resume record: resuming a few kilobytes saves nothing.
 _INLINE_MAX = 256 << 10
@@ -127,22 +127,6 @@ def rewrite_url(url: str, mirrors: Sequence[tuple[str, str]]) -> str:
         if url.startswith(src):
             return dst + url[len(src) :]
     return url
-
-
-def redact_url(url: str) -> str:
-    """``url`` fit for messages and logs: no user:password, no token-like query values."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparsable url>"
-    netloc = parts.netloc.rpartition("@")[2]
-    query = parts.query
-    if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        query = urlencode(
-            [(k, "***" if _SENSITIVE_QUERY_RE.search(k) else v) for k, v in pairs], safe="*/:"
-        )
-    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
 
 
 def _is_loopback(host: str) -> bool:
@@ -370,7 +354,7 @@ class _Download:
         sha256: str | None,
         size: int | None,
         policy: FetchPolicy,
-        headers: Mapping[str, str] | None,
+        headers: Mapping[str, str] | Callable[[str], Mapping[str, str]] | None,
         progress: Callable[[int], None] | None,
         verify: Callable[[Path], None] | None,
         label: str,
@@ -381,7 +365,8 @@ class _Download:
         self.sha256 = sha256
         self.size = size
         self.policy = policy
-        self.headers = dict(headers or {})
+        #: request headers, or a function of the URL (after --mirror rewrites) giving them
+        self.headers = headers if callable(headers) else dict(headers or {})
         self.progress = progress
         self.verify = verify
         self.label = label
@@ -599,7 +584,7 @@ class _Download:
         if self.size is not None and offset > self.size:
             self._discard_partial()
             offset = 0
-        headers = dict(self.headers)
+        headers = dict(self.headers(url) if callable(self.headers) else self.headers)
         headers["Accept-Encoding"] = "identity"  # byte offsets must be file offsets
         if offset:
             headers["Range"] = f"bytes={offset}-"
@@ -844,7 +829,7 @@ def fetch(
     sha256: str | None,
     size: int | None = None,
     policy: FetchPolicy,
-    headers: Mapping[str, str] | None = None,
+    headers: Mapping[str, str] | Callable[[str], Mapping[str, str]] | None = None,
     progress: Callable[[int], None] | None = None,
     key: str | None = None,
     verify: Callable[[Path], None] | None = None,
@@ -861,7 +846,9 @@ def fetch(
             then computed and returned).
         size: expected size in bytes, if known (checked before and after).
         policy: retries, timeouts, mirrors and http rules.
-        headers: extra request headers (e.g. Authorization); never logged.
+        headers: extra request headers (e.g. Authorization), or a function of each URL
+            tried (after --mirror rewrites) that gives them, so that a secret for one
+            host is not sent to a mirror; never logged.
         progress: called with byte increments (negative when a partial is thrown away).
         key: download key for the lock and partial file; default the sha256, or the
             sha256 of the first url.

@@ -429,6 +429,18 @@ def assemble_context(
     }
     if base_image:
         buildargs["BASE_IMAGE"] = base_image
+    # Defense in depth: no byte of the context (nor a build arg, which the image
+    # keeps in its history) holds a credential of this machine.
+    from builder.credentials import CredentialError, refuse_secrets
+
+    try:
+        refuse_secrets(
+            [*((f.arcname, f.data if f.data is not None else f.source) for f in files),
+             ("the build args", "\n".join(f"{k}={v}" for k, v in buildargs.items()).encode())],
+            action="no image was built",
+        )
+    except CredentialError as e:
+        raise ContextError(str(e)) from None
     return BuildContext(
         bundle_name=name,
         bundle_version=manifest.version,

@@ -33,7 +33,8 @@ from typing import Any
 
 import click
 
-from runtime.constants import KAGGLE_METADATA_NAME, MANIFEST_NAME, README_NAME
+from builder.credentials import CredentialError, refuse_secrets
+from runtime.constants import GENERATED_FILES, KAGGLE_METADATA_NAME, MANIFEST_NAME, README_NAME
 from runtime.manifest import Manifest, ManifestError, read_manifest
 
 # Kaggle's own limits (the client checks some of them only after uploading).
@@ -353,7 +354,24 @@ def plan_publish(
         metadata["keywords"] = meta["keywords"]
     check_metadata(metadata, where)
     notes = f"{message.strip()} ({digest_line})" if message and message.strip() else digest_line
+    # Defense in depth: no byte that goes to Kaggle holds a credential of this machine.
+    try:
+        refuse_secrets(
+            [*bundle_files_to_send(root, manifest),
+             ("the dataset metadata (title, description)", json.dumps(metadata).encode()),
+             ("the version notes (--message)", notes.encode())],
+            action="nothing was published",
+        )
+    except CredentialError as e:
+        raise BundleCheckError(str(e)) from None
     return PublishPlan(root, manifest, owner, slug, metadata, _upload_units(root, manifest), notes)
+
+
+def bundle_files_to_send(root: Path, manifest: Manifest) -> list[tuple[str, Path]]:
+    """(label, path) of every file of a bundle folder that publish or pack sends."""
+    rels = [f.path for f in manifest.all_files()]
+    rels += [name for name in sorted(GENERATED_FILES) if (root / name).is_file()]
+    return [(str(root / rel), root / rel) for rel in rels]
 
 
 # --- The Kaggle client -------------------------------------------------------

@@ -55,11 +55,14 @@ class PackResult:
 
 def _bundle_files(root: Path) -> list[str]:
     """Every file to pack: those bundle.json lists plus the generated top-level files."""
-    from builder.kaggle import BundleCheckError, check_bundle
+    from builder.credentials import CredentialError, refuse_secrets
+    from builder.kaggle import BundleCheckError, bundle_files_to_send, check_bundle
 
     try:
         manifest = check_bundle(root, action="packed")
-    except BundleCheckError as e:
+        # The archive goes to Drive or elsewhere: no credential of this machine in it.
+        refuse_secrets(bundle_files_to_send(root, manifest), action="nothing was packed")
+    except (BundleCheckError, CredentialError) as e:
         raise PackError(str(e)) from None
     files = [f.path for f in manifest.all_files()]
     files += [name for name in sorted(GENERATED_FILES) if (root / name).is_file()]

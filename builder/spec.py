@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from builder.credentials import header_problem, redact_url, userinfo_problem
 from builder.errors import SpecError
 from builder.sources import FieldSpec, get_source, known_sources
 from runtime.manifest import ManifestError, check_relative_path
@@ -142,7 +143,8 @@ class Spec:
 
 
 def _type_name(t: type | tuple[type, ...]) -> str:
-    names = {str: "a string", int: "an integer", bool: "true or false", list: "a list of strings"}
+    names = {str: "a string", int: "an integer", bool: "true or false", list: "a list of strings",
+             dict: "a table of strings, e.g. { Authorization = \"env:MY_TOKEN\" }"}
     return " or ".join(names[x] for x in (t if isinstance(t, tuple) else (t,)))
 
 
@@ -150,6 +152,9 @@ def _type_ok(value: Any, t: type | tuple[type, ...]) -> bool:
     for one in t if isinstance(t, tuple) else (t,):
         if one is list:
             if isinstance(value, list) and all(isinstance(v, str) for v in value):
+                return True
+        elif one is dict:
+            if isinstance(value, dict) and all(isinstance(v, str) for v in value.values()):
                 return True
         elif isinstance(value, one) and not (one is int and isinstance(value, bool)):
             return True
@@ -251,7 +256,16 @@ def _artifact(raw: Any, index: int, where: str) -> ArtifactSpec:
         values = options.get(key)
         for url in [values] if isinstance(values, str) else values or []:
             if not re.match(r"^https?://", url):
-                raise SpecError(f"{here}: field '{key}' must be an http(s) URL, got {url!r}")
+                raise SpecError(
+                    f"{here}: field '{key}' must be an http(s) URL, got {redact_url(url)!r}"
+                )
+            problem = userinfo_problem(url)
+            if problem:
+                raise SpecError(f"{here}: field '{key}': {redact_url(url)} {problem}")
+    for name, value in (options.get("headers") or {}).items():
+        problem = header_problem(name, value)
+        if problem:
+            raise SpecError(f"{here}: {problem}")
     filename = options.get("filename")
     if filename is not None:
         try:
@@ -320,6 +334,12 @@ def parse_spec(data: dict[str, Any], path: str | os.PathLike) -> Spec:
                     "(pip options go in index_url, find_links, no_deps, no_index)"
                 )
 
+    if not artifacts and wheels is None:
+        raise SpecError(
+            f"{where}: the spec asks for nothing: add at least one [[artifact]] table (id, "
+            'source and its fields, e.g. id = "vit", source = "hf", repo = "ORG/NAME"; '
+            "docs/build.md) or a [wheels] table"
+        )
     name = bundle["name"]
     return Spec(
         name=name,

@@ -55,7 +55,10 @@ def name_keys(name: object) -> list[str]:
     if isinstance(url, str):
         keys += [url, url.rsplit("/", 1)[-1]]
     elif text.startswith(("https://", "http://")):
-        keys.append(text.rsplit("/", 1)[-1])  # torchvision checkpoints are aliased by file name
+        bare = text.split("#", 1)[0].split("?", 1)[0]
+        if bare != text:
+            keys.append(bare)  # a signed URL: bundles list url artifacts by the URL without query
+        keys.append(bare.rsplit("/", 1)[-1])  # torchvision checkpoints are aliased by file name
     return keys
 
 

@@ -77,14 +77,12 @@ def test_verify_of_a_folder_without_bundle_json_is_a_one_line_error(tmp_path):
     assert "bundle.json" in result.stderr and result.stderr.count("\n") == 1
 
 
-def test_an_empty_spec_builds_an_empty_but_valid_bundle(tmp_path):
+def test_a_spec_that_asks_for_nothing_is_an_error_not_an_empty_bundle(tmp_path):
     spec = tmp_path / "s.toml"
     spec.write_text('[bundle]\nname = "empty"\nversion = "0.1"\n')
-    runner = CliRunner()
-    result = runner.invoke(main, ["build", str(spec), "--out", str(tmp_path / "out"),
-                                  "--store", str(tmp_path / "store")])
-    assert result.exit_code == 0, result.output
-    bundle = tmp_path / "out/empty"
-    assert sorted(p.name for p in bundle.iterdir()) == ["README.md", "bundle.json",
-                                                        "dataset-metadata.json"]
-    assert runner.invoke(main, ["verify", str(bundle)]).exit_code == 0
+    result = CliRunner().invoke(main, ["build", str(spec), "--out", str(tmp_path / "out"),
+                                       "--store", str(tmp_path / "store")])
+    assert result.exit_code == 1
+    assert result.stderr.startswith(f"error: {spec}: the spec asks for nothing")
+    assert "[[artifact]]" in result.stderr and "Traceback" not in result.output
+    assert not (tmp_path / "out").exists()

@@ -78,8 +78,8 @@ def test_a_good_spec_loads_with_every_field(tmp_path):
 
 
 def test_title_defaults_from_the_name(tmp_path):
-    spec = load_spec(write(tmp_path, '[bundle]\nname = "abc"\nversion = "1"\n'))
-    assert spec.title == "abc offline bundle" and spec.artifacts == [] and spec.wheels is None
+    spec = load_spec(write(tmp_path, '[bundle]\nname = "abc"\nversion = "1"\n[wheels]\n'))
+    assert spec.title == "abc offline bundle" and spec.artifacts == []
 
 
 HEAD = '[bundle]\nname = "x"\nversion = "1.0.0"\n'
@@ -122,6 +122,7 @@ BAD_SPECS = {
                               ["artifact 'c'", "field 'url'"]),
     "not TOML": ('[bundle\nname = "x"\n', ["not valid TOML"]),
     "no [bundle]": (VIT, ["[bundle]"]),
+    "nothing asked for": (HEAD, ["asks for nothing", "[[artifact]]", "[wheels]"]),
     "unknown table": (HEAD + '[wheel]\npython = "3.11"\n', ["[wheel]", "did you mean 'wheels'"]),
 }
 

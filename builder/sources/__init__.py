@@ -35,8 +35,8 @@ _REGISTRY: dict[str, type[Source]] = {}
 class FieldSpec:
     """One spec field a source accepts: its Python type and whether it is required.
 
-    ``type`` is ``str``, ``int``, ``bool`` or ``list`` (a list of strings), or a
-    tuple of those when several are accepted.
+    ``type`` is ``str``, ``int``, ``bool``, ``list`` (a list of strings) or ``dict``
+    (a table of strings), or a tuple of those when several are accepted.
     """
 
     type: type | tuple[type, ...]
@@ -60,9 +60,12 @@ class PlannedFile:
     sha256_prefix: str | None = None  # torch.hub style hash prefix in the file name
 
     def to_json(self) -> dict[str, Any]:
+        from builder.credentials import redact_url
+
         return {
             "path": self.path,
-            "urls": list(self.urls),
+            # What the build lock keeps: no signature or token is written to disk.
+            "urls": [redact_url(u) for u in self.urls],
             "sha256": self.sha256,
             "size": self.size,
             "git_sha1": self.git_sha1,

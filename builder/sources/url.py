@@ -11,6 +11,7 @@ from __future__ import annotations
 import posixpath
 from typing import TYPE_CHECKING
 
+from builder.credentials import redact_url, url_without_query
 from builder.errors import BuildError
 from builder.sources import (
     FieldSpec,
@@ -51,11 +52,14 @@ class UrlSource(Source):
         "size": FieldSpec(int, help="expected size in bytes"),
         "filename": FieldSpec(str, help="file name in the bundle (default: from the URL)"),
         "mirrors": FieldSpec(list, help="other URLs serving the same bytes, tried in order"),
+        "headers": FieldSpec(dict, help='request headers for the url\'s host, values from the '
+                             'environment: { Authorization = "env:MY_TOKEN" }'),
     }
 
     def check(self, options: dict) -> str | None:
         if "filename" not in options and not url_filename(options["url"]):
-            return f"field 'filename' is required: no file name in the URL {options['url']!r}"
+            return (f"field 'filename' is required: no file name in the URL "
+                    f"{redact_url(options['url'])!r}")
         return None
 
     def resolve(self, artifact: ArtifactSpec, ctx: ResolveContext) -> ResolvedArtifact:
@@ -70,19 +74,24 @@ class UrlSource(Source):
                     artifact=artifact.id,
                 )
             warnings.append(
-                f"artifact '{artifact.id}': TRUSTING FIRST USE of {url}: no sha256 in the spec, "
+                f"artifact '{artifact.id}': TRUSTING FIRST USE of {redact_url(url)}: no sha256 "
+                "in the spec, "
                 "the hash of whatever the server sends is recorded in bundle.json; pin it in the spec"
             )
         filename = artifact.get("filename") or url_filename(url)
         path = f"{FILES_DIR}/{artifact.id}/{filename}"
+        # What bundle.json, the README and the notebooks show: a signed URL's secret
+        # values as ***; runtime.resolve() also finds it by the URL without its query.
+        ref = redact_url(url)
         return ResolvedArtifact(
             id=artifact.id,
             source="url",
-            ref=url,
+            ref=ref,
             revision=None,
             path=path,
             files=[
                 PlannedFile(path, [url, *artifact.mirrors], sha256=artifact.sha256, size=artifact.size)
             ],
+            aliases=[url_without_query(url)] if url_without_query(url) != url else [],
             warnings=warnings,
         )
