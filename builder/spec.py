@@ -327,6 +327,16 @@ def parse_spec(data: dict[str, Any], path: str | os.PathLike) -> Spec:
         if not isinstance(wheels, dict):
             raise SpecError(f"{where}: [wheels] must be a table")
         _check_fields(wheels, _WHEELS_FIELDS, f"{where}: [wheels]", "")
+        for key in ("index_url", "extra_index_urls"):
+            values = wheels.get(key)
+            for url in [values] if isinstance(values, str) else values or []:
+                if userinfo_problem(url):
+                    raise SpecError(
+                        f"{where}: [wheels]: field '{key}': {redact_url(url)} holds credentials "
+                        "(user:password@); a spec is copied and committed. Leave the field out "
+                        "and export PIP_INDEX_URL / PIP_EXTRA_INDEX_URL (pip reads them), or "
+                        "use pip's keyring support"
+                    )
         for req in wheels.get("requirements", []):
             if not req.strip() or req.lstrip().startswith("-"):
                 raise SpecError(

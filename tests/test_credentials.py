@@ -280,3 +280,13 @@ def test_the_scan_needs_the_secret_itself_not_a_look_alike(kaggle_env, tmp_path,
     bundle = _planted_bundle(tmp_path, "abc and hf_NOTthetoken0123456789")
     result = CliRunner().invoke(main, ["publish", str(bundle)])
     assert result.exit_code == 0, result.output
+
+
+def test_a_private_index_url_with_a_password_is_refused_pointing_at_pip_s_variables(tmp_path):
+    spec = tmp_path / "s.toml"
+    spec.write_text('[bundle]\nname = "creds"\nversion = "1"\n\n[wheels]\n'
+                    'index_url = "https://me:hunter2hunter2@pypi.example.com/simple"\n')
+    with pytest.raises(SpecError) as err:
+        load_spec(spec)
+    assert "field 'index_url'" in str(err.value) and "PIP_INDEX_URL" in str(err.value)
+    assert "hunter2" not in str(err.value)
