@@ -21,6 +21,7 @@ from runtime.errors import (
     FallbackWarning,
     NoBundleWarning,
     OfflineViolation,
+    UnsupportedVersionWarning,
 )
 from runtime.locate import locate
 from runtime.resolve import resolve
@@ -50,6 +51,7 @@ __all__ = [
     "FallbackWarning",
     "NoBundleWarning",
     "OfflineViolation",
+    "UnsupportedVersionWarning",
     "VerifyReport",
     "activate",
     "current",

@@ -21,7 +21,12 @@ from typing import Any
 from runtime import constants
 from runtime._record import FrozenRecord, Record
 from runtime.catalog import AttachedBundle, Problem, attach_all
-from runtime.errors import BundleIntegrityWarning, NoBundleWarning, log_warning
+from runtime.errors import (
+    BundleIntegrityWarning,
+    NoBundleWarning,
+    UnsupportedVersionWarning,
+    log_warning,
+)
 from runtime.locate import locate_with_stats
 from runtime.view import VIEW_HF, VIEW_TORCH, build_view
 
@@ -39,8 +44,22 @@ PATCHED_PACKAGES = (
     "peft",
     "accelerate",
 )
-_OFFLINE_ATTRS = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE")
-_CACHE_ATTRS = ("HF_HUB_CACHE", "HUGGINGFACE_HUB_CACHE")
+#: Import-time copies of the offline flag and the cache path. transformers 4.x keeps
+#: its own in transformers.utils.hub (`_is_offline_mode`, which is_offline_mode()
+#: returns, and TRANSFORMERS_CACHE, the default cache_dir of every from_pretrained),
+#: so importing it before activate() sent loads to the old cache, online.
+_OFFLINE_ATTRS = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE", "_is_offline_mode")
+_CACHE_ATTRS = (
+    "HF_HUB_CACHE",
+    "HUGGINGFACE_HUB_CACHE",
+    "TRANSFORMERS_CACHE",
+    "PYTORCH_TRANSFORMERS_CACHE",
+    "PYTORCH_PRETRAINED_BERT_CACHE",
+    "DIFFUSERS_CACHE",
+)
+#: Deprecated cache variables transformers 4.x still reads at import: when a user set
+#: one, it would win over HF_HUB_CACHE, so activate() points it at the view too.
+_LEGACY_CACHE_ENV = ("TRANSFORMERS_CACHE", "PYTORCH_TRANSFORMERS_CACHE", "PYTORCH_PRETRAINED_BERT_CACHE")
 
 
 class ArtifactInfo(FrozenRecord):
@@ -293,12 +312,20 @@ def _env_values() -> dict[str, Any]:
                            "huggingface")
     hf_home = os.path.expandvars(os.path.expanduser(os.getenv("HF_HOME", hf_home)))
     legacy = os.getenv("HUGGINGFACE_HUB_CACHE", os.path.join(hf_home, "hub"))
+    hub_cache = os.path.expandvars(os.path.expanduser(os.getenv("HF_HUB_CACHE", legacy)))
+    bert = os.getenv("PYTORCH_PRETRAINED_BERT_CACHE", hub_cache)
+    pytorch = os.getenv("PYTORCH_TRANSFORMERS_CACHE", bert)
     return {
         "HF_HUB_OFFLINE": hub_offline,
         "TRANSFORMERS_OFFLINE": hub_offline,
         "HF_DATASETS_OFFLINE": true("HF_DATASETS_OFFLINE") or hub_offline,
-        "HF_HUB_CACHE": os.path.expandvars(os.path.expanduser(os.getenv("HF_HUB_CACHE", legacy))),
+        "_is_offline_mode": hub_offline,
+        "HF_HUB_CACHE": hub_cache,
         "HUGGINGFACE_HUB_CACHE": legacy,
+        "PYTORCH_PRETRAINED_BERT_CACHE": bert,
+        "PYTORCH_TRANSFORMERS_CACHE": pytorch,
+        "TRANSFORMERS_CACHE": os.getenv("TRANSFORMERS_CACHE", pytorch),
+        "DIFFUSERS_CACHE": hub_cache,
     }
 
 
@@ -405,10 +432,14 @@ def _activate(strict: bool, verify: str = "quick") -> Activation:
         env = {name: "1" for name in constants.OFFLINE_ENV}
         env["HF_HUB_CACHE"] = str(view / VIEW_HF)
         env["TORCH_HOME"] = str(view / VIEW_TORCH)
+        for name in _LEGACY_CACHE_ENV:
+            if name in os.environ or name in _State.saved_env:
+                env[name] = str(view / VIEW_HF)
         act = Activation(bundles=bundles, view=view, env=env, strict=strict, problems=problems,
                          notes=notes, verified=verify)
         _State.activation, _State.key = act, key
         _warn_about(act)
+        _warn_about_versions()
     elif verify == "full" and act.verified != "full":
         _verify_full(act.bundles, act.problems)
         act.verified = "full"
@@ -426,6 +457,15 @@ def _activate(strict: bool, verify: str = "quick") -> Activation:
     else:
         _uninstall_guard()
     return act
+
+
+def _warn_about_versions() -> None:
+    from runtime.versions import imported_too_old
+
+    for text in imported_too_old():
+        message = f"runtime.activate(): {text}"
+        log_warning(message)
+        warnings.warn(message, UnsupportedVersionWarning, stacklevel=4)
 
 
 def _warn_about(act: Activation) -> None:

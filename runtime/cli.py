@@ -116,9 +116,14 @@ def doctor_report() -> dict[str, Any]:
     bundles, problems = attach_all(locate())
     stacks = _stack_reports(bundles)
     gpu = gpu_report()
+    from runtime.versions import below_minimum, message
+
+    libraries = _versions()
+    too_old = [message(name, v) for name, v in libraries.items() if below_minimum(name, v)]
     # An unknown stack (newer bundle, or a stack not written yet) is shown, not fatal:
     # the runtime cannot say what it needs.
-    ok = bool(bundles) and not problems and all(s.status != "missing" for s in stacks)
+    ok = (bool(bundles) and not problems and not too_old
+          and all(s.status != "missing" for s in stacks))
     return {
         "ok": ok,
         "bundles": [
@@ -130,7 +135,8 @@ def doctor_report() -> dict[str, Any]:
         "problems": [str(p) for p in problems],
         "stacks": [asdict(s) for s in stacks],
         "gpu": asdict(gpu),
-        "libraries": _versions(),
+        "libraries": libraries,
+        "unsupported": too_old,
     }
 
 
@@ -162,7 +168,9 @@ def _print_report(report: dict[str, Any]) -> None:
         echo(f"GPU: none ({g['detail']})")
     libs = ", ".join(f"{k} {v}" for k, v in report["libraries"].items() if v)
     echo(f"Libraries: {libs}")
-    echo("OK" if report["ok"] else "NOT OK: see MISSING / PROBLEM above")
+    for text in report["unsupported"]:
+        echo(f"  UNSUPPORTED {text}")
+    echo("OK" if report["ok"] else "NOT OK: see MISSING / PROBLEM / UNSUPPORTED above")
 
 
 @click.command("doctor")

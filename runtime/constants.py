@@ -36,6 +36,21 @@ VERIFY_MODES = ("quick", "full")
 # Variables `runtime.activate()` sets so that unmodified library code stays offline.
 OFFLINE_ENV = ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE", "HF_DATASETS_OFFLINE")
 
+# --- Library versions --------------------------------------------------------
+
+#: The oldest versions of the libraries the runtime works with: activate(), unmodified
+#: from_pretrained / hf_hub_download / snapshot_download / timm / torchvision loading
+#: from a bundle, strict mode, `bundle doctor`. `.ci/compat.sh` proves them on every CI
+#: run (the table in docs/runtime.md); pyproject's `libraries` extra declares the same
+#: (tests/test_compat_declared.py keeps the two equal). Python: 3.10 to 3.12.
+MIN_LIBRARY_VERSIONS = {
+    "huggingface_hub": "0.24.7",
+    "transformers": "4.44.2",
+    "timm": "0.9.16",
+    "torch": "2.4.1",
+    "torchvision": "0.19.1",
+}
+
 # --- Bundle format ---------------------------------------------------------
 
 MANIFEST_NAME = "bundle.json"

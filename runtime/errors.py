@@ -79,5 +79,9 @@ class FallbackWarning(UserWarning):
     """resolve() used a declared fallback instead of the artifact asked for."""
 
 
+class UnsupportedVersionWarning(UserWarning):
+    """A library is older than the oldest version the runtime supports; names both."""
+
+
 class NoBundleWarning(UserWarning):
     """activate() found no bundle; every library is offline with an empty cache."""

@@ -79,6 +79,11 @@ def build_view(bundles: list[AttachedBundle], view: Path) -> list[str]:
     hf = f"{view}/{VIEW_HF}"
     os.mkdir(hf)
     os.mkdir(f"{hf}/.locks")
+    # transformers 4.x reads this at import: without it, a non-empty cache makes it
+    # warn that "all your calls to from_pretrained() will fail" (and, online, try to
+    # migrate the cache). Caches transformers wrote hold it.
+    with open(f"{hf}/version.txt", "w") as f:
+        f.write("1")
     for repo, holders in plan.repos.items():
         # The repo folder itself is real and writable (.no_exist markers go there).
         os.mkdir(f"{hf}/{repo}")
