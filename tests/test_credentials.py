@@ -182,9 +182,8 @@ def test_spec_headers_go_to_the_urls_own_host_only(signed_build):
 
 
 def test_runtime_resolve_finds_a_signed_url_artifact_by_its_url(signed_build):
-    from tests.fixtures.bundles import activated
-
     import runtime
+    from tests.fixtures.bundles import activated
 
     with activated(signed_build["bundle"], strict=True):
         path = runtime.resolve(signed_build["primary"])
