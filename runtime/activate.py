@@ -347,7 +347,8 @@ def _restore_imported() -> None:
     _State.view_caches = set()
 
 
-def activate(strict: bool | None = None, verify: str | None = None) -> Activation:
+def activate(strict: bool | None = None, verify: str | None = None,
+             require_bundle: bool | None = None) -> Activation:
     """Attach every bundle found and switch all libraries to offline loading from them.
 
     Call it first in a notebook, before or after importing transformers/timm/torch::
@@ -368,6 +369,9 @@ def activate(strict: bool | None = None, verify: str | None = None) -> Activatio
             one, and refuses files bundle.json does not list; it reads every byte
             (about the speed of sha256sum; see bench/verify.py). None (the default):
             $OFFLINE_BUNDLE_VERIFY, else "quick".
+        require_bundle: raise NoBundleError when no bundle is found. None (the
+            default): in strict mode, unless $OFFLINE_BUNDLE_REQUIRE_BUNDLE is 0 (for
+            notebooks that mix online and offline cells); otherwise only a warning.
 
     Returns:
         The Activation: bundles, artifacts, problems found by the quick size check,
@@ -375,6 +379,8 @@ def activate(strict: bool | None = None, verify: str | None = None) -> Activatio
         attached bundles changes.
 
     Raises:
+        NoBundleError: strict mode (or require_bundle=True) and no bundle was found;
+            the message names the search roots used. Nothing was activated.
         BundleIntegrityError: verify="full" found a file missing, truncated, changed,
             unlisted or a symlink; nothing was activated.
         ValueError: verify is neither "quick" nor "full".
@@ -392,8 +398,10 @@ def activate(strict: bool | None = None, verify: str | None = None) -> Activatio
             f"runtime.activate(verify={verify!r}): use \"quick\" (sizes) or \"full\" (sha256 of "
             f"every file); ${constants.ENV_VERIFY} sets the default"
         )
+    if require_bundle is None:
+        require_bundle = strict and os.environ.get(constants.ENV_REQUIRE_BUNDLE, "").strip() != "0"
     with _LOCK:
-        return _activate(strict, verify)
+        return _activate(strict, verify, require_bundle)
 
 
 def _verify_full(bundles: list[AttachedBundle], problems: list[Problem]) -> None:
@@ -414,7 +422,7 @@ def _verify_full(bundles: list[AttachedBundle], problems: list[Problem]) -> None
         )
 
 
-def _activate(strict: bool, verify: str = "quick") -> Activation:
+def _activate(strict: bool, verify: str = "quick", require_bundle: bool = False) -> Activation:
     found = locate_with_stats()
     folders = [folder for folder, _ in found]
     key = _bundles_key(found)
@@ -425,6 +433,8 @@ def _activate(strict: bool, verify: str = "quick") -> Activation:
             # The attached set changed: a new view; the saved originals stay as they are.
             _remove_views()
         bundles, problems = attach_all(folders)
+        if require_bundle and not bundles:
+            _raise_no_bundle(problems)
         if verify == "full":
             _verify_full(bundles, problems)  # before a view exists: nothing can load yet
         view = _new_view_dir()
@@ -443,6 +453,12 @@ def _activate(strict: bool, verify: str = "quick") -> Activation:
     elif verify == "full" and act.verified != "full":
         _verify_full(act.bundles, act.problems)
         act.verified = "full"
+    elif require_bundle and not act.bundles:
+        _raise_no_bundle(act.problems)
+    # Every loader's miss becomes MissingFromBundleError (runtime.loaders).
+    from runtime import loaders
+
+    loaders.install(lambda: _State.activation.bundles if _State.activation else [])
     # Re-applied every call: a library imported since the last call still gets patched.
     _set_env(act.env)
     act.patched = _patch_imported(act.view)
@@ -457,6 +473,19 @@ def _activate(strict: bool, verify: str = "quick") -> Activation:
     else:
         _uninstall_guard()
     return act
+
+
+def _raise_no_bundle(problems: list[Problem]) -> None:
+    from runtime.errors import NoBundleError
+    from runtime.missing import no_bundle_text
+
+    unusable = "".join(f"\n  skipped: {p}" for p in problems[:5])
+    raise NoBundleError(
+        f"runtime.activate(strict=True): {no_bundle_text()}.{unusable}\nTo go on without a "
+        f"bundle (a notebook that mixes online and offline cells), call "
+        f"runtime.activate(strict=True, require_bundle=False) or set "
+        f"{constants.ENV_REQUIRE_BUNDLE}=0."
+    )
 
 
 def _warn_about_versions() -> None:
@@ -498,6 +527,9 @@ def _strict_hint(host: str, port: int | None, clues: dict[str, str]) -> str:
 def deactivate() -> None:
     """Undo activate(): restore the environment and patched constants, drop strict mode and the view."""
     _uninstall_guard()
+    loaders = sys.modules.get("runtime.loaders")
+    if loaders is not None:
+        loaders.uninstall()
     for key, old in _State.saved_env.items():
         if old is None:
             os.environ.pop(key, None)

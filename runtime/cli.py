@@ -269,7 +269,9 @@ def run_command(ctx: click.Context, strict: bool, no_network: bool, stack: str |
     if _runs_a_command(group, sub_ctx, args):
         if no_network:
             _isolate()
-        _activate_reporting(runtime, strict)
+        # A stack that needs no artifact (masked-ssl) runs strict without a bundle.
+        _activate_reporting(runtime, strict,
+                            require_bundle=None if getattr(module, "ARTIFACTS", ()) else False)
     with sub_ctx:
         return group.invoke(sub_ctx)
 
@@ -283,11 +285,16 @@ def _isolate() -> None:
         raise click.ClickException(str(e)) from None
 
 
-def _activate_reporting(runtime: Any, strict: bool) -> Any:
+def _activate_reporting(runtime: Any, strict: bool, require_bundle: bool | None = None) -> Any:
     """activate(), its warnings as one line each on stderr (not Python's file:line format)."""
+    from runtime.errors import BundleIntegrityError, NoBundleError
+
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        act = runtime.activate(strict=strict)
+        try:
+            act = runtime.activate(strict=strict, require_bundle=require_bundle)
+        except (NoBundleError, BundleIntegrityError) as e:
+            raise click.ClickException(str(e)) from None
     for w in caught:
         click.echo(f"warning: {w.message}", err=True)
     return act

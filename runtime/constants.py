@@ -28,6 +28,9 @@ ENV_ALLOW_HOSTS = "OFFLINE_BUNDLE_ALLOW_HOSTS"
 #: (`bundle run --strict` sets it for the processes it starts; torchrun ranks).
 ENV_STRICT = "OFFLINE_BUNDLE_STRICT"
 
+#: "0" lets `runtime.activate(strict=True)` go on when no bundle is found (a warning
+#: instead of NoBundleError), for notebooks that mix online and offline cells.
+ENV_REQUIRE_BUNDLE = "OFFLINE_BUNDLE_REQUIRE_BUNDLE"
 #: "full" makes `runtime.activate()` hash every bundle file before any library can
 #: open one (default "quick": sizes only); for notebooks that cannot pass verify=.
 ENV_VERIFY = "OFFLINE_BUNDLE_VERIFY"

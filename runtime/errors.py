@@ -45,6 +45,54 @@ class ArtifactNotFoundError(BundleRuntimeError, LookupError):
         self.available = available
 
 
+class MissingFromBundleError(BundleRuntimeError, FileNotFoundError):
+    """Unmodified loading code asked for a file that no attached bundle can give.
+
+    Raised under `runtime.activate()` by every loader the runtime knows
+    (transformers, diffusers, timm, huggingface_hub's hf_hub_download and
+    snapshot_download, torch.hub / torchvision), instead of a library's "check your
+    internet connection". The message names the repo or URL, the file, the bundles
+    searched, whether a bundle holds the repo but not the file (or a damaged copy of
+    it), any declared fallback, and the spec block to add.
+
+    A FileNotFoundError, so code that handles a missing file still does. Where a Hub
+    file is merely absent, huggingface_hub's wrappers raise a subclass that is also
+    its LocalEntryNotFoundError, so libraries that probe for optional files (a
+    processor config, safetensors before .bin) go on as they do with a plain cache.
+
+    Attributes:
+        reason: "not-bundled" (no attached bundle holds the repo or URL),
+            "file-not-in-bundle" (a bundle holds the repo, not this file), "broken"
+            (bundle.json lists the file but it is missing or truncated), "no-bundle"
+            (nothing is attached at all).
+        repo_id, filename, revision, url: what was asked for (None where not known).
+        bundles: (name, path) of every bundle searched.
+    """
+
+    def __init__(self, message: str, *, reason: str = "not-bundled", repo_id: str | None = None,
+                 filename: str | None = None, revision: str | None = None, url: str | None = None,
+                 bundles: tuple[tuple[str, str], ...] = ()) -> None:
+        super().__init__(message)
+        self.reason = reason
+        self.repo_id = repo_id
+        self.filename = filename
+        self.revision = revision
+        self.url = url
+        self.bundles = bundles
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+    def info(self) -> dict[str, Any]:
+        """The keyword arguments that make an equal error (for re-raising at another layer)."""
+        return {"reason": self.reason, "repo_id": self.repo_id, "filename": self.filename,
+                "revision": self.revision, "url": self.url, "bundles": self.bundles}
+
+
+class NoBundleError(BundleRuntimeError):
+    """`activate(strict=True)` found no bundle; the message names the search roots used."""
+
+
 class OfflineViolation(BundleRuntimeError):
     """Strict mode stopped a network connection to a non-loopback host.
 

@@ -14,6 +14,11 @@ hundreds of bundles); a snapshot that several bundles hold is a real folder of
 per-file symlinks, the first bundle in search order winning a clash. The view
 is planned from the manifests, so building it costs about one syscall per
 repository, not one per file.
+
+A file the quick check found damaged (truncated, replaced by other bytes of
+another size) is left out of the view: its snapshot becomes per-file links
+without it, so no library can load it, and the loader hooks (runtime.loaders)
+explain the miss from the bundle's problems.
 """
 
 from __future__ import annotations
@@ -38,15 +43,24 @@ class _Plan:
         self.first_commit: dict[str, str] = {}
         # path below torch/ -> source file (first bundle wins)
         self.torch_files: dict[str, str] = {}
+        # "repo/snapshots/COMMIT" keys and repo names with a damaged file: linked per file
+        self.damaged_snapshots: set[str] = set()
+        self.damaged_repos: set[str] = set()
 
 
 def _plan(bundles: list[AttachedBundle]) -> _Plan:
     plan = _Plan()
     for bundle in bundles:
         hf_root = bundle._real(constants.HF_DIR)
+        damaged = {p.path for p in bundle.problems if p.kind == "size"}
         for artifact in bundle.manifest.artifacts:
             for entry in artifact.files:
                 parts = entry.path.split("/", 4)
+                if entry.path in damaged:
+                    if parts[0] == constants.HF_DIR and len(parts) == 5:
+                        plan.damaged_snapshots.add(f"{parts[1]}/snapshots/{parts[3]}")
+                        plan.damaged_repos.add(parts[1])
+                    continue  # kept out of the view
                 if parts[0] == constants.HF_DIR and len(parts) == 5 and parts[2] == "snapshots":
                     holders = plan.repos.setdefault(parts[1], [])
                     if not holders or holders[-1] != hf_root:
@@ -88,7 +102,7 @@ def build_view(bundles: list[AttachedBundle], view: Path) -> list[str]:
         # The repo folder itself is real and writable (.no_exist markers go there).
         os.mkdir(f"{hf}/{repo}")
         has_main = any(os.path.exists(f"{h}/{repo}/refs/main") for h in holders)
-        if len(holders) == 1:
+        if len(holders) == 1 and repo not in plan.damaged_repos:
             # The common case: one bundle holds this repo; link its sub-folders.
             os.symlink(f"{holders[0]}/{repo}/snapshots", f"{hf}/{repo}/snapshots")
             if has_main:
@@ -106,10 +120,11 @@ def build_view(bundles: list[AttachedBundle], view: Path) -> list[str]:
                 f.write(commit)
             notes.append(f"{repo}: no refs/main in the bundle; main -> {commit[:12]} (the bundled commit)")
     for key, sources in plan.snapshots.items():
-        if len(plan.repos[key.split("/", 1)[0]]) == 1:
+        repo = key.split("/", 1)[0]
+        if len(plan.repos[repo]) == 1 and repo not in plan.damaged_repos:
             continue  # linked as a whole above
         dst = f"{hf}/{key}"
-        if len(sources) == 1:
+        if len(sources) == 1 and key not in plan.damaged_snapshots:
             os.symlink(sources[0][0], dst, target_is_directory=True)
             continue
         # Several bundles hold the same commit (different file subsets): merge per file.

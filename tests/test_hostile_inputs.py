@@ -244,7 +244,7 @@ STRICT_CHILD = r'''
 import socket, sys
 import runtime
 from runtime.errors import OfflineViolation
-runtime.activate(strict=True)
+runtime.activate(strict=True, require_bundle=False)
 results = {}
 def attempt(name, fn):
     try:
@@ -319,6 +319,11 @@ def test_no_network_puts_child_processes_outside_the_network_too(tmp_path, file_
 def test_run_passes_a_commands_exit_code_through_and_marks_children_strict(tmp_path):
     env = {**os.environ, "BUNDLE_PATH": "", "OFFLINE_BUNDLE_SEARCH_ROOTS": ""}
     env.pop("OFFLINE_BUNDLE_STRICT", None)
+    no_bundle = subprocess.run([*BUNDLE_CLI, "run", "--strict", "--", sys.executable, "-c", "0"],
+                               capture_output=True, text=True, env=env, cwd=tmp_path, timeout=60)
+    assert no_bundle.returncode == 1 and "no bundle is attached" in no_bundle.stderr
+    assert "Traceback" not in no_bundle.stderr
+    env["OFFLINE_BUNDLE_REQUIRE_BUNDLE"] = "0"  # the documented switch: a warning instead
     child = "import os, sys; print(os.environ['OFFLINE_BUNDLE_STRICT'], os.environ['HF_HUB_OFFLINE']); sys.exit(7)"
     proc = subprocess.run(
         [*BUNDLE_CLI, "run", "--strict", "--", sys.executable, "-c", child],

@@ -146,3 +146,28 @@ def test_strict_mode_lets_this_machine_look_up_its_own_name(strict):
         socket.getaddrinfo(socket.gethostname(), None)
     except socket.gaierror:
         pass  # no entry in /etc/hosts: the lookup itself was allowed, which is the point
+
+
+def test_strict_activate_with_no_bundle_raises_naming_the_search_roots_used(tmp_path, monkeypatch):
+    import warnings
+
+    import runtime
+    from runtime.errors import NoBundleError, NoBundleWarning
+
+    monkeypatch.setenv("BUNDLE_PATH", str(tmp_path / "nothing-here"))
+    monkeypatch.setenv("OFFLINE_BUNDLE_SEARCH_ROOTS", str(tmp_path / "input/*"))
+    with pytest.raises(NoBundleError) as err:
+        runtime.activate(strict=True)
+    assert str(tmp_path / "nothing-here") in str(err.value)
+    assert str(tmp_path / "input/*") in str(err.value)
+    assert "require_bundle=False" in str(err.value) and "OFFLINE_BUNDLE_REQUIRE_BUNDLE=0" in str(err.value)
+    assert runtime.current() is None  # nothing was activated
+    # The documented switches keep the old behaviour: a warning, then strict offline.
+    for kwargs, env in (({"require_bundle": False}, None), ({}, "0")):
+        if env is not None:
+            monkeypatch.setenv("OFFLINE_BUNDLE_REQUIRE_BUNDLE", env)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            act = runtime.activate(strict=True, **kwargs)
+        assert act.strict and any(issubclass(w.category, NoBundleWarning) for w in caught)
+        runtime.deactivate()
