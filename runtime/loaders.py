@@ -197,7 +197,7 @@ def _arguments(func: Callable, args: tuple, kwargs: dict) -> dict[str, Any]:
                   if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD)]
     except (TypeError, ValueError):
         params = []
-    return dict(zip(params, args)) | kwargs
+    return dict(zip(params, args, strict=False)) | kwargs  # *args beyond the named ones
 
 
 def _record_miss(error: MissingFromBundleError) -> None:
