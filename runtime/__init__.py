@@ -28,7 +28,8 @@ from runtime.errors import (
 from runtime.locate import locate
 from runtime.resolve import resolve
 
-_LAZY = {"verify": "runtime.integrity", "VerifyReport": "runtime.integrity"}
+_LAZY = {"verify": "runtime.integrity", "VerifyReport": "runtime.integrity",
+         "resolve_with_provenance": "runtime.resolve", "resolutions": "runtime.provenance"}
 
 
 def __getattr__(name: str) -> Any:
@@ -61,7 +62,9 @@ __all__ = [
     "current",
     "deactivate",
     "locate",
+    "resolutions",
     "resolve",
+    "resolve_with_provenance",
     "verify",
 ]
 

@@ -11,11 +11,15 @@ from __future__ import annotations
 import re
 import warnings
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from runtime._record import FrozenRecord
 from runtime.catalog import AttachedBundle
 from runtime.errors import ArtifactNotFoundError, FallbackWarning, log_warning
 from runtime.manifest import ArtifactEntry
+
+if TYPE_CHECKING:  # runtime.provenance imports hashlib: only when a resolve happens
+    from runtime.provenance import Resolved
 
 _TORCHVISION_WEIGHTS = re.compile(r"^[A-Za-z0-9_]+_Weights\.[A-Za-z0-9_]+\Z")
 _HF_URL_REPO = re.compile(
@@ -82,6 +86,14 @@ def _find_in(name: str, bundles: list[AttachedBundle], prefer: AttachedBundle) -
 
 def resolve_in(name: object, bundles: list[AttachedBundle]) -> Path:
     """`resolve()` over an explicit list of attached bundles (see runtime.resolve)."""
+    return choose_in(name, bundles)[0].path
+
+
+def choose_in(name: object, bundles: list[AttachedBundle]) -> tuple[Found, str | None]:
+    """The artifact `resolve()` uses for `name`, and why it is a fallback (None if not).
+
+    Raises and warns as runtime.resolve() does.
+    """
     found = find(name, bundles)
     if found is None:
         raise ArtifactNotFoundError(
@@ -90,7 +102,7 @@ def resolve_in(name: object, bundles: list[AttachedBundle]) -> Path:
             available=tuple(a.id for b in bundles for a in b.manifest.artifacts),
         )
     if found.ok:
-        return found.path
+        return found, None
     # The artifact is listed but its files are missing or truncated: try the declared fallbacks.
     tried: list[str] = []
     for fallback_name in found.artifact.fallbacks:
@@ -105,8 +117,10 @@ def resolve_in(name: object, bundles: list[AttachedBundle]) -> Path:
             f"'{fallback.bundle.name}' instead"
         )
         log_warning(message)
-        warnings.warn(message, FallbackWarning, stacklevel=3)
-        return fallback.path
+        warnings.warn(message, FallbackWarning, stacklevel=4)
+        why = (f"primary artifact '{found.artifact.id}' ({found.artifact.ref}) of bundle "
+               f"'{found.bundle.name}' is incomplete: {_problem_summary(found)}")
+        return fallback, why
     fallbacks = (
         f"its fallbacks ({', '.join(tried)}) are missing or incomplete too"
         if tried
@@ -252,10 +266,28 @@ def resolve(name: object) -> Path:
     Warns:
         FallbackWarning: the artifact is incomplete and a declared fallback was used.
     """
+    return resolve_with_provenance(name).path
+
+
+def resolve_with_provenance(name: object) -> Resolved:
+    """runtime.resolve(), and the record of what it resolved.
+
+    Returns:
+        A Resolved: `.path` (what resolve() returns) and `.provenance`, a dict of
+        plain values for checkpoints and JSON: bundle name, version and digest,
+        artifact id, ref with the pinned commit / weights enum / URL, every file's
+        path, size and sha256, and `fallback` (None, or which primary was
+        incomplete and why). runtime.provenance.line() makes one log line of it.
+
+    Raises and warns as runtime.resolve().
+    """
     from runtime.activate import current
     from runtime.catalog import attach_all
     from runtime.locate import locate
+    from runtime.provenance import Resolved, of_artifact
 
     act = current()
     bundles = act.bundles if act is not None else attach_all(locate())[0]
-    return resolve_in(name, bundles)
+    found, why = choose_in(name, bundles)
+    fallback = None if why is None else {"from": str(name), "reason": why}
+    return Resolved(found.path, of_artifact(str(name), found.bundle, found.artifact, fallback))

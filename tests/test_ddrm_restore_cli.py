@@ -127,6 +127,14 @@ def test_restore_imagenet_cond_with_guidance_from_a_strict_offline_bundle(bundle
     check_outputs(out, names, result)
     with Image.open(out / "degraded_img0.png") as deg, Image.open(out / "restored_img0.png") as res:
         assert deg.tobytes() != res.tobytes()
+    # summary.json: the run, its means, and exactly which weights (by sha256) it used.
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["config"] == "imagenet-cond" and summary["deg"] == "sr4" and summary["images"] == 2
+    for role, data in (("model", model), ("classifier", classifier)):
+        record = summary["provenance"][role]
+        assert record["bundle"]["name"] == "ddrm-tiny" and record["fallback"] is None
+        assert [f["sha256"] for f in record["files"]] == [hashlib.sha256(data).hexdigest()]
+    assert summary["provenance"]["model"]["artifact"]["id"] == "adm-256-cond"
 
     # The same bundle lacks the unconditional model: an error naming it and how to add it, no traceback.
     with activated(bundle, strict=True):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import hashlib
 import json
 import subprocess
 import sys
@@ -10,6 +11,7 @@ import sys
 import pytest
 from click.testing import CliRunner
 
+from runtime.train.checkpoint import read_checkpoint
 from tests.fixtures.bundles import activated
 from tests.test_vision_data import (
     MOBILENET_URL,
@@ -76,6 +78,15 @@ def test_train_evaluate_predict_with_bundled_mobilenet_weights(bundle_factory, t
     assert sum(map(sum, counts)) == summary["val_samples"] == 20
     correct = sum(counts[k][k] for k in range(10))
     assert correct / 20 == pytest.approx(summary["val"]["accuracy"])
+    # What the backbone started from, on record: the bundle's file, by sha256.
+    served_sha = hashlib.sha256(
+        (bundle / "torch/hub/checkpoints/mobilenet_v3_small-047dcff4.pth").read_bytes()).hexdigest()
+    for record in (summary["provenance"]["backbone"],
+                   read_checkpoint(run / "best.pt")["config"]["provenance"]["backbone"]):
+        assert record["artifact"]["ref"] == "MobileNet_V3_Small_Weights.IMAGENET1K_V1"
+        assert record["bundle"]["name"] == "landcover-test" and record["fallback"] is None
+        assert [f["sha256"] for f in record["files"]] == [served_sha]
+    assert "provenance: backbone MobileNet_V3_Small_Weights.IMAGENET1K_V1" in result.stderr
 
     # evaluate and predict rebuild the model from the checkpoint alone: no bundle needed.
     result = runner.invoke(
@@ -85,6 +96,8 @@ def test_train_evaluate_predict_with_bundled_mobilenet_weights(bundle_factory, t
     assert result.exit_code == 0, result.output
     evaluated = json.loads(result.stdout)
     assert evaluated["samples"] == 120 and evaluated["accuracy"] >= 0.3
+    assert evaluated["provenance"] == summary["provenance"]
+    assert f"checkpoint: {(run / 'best.pt').resolve()}" in result.stderr
     assert (tmp_path / "eval" / "confusion_matrix.png").is_file()
 
     images = [data / "class_2" / "0.png", data / "class_7" / "1.png"]

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -32,6 +33,7 @@ from runtime.ddrm.sampler import EpsFn, NoiseSchedule, classifier_guided, ddrm_s
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 CSV_NAME = "metrics.csv"
+SUMMARY_NAME = "summary.json"
 
 
 class RestoreError(Exception):
@@ -84,6 +86,8 @@ class Networks:
     schedule: NoiseSchedule
     image_size: int
     make_guided: Callable[[torch.Tensor], EpsFn] | None = field(default=None)
+    #: {"model": record, "classifier": record}: what was loaded (runtime.provenance)
+    provenance: dict[str, Any] = field(default_factory=dict)
 
 
 def pick_device(name: str) -> torch.device:
@@ -102,7 +106,9 @@ def load_networks(cfg: RestoreConfig, req: RestoreRequest, device: torch.device,
     import runtime
 
     model_id = req.model_artifact or cfg.model_artifact
-    model_path = runtime.resolve(model_id)
+    resolved = runtime.resolve_with_provenance(model_id)
+    model_path = resolved.path
+    origin: dict[str, Any] = {"model": resolved.provenance}
     if cfg.network == "diffusers":
         from runtime.ddrm.ddpm import ddpm_schedule, load_ddpm
 
@@ -110,7 +116,8 @@ def load_networks(cfg: RestoreConfig, req: RestoreRequest, device: torch.device,
         if half:
             model.half()
         size = int(model.unet.config.sample_size)
-        return Networks(eps_fn=model, schedule=ddpm_schedule(model_path), image_size=size)
+        return Networks(eps_fn=model, schedule=ddpm_schedule(model_path), image_size=size,
+                        provenance=origin)
 
     from runtime.ddrm.classifier import EncoderUNetModel
     from runtime.ddrm.unet import UNetModel
@@ -124,12 +131,15 @@ def load_networks(cfg: RestoreConfig, req: RestoreRequest, device: torch.device,
         unet.convert_to_fp16()
     schedule = NoiseSchedule.linear(cfg.beta_start, cfg.beta_end, cfg.num_timesteps)
     if arch.num_classes is None:
-        return Networks(eps_fn=unet, schedule=schedule, image_size=arch.image_size)
+        return Networks(eps_fn=unet, schedule=schedule, image_size=arch.image_size,
+                        provenance=origin)
 
     classifier_id = req.classifier_artifact or cfg.classifier_artifact
     if classifier_id is None:
         raise RestoreError(f"config {cfg.name!r} is class-conditional but names no classifier artifact")
-    classifier_path = runtime.resolve(classifier_id)
+    classifier_resolved = runtime.resolve_with_provenance(classifier_id)
+    classifier_path = classifier_resolved.path
+    origin["classifier"] = classifier_resolved.provenance
     cflags = {**cfg.classifier_flags, **parse_flags(req.classifier_flags)}
     carch = classifier_config_from_flags(cflags)
     classifier = build_and_load(
@@ -143,7 +153,8 @@ def load_networks(cfg: RestoreConfig, req: RestoreRequest, device: torch.device,
     def make_guided(labels: torch.Tensor) -> EpsFn:
         return classifier_guided(unet, classifier, labels, schedule=schedule, scale=cfg.classifier_scale)
 
-    return Networks(eps_fn=None, schedule=schedule, image_size=arch.image_size, make_guided=make_guided)
+    return Networks(eps_fn=None, schedule=schedule, image_size=arch.image_size,
+                    make_guided=make_guided, provenance=origin)
 
 
 def list_images(folder: Path) -> list[Path]:
@@ -246,6 +257,10 @@ def restore(req: RestoreRequest) -> list[ImageResult]:
     device = pick_device(req.device)
     half = (device.type == "cuda") if req.half is None else req.half
     nets = load_networks(cfg, req, device, half)
+    from runtime.provenance import lines
+
+    for text in lines(nets.provenance):
+        print(text, file=sys.stderr, flush=True)
     labels = read_labels(req, files) if nets.make_guided is not None else None
     if labels is not None and not all(0 <= label < 1000 for label in labels):
         raise RestoreError("class labels must be ImageNet ids 0…999 (--class-label / --labels)")
@@ -289,7 +304,24 @@ def restore(req: RestoreRequest) -> list[ImageResult]:
         if req.progress:
             print(f"[ddrm] {len(results)}/{len(files)} images, {seconds:.2f} s/image", file=sys.stderr)
     write_csv(results, req.out / CSV_NAME)
+    write_summary(req, cfg, results, nets.provenance, req.out / SUMMARY_NAME)
     return results
+
+
+def write_summary(req: RestoreRequest, cfg: Any, results: list[ImageResult],
+                  origin: dict[str, Any], path: Path) -> None:
+    """summary.json: the run's settings, the mean metrics and what the weights were."""
+    import json
+
+    names = [k for k in asdict(results[0]) if k != "image"]
+    summary = {
+        "config": cfg.name, "deg": req.deg, "sigma_0": req.sigma_0, "steps": req.steps,
+        "eta": req.eta, "eta_b": req.eta_b, "seed": req.seed, "images": len(results),
+        "mean": {k: sum(getattr(r, k) for r in results) / len(results) for k in names},
+        "metrics_csv": str(path.with_name(CSV_NAME)),
+        "provenance": origin,
+    }
+    path.write_text(json.dumps(summary, indent=1) + "\n")
 
 
 def write_csv(results: list[ImageResult], path: Path) -> None:

@@ -57,6 +57,8 @@ class DistillReport:
     samples: int
     cpu_threads: int
     notes: list[str] = field(default_factory=list)
+    #: {"teacher": …, "student": …}: the checkpoints' own provenance blocks (runtime.provenance)
+    provenance: dict[str, Any] = field(default_factory=dict)
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -31,10 +31,12 @@ class StudentModelError(ValueError):
 
 @dataclass(frozen=True)
 class StudentWeights:
-    """A timm model name with its tag, and the weights file the bundle holds for it."""
+    """A timm model name with its tag, the weights file the bundle holds for it, and
+    where that came from (runtime.provenance: bundle, artifact, sha256, fallback)."""
 
     name: str
     file: Path
+    provenance: dict[str, Any] | None = None
 
 
 def full_model_name(name: str) -> str:
@@ -77,7 +79,7 @@ def student_weights(name: str) -> StudentWeights:
     if runtime.current() is None:
         runtime.activate()
     try:
-        folder = runtime.resolve(full)
+        resolved = runtime.resolve_with_provenance(full)
     except runtime.ArtifactNotFoundError as exc:
         raise runtime.ArtifactNotFoundError(
             f"{exc} To train the student from random weights on purpose, pass "
@@ -85,11 +87,12 @@ def student_weights(name: str) -> StudentWeights:
             name=exc.name,
             available=exc.available,
         ) from None
+    folder = resolved.path
     if folder.is_file():  # URL-hosted timm weights live in torch/hub/checkpoints
-        return StudentWeights(full, folder)
+        return StudentWeights(full, folder, resolved.provenance)
     for candidate in WEIGHT_FILES:
         if (folder / candidate).is_file():
-            return StudentWeights(full, folder / candidate)
+            return StudentWeights(full, folder / candidate, resolved.provenance)
     raise StudentModelError(
         f"the bundle's artifact for {full} at {folder} holds none of {', '.join(WEIGHT_FILES)}; "
         "rebuild the bundle"

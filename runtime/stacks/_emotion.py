@@ -95,23 +95,30 @@ class EmotionStack:
 # --- the recipe --------------------------------------------------------------
 
 
-def resolve_model(name: str) -> Path:
-    """A local folder as is; otherwise an artifact of the attached bundles.
+def resolve_model(name: str) -> tuple[Path, dict[str, Any]]:
+    """A local folder as is; otherwise an artifact of the attached bundles; and its provenance.
 
     Activates the bundles first (offline mode for every library) unless the
     caller already did.
 
+    Returns:
+        (the folder, its provenance record: bundle, artifact, ref@commit, sha256s,
+        fallback taken; or, for a folder of the user's, its path and sha256s).
+
     Raises:
         runtime.ArtifactNotFoundError: no attached bundle holds ``name``.
     """
+    from runtime import provenance
+
     folder = Path(name).expanduser()
     if folder.is_dir():
-        return folder
+        return folder, provenance.of_local(folder)
     import runtime
 
     if runtime.current() is None:
         runtime.activate()
-    return runtime.resolve(name)
+    resolved = runtime.resolve_with_provenance(name)
+    return resolved.path, resolved.provenance
 
 
 class IncompleteWeightsError(RuntimeError):
@@ -315,8 +322,8 @@ def train(stack: EmotionStack, opts: dict[str, Any]) -> dict[str, Any]:
     )
     say(f"{len(songs)} songs: {len(train_songs)} train, {len(val_songs)} validation")
 
-    # The backbone from the bundle, and its preprocessing.
-    pretrained = resolve_model(opts["model"])
+    # The backbone from the bundle, and its preprocessing; what it is, on record.
+    pretrained, origin = resolve_model(opts["model"])
     config = stack.prepare(pretrained, opts)
     config.update(
         stack=stack.name,
@@ -325,7 +332,10 @@ def train(stack: EmotionStack, opts: dict[str, Any]) -> dict[str, Any]:
         seed=opts["seed"],
         val_fraction=opts["val_fraction"],
         label_scale=opts["label_scale"],
+        provenance={"backbone": origin},
     )
+    for text in provenance_lines(config):
+        say(text)
 
     # Features are computed once (by rank 0) and read from disk afterwards.
     out = Path(opts["out"])
@@ -365,10 +375,19 @@ def train(stack: EmotionStack, opts: dict[str, Any]) -> dict[str, Any]:
         "world_size": ctx.world_size,
         "history": result.history,
         "curves": [str(out / "curves.csv"), str(out / "curves.png")],
+        "provenance": config["provenance"],
     }
     if ctx.is_main:
         (out / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary
+
+
+def provenance_lines(config: dict[str, Any], checkpoint: str | Path | None = None) -> list[str]:
+    """The log lines saying which checkpoint and which backbone a run uses."""
+    from runtime.provenance import lines
+
+    head = [f"checkpoint: {Path(checkpoint).resolve()}"] if checkpoint is not None else []
+    return head + lines(config.get("provenance"))
 
 
 def load_trained(stack: EmotionStack, checkpoint: str | Path, device):
@@ -399,6 +418,9 @@ def evaluate(stack: EmotionStack, opts: dict[str, Any]) -> dict[str, float]:
     policy = choose_precision(opts["device"], opts["precision"])
     ctx = setup_distributed(policy.device)
     model, config = load_trained(stack, opts["checkpoint"], policy.device)
+    say = main_process_log(ctx)
+    for text in provenance_lines(config, opts["checkpoint"]):
+        say(text)
     songs = read_songs(opts["data"], label_scale=config.get("label_scale", "auto"))
     train_songs, val_songs = split_songs(
         songs, val_fraction=config["val_fraction"], seed=config["seed"]
@@ -414,7 +436,8 @@ def evaluate(stack: EmotionStack, opts: dict[str, Any]) -> dict[str, float]:
     barrier(ctx)
     loader = eval_loader(song_dataset(stack, config, chosen, cache), ctx, opts["batch_size"], 0)
     metrics = evaluate_model(model, loader, policy, ctx)
-    return metrics
+    return metrics | {"checkpoint": str(Path(opts["checkpoint"]).resolve()),
+                      "provenance": config.get("provenance")}
 
 
 def predict(stack: EmotionStack, opts: dict[str, Any]) -> list[dict[str, Any]]:
@@ -428,6 +451,8 @@ def predict(stack: EmotionStack, opts: dict[str, Any]) -> list[dict[str, Any]]:
 
     policy = choose_precision(opts["device"], opts["precision"])
     model, config = load_trained(stack, opts["checkpoint"], policy.device)
+    for text in provenance_lines(config, opts["checkpoint"]):
+        click.echo(text, err=True)
     songs = songs_from_files(opts["files"])
     with tempfile.TemporaryDirectory(prefix="emotion-predict-") as tmp:
         cache = feature_cache(stack, config, Path(opts["cache_dir"] or tmp))
@@ -633,22 +658,39 @@ def make_cli(stack: EmotionStack, *, doc: str) -> click.Group:
         help="val/train: the split of the checkpoint's seed and fraction.",
     )
     @click.option("--json", "json", is_flag=True, help="Print the metrics as JSON.")
+    @click.option(
+        "--output",
+        type=click.Path(dir_okay=False, path_type=Path),
+        default=None,
+        help="Also write the metrics, the checkpoint and its provenance here as JSON.",
+    )
     @compute_options
-    def evaluate_command(**opts: Any) -> None:
+    def evaluate_command(output: Path | None, **opts: Any) -> None:
         """CCC (over the whole set), Pearson, RMSE and R² of a checkpoint.
+
+        The checkpoint and the backbone it was trained from (bundle, artifact,
+        sha256) are printed first and kept in the JSON.
 
         \b
         Example:
           bundle run STACK evaluate --checkpoint runs/x/best.pt --data /kaggle/input/deam --json
+          bundle run STACK evaluate --checkpoint runs/x/best.pt --data D --output runs/x/eval.json
         """
         metrics = run_command(lambda: evaluate(stack, opts))
         if not is_main_process():
             return
+        if output is not None:
+            from runtime.atomic import atomic_write
+
+            output.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_write(output) as fh:
+                fh.write((json.dumps(metrics, indent=1) + "\n").encode())
         if opts["json"]:
             click.echo(json.dumps(metrics, indent=1))
         else:
             for key, value in metrics.items():
-                click.echo(f"{key:<18} {value:.4f}")
+                if isinstance(value, float):
+                    click.echo(f"{key:<18} {value:.4f}")
 
     evaluate_command.help = evaluate_command.help.replace("STACK", stack.name)
 

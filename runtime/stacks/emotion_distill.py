@@ -31,6 +31,7 @@ from typing import Any
 
 import click
 
+from runtime.provenance import lines
 from runtime.stacks._emotion import (
     SELECT_METRIC,
     compute_options,
@@ -156,6 +157,9 @@ def train_gan(opts: dict[str, Any]) -> dict[str, Any]:
         f"{settings.shape.size}, {policy.name} on {policy.device}"
     )
 
+    origin = {"teacher": _teacher_provenance(Path(teacher), config)}
+    for text in lines(origin):
+        say(text)
     result = fit_gan(
         real,
         labels_t,
@@ -163,6 +167,7 @@ def train_gan(opts: dict[str, Any]) -> dict[str, Any]:
         policy=policy,
         out_dir=out,
         config={
+            "provenance": origin,
             "stack": STACK_NAME,
             "teacher": str(teacher),
             "mel": config["mel"],
@@ -186,6 +191,7 @@ def train_gan(opts: dict[str, Any]) -> dict[str, Any]:
         "d_updates": result.d_updates,
         "train_songs": len(real),
         "precision": policy.name,
+        "provenance": origin,
     }
     (out / "gan_summary.json").write_text(json.dumps(summary, indent=1))
     return summary
@@ -267,6 +273,10 @@ def distill(opts: dict[str, Any]) -> dict[str, Any]:
     # The teacher, its spectrogram settings and its split.
     teacher_path = Path(opts["teacher"])
     teacher, tcfg = load_teacher(teacher_path, policy.device)
+    origin = {"teacher": _teacher_provenance(teacher_path, tcfg),
+              "student": student_file.provenance if student_file is not None else None}
+    for text in lines(origin):
+        say(text)
     _songs_all, train_songs, val_songs = _songs(opts["data"], tcfg)
     out = Path(opts["out"])
     cache = feature_cache(_teacher_stack(), tcfg, _cache_dir(opts, teacher_path, out))
@@ -328,6 +338,7 @@ def distill(opts: dict[str, Any]) -> dict[str, Any]:
         "loss": weights.as_dict(),
         "gan": None if opts["gan"] is None else str(opts["gan"]),
         "gan_samples": len(train_base) - len(train_songs),
+        "provenance": origin,
     }
     model = build_student(config, student_file).to(policy.device)
     initial = evaluate_model(model, val_loader, policy, ctx)
@@ -395,10 +406,18 @@ def distill(opts: dict[str, Any]) -> dict[str, Any]:
         "curves": [
             str(out / f"{n}.{ext}") for n in ("curves", LOSS_PARTS_NAME) for ext in ("csv", "png")
         ],
+        "provenance": origin,
     }
     if ctx.is_main:
         (out / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary
+
+
+def _teacher_provenance(path: Path, tcfg: dict[str, Any]) -> dict[str, Any]:
+    """The teacher checkpoint (sha256 of the file) and the backbone it was trained from."""
+    from runtime.provenance import of_local
+
+    return of_local(path) | {"trained_from": (tcfg.get("provenance") or {}).get("backbone")}
 
 
 # --- evaluate --------------------------------------------------------------------
@@ -439,6 +458,14 @@ def evaluate(opts: dict[str, Any]) -> dict[str, Any]:
     teacher, tcfg = load_teacher(teacher_path, policy.device)
     student, scfg = _load_student(student_path, policy.device)
     _same_features(scfg, tcfg, f"student {student_path}", teacher_path)
+    origin = {"teacher": {"checkpoint": str(teacher_path.resolve()),
+                          "provenance": tcfg.get("provenance")},
+              "student": {"checkpoint": str(student_path.resolve()),
+                          "provenance": scfg.get("provenance")}}
+    for role, what in origin.items():
+        click.echo(f"{role} checkpoint: {what['checkpoint']}", err=True)
+        for text in lines(what["provenance"]):
+            click.echo(f"  {text}", err=True)
 
     songs, train_songs, val_songs = _songs(opts["data"], tcfg)
     chosen = {"val": val_songs, "train": train_songs, "all": songs}[opts["split"]]
@@ -489,6 +516,7 @@ def evaluate(opts: dict[str, Any]) -> dict[str, Any]:
         split=opts["split"],
         samples=len(chosen),
     )
+    report.provenance = origin
     json_path, png_path = write_report(report, out)
     return {**report.as_dict(), "report": str(json_path), "chart": str(png_path)}
 

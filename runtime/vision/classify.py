@@ -20,6 +20,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
+from runtime.provenance import lines
 from runtime.vision.errors import CheckpointError, DatasetError
 
 if TYPE_CHECKING:
@@ -215,6 +216,10 @@ def train(cfg: TrainConfig, task: Task) -> dict[str, Any]:
         pretrained=cfg.pretrained,
         init_encoder=cfg.init_encoder,
     ).to(device)
+    origin = _provenance(arch.weights if cfg.pretrained else None, cfg.init_encoder)
+    if ctx.is_main:
+        for text in lines(origin):
+            log(text)
     starts_trained = (cfg.pretrained and arch.weights is not None) or cfg.init_encoder is not None
     # A pretrained backbone moves slowly; one trained from scratch needs the full rate.
     backbone_lr = (
@@ -283,6 +288,7 @@ def train(cfg: TrainConfig, task: Task) -> dict[str, Any]:
         "weights": arch.weights if cfg.pretrained else None,
         "init_encoder": str(cfg.init_encoder) if cfg.init_encoder else None,
         "precision": policy.name,
+        "provenance": origin,
     }
     result = fit(
         model,
@@ -321,6 +327,7 @@ def train(cfg: TrainConfig, task: Task) -> dict[str, Any]:
         "val_samples": len(split.val),
         "precision": policy.name,
         "val": metrics,
+        "provenance": origin,
     }
     if ctx.is_main:
         labels = _report_labels(task, split.classes)
@@ -388,7 +395,21 @@ def load_classifier(
     if device is not None:
         model.to(device)
     model.eval()
+    log(f"checkpoint: {Path(path).resolve()}")
+    for text in lines(config.get("provenance")):
+        log(text)
     return LoadedClassifier(model=model, config=config, metrics=record.metrics, path=Path(path))
+
+
+def _provenance(weights: str | None, init_encoder: Path | None) -> dict[str, Any]:
+    """Where the starting weights come from: the bundle's torchvision weights (what
+    torch.hub loads under that name) and a user's --init-encoder file."""
+    from runtime.provenance import of_local, of_name
+
+    origin: dict[str, Any] = {"backbone": of_name(weights)}
+    if init_encoder is not None:
+        origin["init_encoder"] = of_local(init_encoder)
+    return origin
 
 
 def evaluate(
@@ -441,7 +462,8 @@ def evaluate(
         threshold = loaded.threshold if loaded.threshold is not None else 0.5
     metrics, counts = score(task, logits, targets, int(cfg["num_outputs"]), threshold=threshold)
     write_confusion_matrix(counts, _report_labels(task, cfg["classes"]), out)
-    summary = {"checkpoint": str(checkpoint), "data": str(data), "samples": len(dataset), **metrics}
+    summary = {"checkpoint": str(Path(checkpoint).resolve()), "data": str(data),
+               "samples": len(dataset), **metrics, "provenance": cfg.get("provenance")}
     write_json(Path(out) / METRICS_NAME, summary)
     return summary
 

@@ -20,10 +20,12 @@ and ``encoder.pt`` (``{"kind": "unet-encoder", "widths", "in_channels",
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from runtime.provenance import line
 from runtime.vision.errors import DatasetError, OptionError
 
 if TYPE_CHECKING:
@@ -260,7 +262,10 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         "mean": list(IMAGENET_MEAN),
         "std": list(IMAGENET_STD),
         "precision": policy.name,
+        # No pretrained weights: the provenance says so, so no one wonders.
+        "provenance": {"model": None},
     }
+    print(line(None, "model"), file=sys.stderr, flush=True)
     result = fit(
         model,
         train_loader=train_loader,
@@ -292,6 +297,7 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         "best_val_loss": result.best,
         "empty_mask_batches": empty_masks,
         "history": history,
+        "provenance": config["provenance"],
     }
 
 

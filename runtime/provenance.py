@@ -1,0 +1,137 @@
+"""Which bundle, artifact and bytes a run used: `runtime.resolve_with_provenance()`.
+
+Every stack writes the record into its checkpoints and summary / metrics JSON as a
+`provenance` block and prints it in one line at start, so a result is never
+separated from what produced it (the fallback a run took included):
+
+    {"requested": "vit-base-in21k",
+     "bundle": {"name": "emotion-vit", "version": "1.0.0", "digest": "…", "path": "…"},
+     "artifact": {"id": "vit-base", "source": "hf", "ref": "google/vit-base-patch16-224",
+                  "revision": "<commit>"},
+     "ref": "google/vit-base-patch16-224@<commit>",
+     "files": [{"path": "hf/…/model.safetensors", "size": 346…, "sha256": "…"}, …],
+     "fallback": {"from": "vit-base-in21k", "reason": "primary artifact … is incomplete: …"}}
+
+A user's own folder or file (`--model PATH`) gets `{"requested": PATH, "local": …,
+"files": [...]}` with the sha256 of its files, hashed here. Nothing heavy is imported.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+from runtime._record import FrozenRecord
+
+#: Files of a local folder hashed for its provenance (weights and configs, not a dataset).
+_LOCAL_MAX_FILES = 64
+
+
+class Resolved(FrozenRecord):
+    """What runtime.resolve_with_provenance() returns: the path and where it came from."""
+
+    __slots__ = ("path", "provenance")
+    _fields = __slots__
+
+    def __init__(self, path: Path, provenance: dict[str, Any]) -> None:
+        self._set("path", path)
+        self._set("provenance", provenance)
+
+
+_resolutions: list[dict[str, Any]] = []
+
+
+def resolutions() -> list[dict[str, Any]]:
+    """Every provenance record resolve()/resolve_with_provenance() made in this process."""
+    return list(_resolutions)
+
+
+def of_artifact(requested: str, bundle: Any, artifact: Any, fallback: dict | None) -> dict[str, Any]:
+    """The provenance block of an artifact of an attached bundle."""
+    ref = artifact.ref
+    if artifact.revision:
+        ref = f"{artifact.ref}@{artifact.revision}"
+    record = {
+        "requested": str(requested),
+        "bundle": {"name": bundle.name, "version": bundle.version,
+                   "digest": bundle.manifest.digest, "path": str(bundle.path)},
+        "artifact": {"id": artifact.id, "source": artifact.source, "ref": artifact.ref,
+                     "revision": artifact.revision},
+        "ref": ref,
+        "files": [{"path": f.path, "size": f.size, "sha256": f.sha256} for f in artifact.files],
+        "fallback": fallback,
+    }
+    _resolutions.append(record)
+    return record
+
+
+def of_local(path: str | os.PathLike) -> dict[str, Any]:
+    """The provenance block of a user's own folder or file (its files hashed now)."""
+    root = Path(path).expanduser().resolve()
+    if root.is_file():
+        files = [root]
+    else:
+        files = sorted(p for p in root.rglob("*") if p.is_file() and not p.is_symlink()
+                       and ".cache" not in p.parts)[:_LOCAL_MAX_FILES]
+    entries = []
+    for p in files:
+        h = hashlib.sha256()
+        with open(p, "rb") as f:
+            while chunk := f.read(1 << 20):
+                h.update(chunk)
+        rel = p.name if root.is_file() else p.relative_to(root).as_posix()
+        entries.append({"path": rel, "size": p.stat().st_size, "sha256": h.hexdigest()})
+    record = {"requested": str(path), "local": str(root), "files": entries, "fallback": None}
+    _resolutions.append(record)
+    return record
+
+
+def _main_file(record: dict[str, Any]) -> dict[str, Any] | None:
+    files = record.get("files") or []
+    weights = [f for f in files if f["path"].endswith((".safetensors", ".bin", ".pth", ".pt", ".ckpt"))]
+    return max(weights or files, key=lambda f: f["size"], default=None)
+
+
+def line(record: dict[str, Any] | None, what: str = "model") -> str:
+    """One line for the log: what was asked for, what was used, and its largest file's sha256."""
+    if not record:
+        return f"provenance: {what}: none (trained from scratch)"
+    main = _main_file(record)
+    digest = f", {Path(main['path']).name} sha256 {main['sha256'][:16]}" if main else ""
+    if "local" in record:
+        return f"provenance: {what} {record['requested']} = local {record['local']}{digest}"
+    bundle = record["bundle"]
+    used = f"{record['artifact']['id']} = {record['ref']}"
+    text = (f"provenance: {what} {record['requested']}: bundle {bundle['name']} {bundle['version']} "
+            f"(digest {bundle['digest'][:12]}), artifact {used}{digest}")
+    if record.get("fallback"):
+        text += f"; FALLBACK taken: {record['fallback']['reason']}"
+    return text
+
+
+def of_name(name: str | None) -> dict[str, Any] | None:
+    """The provenance of what the attached bundles serve under `name` to unmodified code
+    (torchvision `weights=`, timm `pretrained=True`): the artifact listed under it, no
+    fallback (the libraries load the file itself). None for None or nothing found."""
+    if not name:
+        return None
+    from runtime.activate import current
+    from runtime.catalog import attach_all
+    from runtime.locate import locate
+    from runtime.resolve import find
+
+    act = current()
+    bundles = act.bundles if act is not None else attach_all(locate())[0]
+    found = find(name, bundles)
+    if found is None:
+        return None
+    return of_artifact(name, found.bundle, found.artifact, None)
+
+
+def lines(block: dict[str, dict[str, Any] | None] | None) -> list[str]:
+    """One log line per role of a stack's provenance block ({"backbone": record, ...})."""
+    if not block:
+        return ["provenance: none recorded (a checkpoint from before provenance was kept)"]
+    return [line(record, role) for role, record in block.items()]
