@@ -26,12 +26,26 @@ LIBRARIES = (
 
 
 @dataclass
+class RoleReport:
+    """What a run of the stack would load for one role, or why it cannot."""
+
+    role: str
+    names: list[str]  # what the stack asks for (any one of them)
+    required: bool  # the stack's default run needs it
+    status: str  # "ok" | "fallback" | "missing"
+    used: str = ""  # "ID = REF@REV (bundle NAME)" of the artifact a run would load
+    detail: str = ""  # the fallback's reason, or what to add
+    replaces: str = ""  # status "fallback": the id of the incomplete primary it stands in for
+
+
+@dataclass
 class StackReport:
     name: str
-    status: str  # "ok" | "missing" | "unknown"
+    status: str  # "ok" | "fallback" (runs, on a fallback) | "missing" | "unknown"
     needs: list[str] = field(default_factory=list)
     missing: list[str] = field(default_factory=list)
     detail: str = ""
+    roles: list[RoleReport] = field(default_factory=list)
 
 
 @dataclass
@@ -77,8 +91,36 @@ def gpu_report() -> GpuReport:
     )
 
 
+def _describe(found: Any) -> str:
+    a = found.artifact
+    ref = f"{a.ref}@{a.revision[:12]}" if a.revision else a.ref
+    return f"{a.id} = {ref} (bundle {found.bundle.name})"
+
+
+def _role_report(role: str, names: tuple[str, ...], required: bool, bundles: list[Any]) -> RoleReport:
+    """What resolve() would do for the role's names: the first that a bundle lists wins."""
+    from runtime.resolve import plan, spec_snippet
+
+    report = RoleReport(role, list(names), required, "missing")
+    for name in names:
+        listed, used, why = plan(name, bundles)
+        if listed is None:
+            continue
+        if used is None:
+            report.detail = (f"{_describe(listed)} is incomplete and no declared fallback is "
+                             "complete; rebuild or re-attach the bundle (bundle verify shows what)")
+            return report
+        report.status = "ok" if why is None else "fallback"
+        report.used = _describe(used)
+        report.detail = why or ""
+        report.replaces = listed.artifact.id if why is not None else ""
+        return report
+    report.detail = "add to the spec and rebuild: " + spec_snippet(names[0]).replace("\n", "; ")
+    return report
+
+
 def _stack_reports(bundles: list[Any]) -> list[StackReport]:
-    from runtime.resolve import find
+    from runtime.stacks import stack_needs
 
     declared: list[str] = []
     for bundle in bundles:
@@ -95,21 +137,28 @@ def _stack_reports(bundles: list[Any]) -> list[StackReport]:
         except ImportError as e:
             reports.append(StackReport(name, "unknown", detail=f"cannot import its module: {e}"))
             continue
-        needs: list[str] = []
-        missing: list[str] = []
-        for need in getattr(module, "ARTIFACTS", ()):
-            # A tuple/list entry means "any one of these" (e.g. one of several configs).
-            choices = [str(n) for n in need] if isinstance(need, (tuple, list)) else [str(need)]
-            label = " | ".join(choices)
-            needs.append(label)
-            if not any((f := find(c, bundles)) is not None and f.ok for c in choices):
-                missing.append(label)
-        reports.append(StackReport(name, "missing" if missing else "ok", needs, missing))
+        required, optional, any_optional = stack_needs(module)
+        roles = [_role_report(r, n, True, bundles) for r, n in required.items()]
+        roles += [_role_report(r, n, False, bundles) for r, n in optional.items()]
+        missing = [r.role for r in roles if r.required and r.status == "missing"]
+        if any_optional and not any(r.status != "missing" for r in roles if not r.required):
+            missing.append("one of: " + ", ".join(optional))
+        status = "missing" if missing else (
+            "fallback" if any(r.status == "fallback" for r in roles) else "ok")
+        reports.append(StackReport(
+            name, status, needs=[" | ".join(r.names) for r in roles if r.required],
+            missing=missing, roles=roles))
     return reports
 
 
-def doctor_report() -> dict[str, Any]:
-    """Everything `bundle doctor` shows, as plain data (what --json prints)."""
+def doctor_report(fallbacks_fail: bool = False) -> dict[str, Any]:
+    """Everything `bundle doctor` shows, as plain data (what --json prints).
+
+    Args:
+        fallbacks_fail: count a role that would run on a declared fallback as a
+            failure (`bundle doctor --no-fallbacks`); by default it is a warning,
+            since `bundle run` succeeds on it.
+    """
     from runtime.catalog import attach_all
     from runtime.locate import locate
 
@@ -122,8 +171,11 @@ def doctor_report() -> dict[str, Any]:
     too_old = [message(name, v) for name, v in libraries.items() if below_minimum(name, v)]
     # An unknown stack (newer bundle, or a stack not written yet) is shown, not fatal:
     # the runtime cannot say what it needs.
-    ok = (bool(bundles) and not problems and not too_old
-          and all(s.status != "missing" for s in stacks))
+    # Only what would make a run fail fails the doctor: a missing artifact a stack needs,
+    # not an incomplete one whose declared fallback a run takes (unless asked).
+    failing = ("missing", "fallback") if fallbacks_fail else ("missing",)
+    ok = (bool(bundles) and not too_old and all(s.status not in failing for s in stacks)
+          and not _blocking(problems, stacks))
     return {
         "ok": ok,
         "bundles": [
@@ -140,6 +192,12 @@ def doctor_report() -> dict[str, Any]:
     }
 
 
+def _blocking(problems: list[Any], stacks: list[StackReport]) -> bool:
+    """A problem fails the doctor unless it only concerns an artifact a fallback covers."""
+    covered = {r.replaces for s in stacks for r in s.roles if r.status == "fallback"}
+    return any(p.artifact is None or p.artifact not in covered for p in problems)
+
+
 def _print_report(report: dict[str, Any]) -> None:
     echo = click.echo
     echo(f"Bundles ({len(report['bundles'])} found):")
@@ -153,12 +211,21 @@ def _print_report(report: dict[str, Any]) -> None:
     if report["stacks"]:
         echo("Stacks the bundles declare:")
     for s in report["stacks"]:
-        if s["status"] == "ok":
-            echo(f"  {s['name']}: ok ({', '.join(s['needs']) or 'needs no artifact'})")
-        elif s["status"] == "missing":
-            echo(f"  {s['name']}: MISSING {', '.join(s['missing'])} (add to the spec, rebuild)")
-        else:
+        if s["status"] == "unknown":
             echo(f"  {s['name']}: unknown stack ({s['detail']})")
+            continue
+        head = {"ok": "ok", "fallback": "ok, on a FALLBACK (WARNING)",
+                "missing": f"MISSING {', '.join(s['missing'])}"}[s["status"]]
+        echo(f"  {s['name']}: {head}" + ("" if s["roles"] else " (needs no artifact)"))
+        for r in s["roles"]:
+            optional = "" if r["required"] else " (optional)"
+            if r["status"] == "ok":
+                echo(f"    {r['role']}{optional}: {r['used']}")
+            elif r["status"] == "fallback":
+                echo(f"    {r['role']}{optional}: WARNING: fallback {r['used']}; {r['detail']}")
+            else:
+                echo(f"    {r['role']}{optional}: {'not attached' if not r['required'] else 'MISSING'}: "
+                     f"{r['detail']}")
     g = report["gpu"]
     if g["available"]:
         echo(f"GPU: {g['name']}, compute capability {g['capability']}: "
@@ -175,18 +242,25 @@ def _print_report(report: dict[str, Any]) -> None:
 
 @click.command("doctor")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-def doctor_command(as_json: bool) -> None:
-    """Show the bundles found, the artifacts their stacks miss, the GPU and library versions.
+@click.option("--no-fallbacks", is_flag=True,
+              help="Fail when a stack would run on a declared fallback (a warning by default).")
+def doctor_command(as_json: bool, no_fallbacks: bool) -> None:
+    """Show the bundles found, what each stack would load per role, the GPU and library versions.
 
-    Exits 1 when no bundle is found, a bundle file is missing or truncated, or a
-    stack a bundle declares lacks an artifact it needs.
+    For every role of every stack the bundles declare (a backbone, a student, a
+    --config's model) it names the artifact a run would load, or the declared
+    fallback it would take instead (a WARNING), or what to add to the spec.
+    Exits 1 when no bundle is found, a bundle file is damaged and no fallback
+    covers it, a stack lacks an artifact its default run needs, or a library is
+    older than the runtime supports; with --no-fallbacks also when a run would
+    take a fallback.
 
     \b
     Examples:
       bundle doctor
       BUNDLE_PATH=bundles-dist/emotion-vit bundle doctor --json
     """
-    report = doctor_report()
+    report = doctor_report(fallbacks_fail=no_fallbacks)
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:

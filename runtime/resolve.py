@@ -89,6 +89,26 @@ def resolve_in(name: object, bundles: list[AttachedBundle]) -> Path:
     return choose_in(name, bundles)[0].path
 
 
+def plan(name: object, bundles: list[AttachedBundle]) -> tuple[Found | None, Found | None, str | None]:
+    """What `resolve()` would do for `name`, quietly: (listed, used, why a fallback).
+
+    `listed` is the artifact the name matches (None: no bundle lists it); `used` the
+    one resolve() would return: `listed` when complete, else its first complete
+    declared fallback (and `why` says what the primary lacks), else None.
+    `bundle doctor` shows this; resolve() adds the warning or the error.
+    """
+    found = find(name, bundles)
+    if found is None or found.ok:
+        return found, found, None
+    for fallback_name in found.artifact.fallbacks:
+        fallback = _find_in(fallback_name, bundles, found.bundle)
+        if fallback is not None and fallback.ok:
+            return found, fallback, (
+                f"primary artifact '{found.artifact.id}' ({found.artifact.ref}) of bundle "
+                f"'{found.bundle.name}' is incomplete: {_problem_summary(found)}")
+    return found, None, None
+
+
 def choose_in(name: object, bundles: list[AttachedBundle]) -> tuple[Found, str | None]:
     """The artifact `resolve()` uses for `name`, and why it is a fallback (None if not).
 
@@ -157,6 +177,12 @@ def spec_snippet(name: str) -> str:
         model = name.removeprefix("timm/")
         art_id = re.sub(r"[^a-z0-9]+", "-", model.split(".", 1)[0].lower()).strip("-")
         body = f'source = "timm"\nmodel = "{model}"'
+    elif "/" not in name:
+        # An artifact id (a spec's name for something), not a Hub repo: say so rather
+        # than suggest a repo = "vit-base-in21k" that cannot build.
+        return (f"# {name!r} looks like an artifact id: the [[artifact]] with id = {name!r} of the "
+                f"spec this stack's bundle is built from (bundles/*.toml), e.g.\n"
+                f'[[artifact]]\nid = "{name}"\nsource = "hf"\nrepo = "ORG/NAME"   # the Hub repo it names')
     else:
         art_id = re.sub(r"[^a-z0-9]+", "-", name.rsplit("/", 1)[-1].lower()).strip("-")
         body = f'source = "hf"\nrepo = "{name}"\nrevision = "main"'

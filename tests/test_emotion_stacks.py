@@ -248,8 +248,10 @@ def test_missing_backbone_is_a_one_line_error_naming_the_artifact(
             emotion_ast.cli,
             ["train", "--data", str(deam.root), "--out", str(tmp_path / "o"), *FAST],
         )
-    assert result.exit_code != 0
-    assert "ast-audioset" in result.output and "Traceback" not in result.output
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    # The suggestion is a block that builds: the real repo, not the catalogue's artifact id.
+    assert 'repo = "MIT/ast-finetuned-audioset-10-10-0.4593"' in result.output
+    assert 'repo = "ast-audioset"' not in result.output
 
 
 def test_incomplete_backbone_weights_are_refused_not_left_random(tiny_models, tmp_path):

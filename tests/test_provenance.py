@@ -79,14 +79,16 @@ def test_a_run_on_a_declared_fallback_says_so_in_best_pt_summary_and_evaluate(
     assert proc.returncode == 0, proc.stderr[-3000:]
     # Said at start, in one line: what was asked for, what is used, and why.
     line = next(ln for ln in proc.stderr.splitlines() if ln.startswith("provenance: backbone"))
-    assert "vit-base-in21k" in line and "FALLBACK" in line and "vit-base = google/vit-base-patch16-224@" in line
+    assert "google/vit-base-patch16-224-in21k" in line and "FALLBACK" in line
+    assert "vit-base = google/vit-base-patch16-224@" in line
     for record in (read_checkpoint(out / "best.pt")["config"]["provenance"]["backbone"],
                    json.loads((out / "summary.json").read_text())["provenance"]["backbone"]):
-        assert record["requested"] == "vit-base-in21k"
+        assert record["requested"] == "google/vit-base-patch16-224-in21k"  # the stack's default
         assert record["artifact"]["id"] == "vit-base"
         assert record["artifact"]["ref"] == "google/vit-base-patch16-224"
         assert len(record["artifact"]["revision"]) == 40
-        assert record["fallback"]["from"] == "vit-base-in21k"
+        assert record["fallback"]["from"] == "google/vit-base-patch16-224-in21k"
+        assert "'vit-base-in21k'" in record["fallback"]["reason"]  # the incomplete primary, by id
         assert "incomplete" in record["fallback"]["reason"]
         assert record["bundle"]["name"] == "emotion-vit-fallback"
         assert record["bundle"]["digest"] == json.loads((bundle / "bundle.json").read_text())["digest"]

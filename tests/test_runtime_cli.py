@@ -56,7 +56,8 @@ def test_doctor_reports_bundles_stacks_gpu_and_versions(attached):
     result = CliRunner().invoke(main, ["doctor"])
     assert result.exit_code == 0, result.output
     assert f"demo 1.0.0  {bundle}" in result.output
-    assert "demo-stack: ok (vit-tiny)" in result.output
+    assert "demo-stack: ok" in result.output
+    assert "    vit-tiny: vit-tiny = org/vit-tiny@" in result.output  # the role, what a run loads
     assert "not-yet-written: unknown stack" in result.output
     assert "GPU: " in result.output and "Libraries: " in result.output
 
@@ -74,8 +75,11 @@ def test_doctor_json_is_machine_readable(attached):
     report = json.loads(result.output)
     assert report["ok"] is True
     assert report["bundles"][0]["artifacts"] == ["vit-tiny"]
-    assert report["stacks"] == [{"name": "demo-stack", "status": "ok", "needs": ["vit-tiny"],
-                                 "missing": [], "detail": ""}]
+    (stack,) = report["stacks"]
+    assert {k: stack[k] for k in ("name", "status", "needs", "missing")} == {
+        "name": "demo-stack", "status": "ok", "needs": ["vit-tiny"], "missing": []}
+    (role,) = stack["roles"]
+    assert role["status"] == "ok" and role["used"].startswith("vit-tiny = org/vit-tiny@")
     assert set(report["gpu"]) >= {"available", "bf16", "fp16", "capability"}
     assert report["libraries"]["offline-bundle"]
 
@@ -136,3 +140,37 @@ def test_doctor_accepts_any_one_of_a_group_of_alternatives(attached, monkeypatch
     stack = json.loads(result.output)["stacks"][0]
     assert stack["needs"] == ["vit-large | vit-tiny", "x | y"]
     assert stack["missing"] == ["x | y"] and result.exit_code == 1
+
+
+def test_doctor_agrees_with_run_when_a_declared_fallback_stands_in(attached):
+    """The primary's weights are gone and its fallback is complete: `bundle run` would succeed
+    on the fallback, so doctor warns (exit 0) and names it; --no-fallbacks makes it fail."""
+    primary = hf_art("vit-tiny", "org/vit-tiny", {"model.safetensors": b"v" * 64},
+                     fallbacks=["vit-backup"])
+    backup = hf_art("vit-backup", "org/vit-backup", {"model.safetensors": b"b" * 64})
+    bundle = attached([primary, backup], ["demo-stack"])
+    next(bundle.rglob("models--org--vit-tiny/snapshots/*/model.safetensors")).unlink()
+
+    result = CliRunner().invoke(main, ["doctor"])
+    assert result.exit_code == 0, result.output
+    assert "demo-stack: ok, on a FALLBACK (WARNING)" in result.output
+    line = next(ln for ln in result.output.splitlines() if "WARNING: fallback" in ln)
+    assert "vit-backup = org/vit-backup@" in line and "'vit-tiny'" in line and "missing" in line
+    strict = CliRunner().invoke(main, ["doctor", "--no-fallbacks", "--json"])
+    assert strict.exit_code == 1
+    (role,) = json.loads(strict.output)["stacks"][0]["roles"]
+    assert role["status"] == "fallback" and role["replaces"] == "vit-tiny"
+    # And the run does go ahead on the fallback.
+    run = CliRunner().invoke(main, ["run", "demo-stack", "hello", "--name", "x"])
+    import hashlib
+
+    assert run.exit_code == 0  # the stack resolved the fallback's snapshot (hf_art's commit)
+    assert f"vit={hashlib.sha1(b'org/vit-backup').hexdigest()}" in run.output
+
+
+def test_doctor_fails_where_a_run_would_fail_a_damaged_artifact_without_fallback(attached):
+    bundle = attached([VIT], ["demo-stack"])
+    next(bundle.rglob("config.json")).write_bytes(b"{")  # truncated, no fallback declared
+    result = CliRunner().invoke(main, ["doctor"])
+    assert result.exit_code == 1
+    assert "MISSING" in result.output and "incomplete and no declared fallback" in result.output

@@ -16,11 +16,14 @@ from dataclasses import dataclass, field
 
 from runtime.ddrm.key_manifest import PUBLISHED_CLASSIFIER_FLAGS, PUBLISHED_MODEL_FLAGS
 
-#: Artifact ids the stack resolves (bundles/ddrm.toml declares them).
-ADM_UNCOND_ID = "adm-256-uncond"
-ADM_COND_ID = "adm-256-cond"
-ADM_CLASSIFIER_ID = "adm-256-classifier"
-CELEBA_DDPM_ID = "ddpm-celebahq-256"
+#: What each configuration resolves, by ref: any artifact id in a spec matches
+#: (bundles/ddrm.toml calls them adm-256-uncond, adm-256-cond, adm-256-classifier and
+#: ddpm-celebahq-256).
+_OPENAI = "https://openaipublic.blob.core.windows.net/diffusion/jul-2021"
+ADM_UNCOND = f"{_OPENAI}/256x256_diffusion_uncond.pt"
+ADM_COND = f"{_OPENAI}/256x256_diffusion.pt"
+ADM_CLASSIFIER = f"{_OPENAI}/256x256_classifier.pt"
+CELEBA_DDPM = "google/ddpm-celebahq-256"
 
 
 class FlagError(ValueError):
@@ -35,7 +38,7 @@ class RestoreConfig:
         name: what ``--config`` takes.
         network: ``"adm"`` (guided-diffusion UNet, a .pt file) or ``"diffusers"``
             (a ``UNet2DModel`` snapshot folder with config.json).
-        model_artifact: artifact id of the denoiser weights.
+        model_artifact: artifact id or ref of the denoiser weights.
         model_flags: guided-diffusion flags of the ADM network (empty for diffusers).
         classifier_artifact / classifier_flags / classifier_scale: guidance, if any.
         beta_start, beta_end, num_timesteps: the linear noise schedule the network was trained with.
@@ -60,17 +63,17 @@ class RestoreConfig:
 CONFIGS: dict[str, RestoreConfig] = {
     # DDRM's configs/celeba_hq.yml: the DDPM of Ho et al. (the weights DDRM fetched from
     # a now-deleted bucket), taken from its diffusers port on the Hub.
-    "celeba": RestoreConfig(name="celeba", network="diffusers", model_artifact=CELEBA_DDPM_ID),
+    "celeba": RestoreConfig(name="celeba", network="diffusers", model_artifact=CELEBA_DDPM),
     # DDRM's configs/imagenet_256.yml
     "imagenet-uncond": RestoreConfig(
-        name="imagenet-uncond", network="adm", model_artifact=ADM_UNCOND_ID,
+        name="imagenet-uncond", network="adm", model_artifact=ADM_UNCOND,
         model_flags=dict(PUBLISHED_MODEL_FLAGS["256x256_diffusion_uncond.pt"]),
     ),
     # DDRM's configs/imagenet_256_cc.yml: class-conditional model + classifier guidance, scale 1.
     "imagenet-cond": RestoreConfig(
-        name="imagenet-cond", network="adm", model_artifact=ADM_COND_ID,
+        name="imagenet-cond", network="adm", model_artifact=ADM_COND,
         model_flags=dict(PUBLISHED_MODEL_FLAGS["256x256_diffusion.pt"]),
-        classifier_artifact=ADM_CLASSIFIER_ID,
+        classifier_artifact=ADM_CLASSIFIER,
         classifier_flags=dict(PUBLISHED_CLASSIFIER_FLAGS["256x256_classifier.pt"]),
         classifier_scale=1.0,
     ),

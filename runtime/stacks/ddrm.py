@@ -20,12 +20,23 @@ from pathlib import Path
 
 import click
 
+from runtime.ddrm.configs import ADM_CLASSIFIER, ADM_COND, ADM_UNCOND, CELEBA_DDPM
 from runtime.stacks.options import device_option, one_line_errors
 
 STACK = "ddrm"
 
-#: What the stack loads from the bundle (artifact ids of bundles/ddrm.toml).
-ARTIFACTS = ("adm-256-uncond", "adm-256-cond", "adm-256-classifier", "ddpm-celebahq-256")
+#: What each --config loads from the bundle, by ref (the URL or Hub repo; bundles/ddrm.toml
+#: names them adm-256-uncond, adm-256-cond, adm-256-classifier, ddpm-celebahq-256). Every
+#: run picks one --config, so one complete configuration is enough.
+NEEDS: dict[str, tuple[str, ...]] = {}
+OPTIONAL_NEEDS = {
+    "celeba model": (CELEBA_DDPM,),
+    "imagenet-uncond model": (ADM_UNCOND,),
+    "imagenet-cond model": (ADM_COND,),
+    "imagenet-cond classifier": (ADM_CLASSIFIER,),
+}
+NEEDS_ANY_OPTIONAL = True
+ARTIFACTS = (ADM_UNCOND, ADM_COND, ADM_CLASSIFIER, CELEBA_DDPM)
 
 CONFIG_NAMES = ("celeba", "imagenet-uncond", "imagenet-cond")
 DEG_NAMES = (

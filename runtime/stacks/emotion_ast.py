@@ -28,8 +28,10 @@ from runtime.stacks._emotion import (
     regression_head,
 )
 
-#: Artifact id of bundles/emotion-ast.toml (MIT/ast-finetuned-audioset-10-10-0.4593).
-DEFAULT_MODEL = "ast-audioset"
+#: The backbone, by its Hub repo id (any artifact id in a spec matches; the
+#: catalogue's bundles/emotion-ast.toml calls it ast-audioset).
+DEFAULT_MODEL = "MIT/ast-finetuned-audioset-10-10-0.4593"
+NEEDS = {"backbone": (DEFAULT_MODEL,)}
 ARTIFACTS = [DEFAULT_MODEL]
 
 

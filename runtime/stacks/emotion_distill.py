@@ -45,11 +45,12 @@ from runtime.stacks._emotion import (
 )
 from runtime.stacks.options import is_main_process, main_process_log
 
-#: Artifact ids of bundles/emotion-distill.toml: the student's pretrained weights.
-#: (The teacher checkpoint carries all its weights; the ViT backbones in the
-#: spec are there to train the teacher with emotion-vit from the same bundle.)
+#: The student's pretrained weights, by timm name (bundles/emotion-distill.toml calls
+#: the artifact mobilevit-s). The teacher checkpoint carries all its weights; the ViT
+#: backbones in that spec are there to train the teacher with emotion-vit.
 DEFAULT_STUDENT = "mobilevit_s"
-ARTIFACTS = ["mobilevit-s"]
+NEEDS = {"student": ("mobilevit_s.cvnets_in1k",)}
+ARTIFACTS = ["mobilevit_s.cvnets_in1k"]
 STACK_NAME = "emotion-distill"
 STUDENT_KIND = "student"
 LOSS_PARTS_NAME = "loss_parts"

@@ -32,9 +32,11 @@ from runtime.stacks._emotion import (
     regression_head,
 )
 
-#: Artifact ids of bundles/emotion-vit.toml (the in21k backbone, with the
-#: ImageNet-1k fine-tuned ViT-B/16 declared as its fallback there).
-DEFAULT_MODEL = "vit-base-in21k"
+#: The backbone, by its Hub repo id (so any artifact id in a spec matches; the
+#: catalogue's bundles/emotion-vit.toml calls it vit-base-in21k and declares the
+#: ImageNet-1k fine-tuned ViT-B/16 as its fallback).
+DEFAULT_MODEL = "google/vit-base-patch16-224-in21k"
+NEEDS = {"backbone": (DEFAULT_MODEL,)}
 ARTIFACTS = [DEFAULT_MODEL]
 
 

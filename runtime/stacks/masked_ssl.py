@@ -32,6 +32,7 @@ from runtime.vision.commands import emit, friendly_errors
 STACK = "masked-ssl"
 
 #: Trained from scratch: nothing to load from the bundle.
+NEEDS: dict[str, tuple[str, ...]] = {}
 ARTIFACTS: tuple[str, ...] = ()
 
 
