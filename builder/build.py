@@ -80,6 +80,8 @@ class BuildReport:
     size: int = 0
     fetched_files: int = 0
     fetched_bytes: int = 0
+    retries: int = 0  # failed download attempts that were tried again
+    resumed_bytes: int = 0  # bytes kept from partial downloads instead of fetched again
     resolved_from_lock: int = 0
     unchanged: bool = False  # the existing bundle folder already was this build
     seconds: float = 0.0
@@ -96,6 +98,8 @@ class BuildReport:
             "size": self.size,
             "fetched_files": self.fetched_files,
             "fetched_bytes": self.fetched_bytes,
+            "retries": self.retries,
+            "resumed_bytes": self.resumed_bytes,
             "resolved_from_lock": self.resolved_from_lock,
             "unchanged": self.unchanged,
             "seconds": round(self.seconds, 3),
@@ -449,6 +453,8 @@ def _fetch_all(
 
         return headers
 
+    counts_lock = threading.Lock()  # the workers add to the report's counters
+
     def one(art: ArtifactSpec, pf: PlannedFile) -> None:
         label = f"artifact '{art.id}': {pf.path.rsplit('/', 1)[-1]}"
         callback, bar = bars.file_callback(label, pf.size)
@@ -463,6 +469,7 @@ def _fetch_all(
                 progress=callback,
                 verify=_verifier(pf, label),
                 label=label,
+                mirror_hint=get_source(art.source).mirror_hint(pf.urls[0]),
             )
         finally:
             if bar is not None:
@@ -470,8 +477,11 @@ def _fetch_all(
         pf.sha256, pf.size = result.sha256, result.size
         if pf.git_sha1 is not None:
             store.remember_alias("git-sha1", pf.git_sha1, result.sha256)
-        report.fetched_files += 1 if result.fetched_bytes else 0
-        report.fetched_bytes += result.fetched_bytes
+        with counts_lock:
+            report.fetched_files += 1 if result.fetched_bytes else 0
+            report.fetched_bytes += result.fetched_bytes
+            report.retries += result.retries
+            report.resumed_bytes += result.resumed_bytes
 
     try:
         with cf.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:

@@ -121,6 +121,40 @@ def _run_reporting_errors(fn: Callable[[], Any]) -> Any:
         sys.exit(130)
 
 
+def configure_logging(verbosity: int) -> None:
+    """The builder's log lines on stderr: -q (-1) errors only; default (0) warnings, i.e.
+    one line per retry and resume; -v (1) also info; -vv (2) debug.
+
+    Lines go above tqdm's progress bars (tqdm.write), not through them.
+    """
+    import logging
+
+    class LineHandler(logging.Handler):
+        offline_bundle = True  # found and replaced by the next call
+
+        def emit(self, record: logging.LogRecord) -> None:
+            try:
+                message = self.format(record)
+                if "tqdm" in sys.modules:
+                    from tqdm import tqdm
+
+                    tqdm.write(message, file=sys.stderr)
+                else:
+                    click.echo(message, err=True)
+            except Exception:
+                self.handleError(record)
+
+    level = {-1: logging.ERROR, 0: logging.WARNING, 1: logging.INFO}.get(verbosity, logging.DEBUG)
+    logger = logging.getLogger("builder")
+    for old in [h for h in logger.handlers if getattr(h, "offline_bundle", False)]:
+        logger.removeHandler(old)
+    handler = LineHandler()
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    logger.addHandler(handler)
+    logger.setLevel(level)
+    logger.propagate = False
+
+
 # --- build -------------------------------------------------------------------
 
 
@@ -141,9 +175,14 @@ def _run_reporting_errors(fn: Callable[[], Any]) -> Any:
               help="Re-resolve every artifact (e.g. a moved Hub branch) instead of reusing the build lock.")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON report on stdout.")
+@click.option("-v", "--verbose", count=True,
+              help="More detail on stderr (-v: each file's steps, -vv: debug).")
+@click.option("-q", "--quiet", is_flag=True,
+              help="Errors only: no progress bars, no retry/resume lines, no summary line.")
 def build_command(
     spec: str, out_dir: str, store_dir: str | None, jobs: int, mirrors: tuple[str, ...],
     allow_http: bool, trust_on_first_use: bool, refresh: bool, no_progress: bool, as_json: bool,
+    verbose: int, quiet: bool,
 ) -> None:
     """Build the bundle described by SPEC into OUT/NAME/.
 
@@ -162,6 +201,7 @@ def build_command(
     from builder.build import build
     from builder.fetch import parse_mirror
 
+    configure_logging(-1 if quiet else verbose)
     pairs = []
     for m in mirrors:
         try:
@@ -171,10 +211,12 @@ def build_command(
     report = _run_reporting_errors(lambda: build(
         spec, out_dir=out_dir, store_dir=store_dir, jobs=jobs, mirrors=pairs,
         allow_http=allow_http, trust_on_first_use=trust_on_first_use,
-        progress=not no_progress and not as_json, refresh=refresh,
+        progress=not no_progress and not as_json and not quiet, refresh=refresh,
     ))
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=2))
+        return
+    if quiet:
         return
     from builder.layout import human_size
 
@@ -184,7 +226,9 @@ def build_command(
     click.echo(
         f"{report.bundle_dir}: {report.artifacts} artifact(s), {report.files} file(s), "
         f"{human_size(report.size)}; fetched {report.fetched_files} file(s), "
-        f"{human_size(report.fetched_bytes)} in {report.seconds:.2f}s"
+        f"{human_size(report.fetched_bytes)} in {report.seconds:.2f}s; "
+        f"{report.retries} retr{'y' if report.retries == 1 else 'ies'}, "
+        f"{human_size(report.resumed_bytes)} resumed"
     )
 
 

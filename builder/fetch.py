@@ -101,6 +101,8 @@ class FetchResult:
     url: str  # the URL (after mirror rewrite) that served the bytes; "" if already stored
     path: Path  # the store blob
     fetched_bytes: int  # bytes received over the network by this call
+    retries: int = 0  # attempts that failed and were tried again
+    resumed_bytes: int = 0  # bytes kept from a partial download instead of fetched again
 
 
 # --- URLs ----------------------------------------------------------------
@@ -359,8 +361,10 @@ class _Download:
         verify: Callable[[Path], None] | None,
         label: str,
         private: bool = False,
+        mirror_hint: str | None = None,
     ) -> None:
         self.store = store
+        self.mirror_hint = mirror_hint
         self.private = private
         self.sha256 = sha256
         self.size = size
@@ -381,6 +385,8 @@ class _Download:
             time.monotonic() + policy.total_timeout if policy.total_timeout is not None else None
         )
         self.fetched = 0  # bytes received over the network
+        self.retries = 0  # failed attempts tried again (the build's summary counts them)
+        self.resumed_bytes = 0  # bytes a Range request did not have to fetch again
         self.reported = 0  # bytes currently counted in the caller's progress
         self._hash: Any = None  # running sha256 of the first _hashed bytes of the partial
         self._hashed = 0
@@ -492,10 +498,11 @@ class _Download:
                 actual=bad_bytes[-1].actual,
             )
         permanent = all(getattr(e, "permanent", False) for _, e in failures)
+        mirror = self.mirror_hint or "add a mirror with --mirror FROM=TO"
         hint = (
-            "check the url in the spec, or add a mirror with --mirror FROM=TO"
+            f"check the url in the spec, or {mirror}"
             if permanent
-            else "rerun to resume, or add a mirror with --mirror FROM=TO"
+            else f"rerun to resume, or {mirror}"
         )
         raise FetchError(
             f"{self.label}: download failed: {summary}; {hint}",
@@ -543,13 +550,15 @@ class _Download:
                 remaining = self._remaining()
                 if remaining is not None and delay >= remaining:
                     raise self._timeout_error(url) from None
-                log.info(
-                    "%s: %s from %s; retry %d/%d in %.1fs",
+                # One line per retry, shown by default (bundle build -q hides it).
+                self.retries += 1
+                log.warning(
+                    "retry: %s: %s from %s; attempt %d/%d in %.1fs",
                     self.label,
                     exc.reason,
                     shown,
-                    attempts,
-                    self.policy.retries,
+                    attempts + 1,
+                    self.policy.retries + 1,
                     delay,
                 )
                 time.sleep(delay)
@@ -653,6 +662,9 @@ class _Download:
                 if start != offset:
                     self._discard_partial()
                     raise _Transient("server resumed at the wrong offset, starting over")
+                self.resumed_bytes += offset
+                log.warning("resume: %s: resuming at byte %d%s", self.label, offset,
+                            f" of {total}" if total else "")
             else:
                 if offset:
                     # 200 to a Range request: the server restarts (no ranges, or the
@@ -798,7 +810,8 @@ class _Download:
             self.meta.unlink(missing_ok=True)
         self._hash, self._hashed = None, 0
         return FetchResult(
-            sha256=actual, size=length, url=url, path=path, fetched_bytes=self.fetched
+            sha256=actual, size=length, url=url, path=path, fetched_bytes=self.fetched,
+            retries=self.retries, resumed_bytes=self.resumed_bytes,
         )
 
 
@@ -834,6 +847,7 @@ def fetch(
     key: str | None = None,
     verify: Callable[[Path], None] | None = None,
     label: str = "",
+    mirror_hint: str | None = None,
 ) -> FetchResult:
     """Download one file into the store and return the verified blob.
 
@@ -855,9 +869,11 @@ def fetch(
         verify: called with the completed partial before it enters the store; raise
             IntegrityError to reject the bytes (e.g. a git-sha1 check).
         label: what to call the file in messages (artifact id / file name).
+        mirror_hint: what a failure message suggests instead of --mirror (the Hub
+            sources say HF_ENDPOINT: --mirror does not apply to Hub models).
 
     Returns:
-        FetchResult with the blob path.
+        FetchResult with the blob path (and the retries and resumed bytes it took).
 
     Raises:
         IntegrityError: every URL served wrong bytes (permanent); nothing stored.
@@ -915,6 +931,7 @@ def fetch(
             verify=verify,
             label=label,
             private=private,
+            mirror_hint=mirror_hint,
         )
 
     if size is not None and size <= _INLINE_MAX:

@@ -160,7 +160,7 @@ def _replace_references(package: str, old: Any, new: Any) -> None:
         for key, value in list(namespace.items()):
             if value is old:
                 namespace[key] = new
-            elif isinstance(value, functools.partial) and value.func is old:
+            elif type(value) is functools.partial and value.func is old:  # no __class__ lookups
                 # timm holds partial(hf_hub_download, library_name="timm", ...)
                 namespace[key] = functools.partial(new, *value.args, **value.keywords)
 

@@ -187,6 +187,10 @@ class Source:
         """Settings outside the spec that change the plan (e.g. the Hub endpoint)."""
         return {}
 
+    def mirror_hint(self, url: str) -> str | None:
+        """What a failed download of `url` should suggest instead of --mirror, if anything."""
+        return None
+
 
 def register_source(name: str) -> Callable[[type[Source]], type[Source]]:
     """Class decorator: make a Source subclass available under ``name``."""

@@ -313,6 +313,12 @@ class HubHostedSource(Source):
     def fingerprint_extra(self) -> dict[str, Any]:
         return {"endpoint": hub_endpoint()}
 
+    def mirror_hint(self, url: str) -> str | None:
+        if urlsplit(url).netloc != urlsplit(hub_endpoint()).netloc:
+            return None  # e.g. timm weights hosted at a plain URL: --mirror applies
+        return ("point HF_ENDPOINT at a Hub mirror (HF_ENDPOINT=https://MIRROR bundle build ...; "
+                "--mirror does not apply to Hub models, docs/fetch-store.md)")
+
 
 @register_source("hf")
 class HfSource(HubHostedSource):
