@@ -293,6 +293,7 @@ def test_torchrun_two_processes_global_ccc_equals_single_process_evaluation(
         "2",
         "-m",
         "runtime.stacks.emotion_vit",
+        "--strict",  # every rank activates the bundle strictly (docs/emotion.md)
         "train",
         "--data",
         str(deam.root),
@@ -310,6 +311,7 @@ def test_torchrun_two_processes_global_ccc_equals_single_process_evaluation(
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "2 process(es)" in proc.stderr
+    assert "runtime: 1 bundle(s) attached, strict offline" in proc.stderr
     logged = read_checkpoint(out / "last.pt")["metrics"]
     assert logged["val_samples"] == 11  # every validation song once, none padded in twice
 

@@ -77,6 +77,9 @@ def test_a_run_on_a_declared_fallback_says_so_in_best_pt_summary_and_evaluate(
                  "--out", out, *TRAIN], {"BUNDLE_PATH": str(bundle)}, tmp_path)
 
     assert proc.returncode == 0, proc.stderr[-3000:]
+    # The pooler the stack leaves out on purpose is one line, not transformers' report.
+    assert "LOAD REPORT" not in proc.stderr and "UNEXPECTED" not in proc.stderr
+    assert "ViTModel: left out on purpose: pooler" in proc.stderr
     # Said at start, in one line: what was asked for, what is used, and why.
     line = next(ln for ln in proc.stderr.splitlines() if ln.startswith("provenance: backbone"))
     assert "google/vit-base-patch16-224-in21k" in line and "FALLBACK" in line

@@ -18,6 +18,7 @@ import io
 import json
 import math
 import os
+import sys
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -134,7 +135,17 @@ def from_pretrained_complete(model_class, folder: Path, **kwargs):
     Raises:
         IncompleteWeightsError: naming the folder and the first missing keys.
     """
-    model, info = model_class.from_pretrained(folder, output_loading_info=True, **kwargs)
+    # transformers prints a multi-line "LOAD REPORT" for checkpoint weights the model
+    # does not use; the stack leaves the pooler out on purpose, so say that in one
+    # line instead. Missing weights are an error (below), not a report.
+    from transformers.utils import logging as hf_logging
+
+    verbosity = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        model, info = model_class.from_pretrained(folder, output_loading_info=True, **kwargs)
+    finally:
+        hf_logging.set_verbosity(verbosity)
     missing = list(info.get("missing_keys") or [])
     if missing:
         raise IncompleteWeightsError(
@@ -142,6 +153,12 @@ def from_pretrained_complete(model_class, folder: Path, **kwargs):
             f"(e.g. {', '.join(missing[:3])}); they would stay randomly initialised. "
             "Check that the artifact is the model the stack expects."
         )
+    unused = sorted(info.get("unexpected_keys") or [])
+    if unused:
+        parts = sorted({k.split(".", 1)[0] for k in unused})
+        print(f"{model_class.__name__}: left out on purpose: {', '.join(parts)} "
+              f"({len(unused)} tensor(s) of the checkpoint the stack does not use)",
+              file=sys.stderr, flush=True)
     return model
 
 

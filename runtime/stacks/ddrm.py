@@ -185,3 +185,9 @@ def convert_command(src: Path, dst: Path | None) -> None:
 
     with one_line_errors(CheckpointError):
         click.echo(str(convert_to_safetensors(src, dst)))
+
+
+if __name__ == "__main__":  # torchrun --nproc_per_node N -m runtime.stacks.ddrm [--strict] train ...
+    from runtime.stacks.options import module_main
+
+    module_main(cli, "runtime.stacks.ddrm")

@@ -145,5 +145,7 @@ STACK = EmotionStack(
 
 cli = make_cli(STACK, doc=__doc__.split("\n\n")[0])
 
-if __name__ == "__main__":  # torchrun --nproc_per_node N -m runtime.stacks.emotion_ast train ...
-    cli()
+if __name__ == "__main__":  # torchrun --nproc_per_node N -m runtime.stacks.emotion_ast [--strict] train ...
+    from runtime.stacks.options import module_main
+
+    module_main(cli, "runtime.stacks.emotion_ast")

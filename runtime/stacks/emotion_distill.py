@@ -798,5 +798,7 @@ def evaluate_command(**opts: Any) -> None:
 
 
 # torchrun --nproc_per_node N -m runtime.stacks.emotion_distill distill ...
-if __name__ == "__main__":
-    cli()
+if __name__ == "__main__":  # torchrun --nproc_per_node N -m runtime.stacks.emotion_distill [--strict] train ...
+    from runtime.stacks.options import module_main
+
+    module_main(cli, "runtime.stacks.emotion_distill")

@@ -53,3 +53,9 @@ cli.add_command(
 cli.add_command(make_evaluate_command(STACK))
 cli.add_command(make_predict_command(STACK))
 cli.add_command(make_attention_command(STACK))
+
+
+if __name__ == "__main__":  # torchrun --nproc_per_node N -m runtime.stacks.landcover [--strict] train ...
+    from runtime.stacks.options import module_main
+
+    module_main(cli, "runtime.stacks.landcover")

@@ -132,3 +132,9 @@ def pretrain(as_json: bool, no_progress: bool, **kw: object) -> None:
         f"encoder {summary['encoder']}"
     )
     emit(summary, as_json, text)
+
+
+if __name__ == "__main__":  # torchrun --nproc_per_node N -m runtime.stacks.masked_ssl [--strict] train ...
+    from runtime.stacks.options import module_main
+
+    module_main(cli, "runtime.stacks.masked_ssl")
