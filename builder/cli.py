@@ -121,6 +121,17 @@ def _run_reporting_errors(fn: Callable[[], Any]) -> Any:
         sys.exit(130)
 
 
+def parse_size(text: str) -> int:
+    """``64MB``, ``1.5GB``, ``512KiB``, ``1000000`` -> bytes (KB/MB/GB are powers of 1024)."""
+    import re
+
+    m = re.fullmatch(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([KMGT]?)(?:i?B)?\s*", text, re.I)
+    if not m:
+        raise ValueError(f"{text!r} is not a size like 64MB or 1GB")
+    factor = 1024 ** "_KMGT".index(m.group(2).upper() or "_")
+    return int(float(m.group(1)) * factor)
+
+
 def configure_logging(verbosity: int) -> None:
     """The builder's log lines on stderr: -q (-1) errors only; default (0) warnings, i.e.
     one line per retry and resume; -v (1) also info; -vv (2) debug.
@@ -166,6 +177,12 @@ def configure_logging(verbosity: int) -> None:
               help="Content-addressed store (default: $OFFLINE_BUNDLE_STORE or ~/.cache/offline-bundle/store).")
 @click.option("--jobs", "-j", default=4, show_default=True, type=click.IntRange(1, 64),
               help="Files downloaded in parallel.")
+@click.option("--connections", default=8, show_default=True, type=click.IntRange(1, 64),
+              help="Connections a large file is fetched over at once, in parts (1: one stream).")
+@click.option("--max-connections", default=16, show_default=True, type=click.IntRange(1, 256),
+              help="Open connections of the whole build at once (files x parts).")
+@click.option("--segment-threshold", default="64MB", show_default=True, metavar="SIZE",
+              help="Files of this size or more are fetched in parts (e.g. 64MB, 1GB).")
 @click.option("--mirror", "mirrors", multiple=True, metavar="FROM=TO",
               help="Rewrite URLs starting with FROM to start with TO (repeatable).")
 @click.option("--allow-http", is_flag=True, help="Allow plain http to non-loopback hosts.")
@@ -180,7 +197,8 @@ def configure_logging(verbosity: int) -> None:
 @click.option("-q", "--quiet", is_flag=True,
               help="Errors only: no progress bars, no retry/resume lines, no summary line.")
 def build_command(
-    spec: str, out_dir: str, store_dir: str | None, jobs: int, mirrors: tuple[str, ...],
+    spec: str, out_dir: str, store_dir: str | None, jobs: int, connections: int,
+    max_connections: int, segment_threshold: str, mirrors: tuple[str, ...],
     allow_http: bool, trust_on_first_use: bool, refresh: bool, no_progress: bool, as_json: bool,
     verbose: int, quiet: bool,
 ) -> None:
@@ -199,9 +217,15 @@ def build_command(
       HF_ENDPOINT=https://hf-mirror.example bundle build spec.toml
     """
     from builder.build import build
-    from builder.fetch import parse_mirror
+    from builder.fetch import FetchPolicy, parse_mirror
 
     configure_logging(-1 if quiet else verbose)
+    try:
+        threshold = parse_size(segment_threshold)
+    except ValueError as e:
+        _fail(f"--segment-threshold: {e}")
+    policy = FetchPolicy(connections=connections, max_connections=max_connections,
+                         segment_threshold=threshold)
     pairs = []
     for m in mirrors:
         try:
@@ -212,6 +236,7 @@ def build_command(
         spec, out_dir=out_dir, store_dir=store_dir, jobs=jobs, mirrors=pairs,
         allow_http=allow_http, trust_on_first_use=trust_on_first_use,
         progress=not no_progress and not as_json and not quiet, refresh=refresh,
+        policy=policy,
     ))
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=2))

@@ -37,7 +37,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NoReturn
 from urllib.parse import urlsplit
@@ -77,6 +77,16 @@ class FetchPolicy:
         retry_after_max: cap on a server's ``Retry-After``.
         integrity_retries: full re-downloads of one URL after a hash mismatch
             before moving to the next URL (a flaky proxy can mangle bytes once).
+        connections: parts a large file is fetched in at once (``--connections``;
+            1: one stream always); see builder.segmented.
+        segment_threshold: files of this size or more are fetched in parts (when
+            the server can: ranges, size, a strong ETag).
+        max_connections: open connections of the whole build at once, one per
+            request, single stream or part (so ``--jobs`` x parts stays bounded).
+        one_stream_above: bytes/s of one connection (the first 4 MiB, timed) above
+            which a large file stays one stream: parts only pay where one
+            connection cannot fill the link (loopback, a LAN or a fast mirror
+            would only pay their CPU).
     """
 
     retries: int = 6
@@ -90,6 +100,21 @@ class FetchPolicy:
     chunk_size: int = 1 << 20
     retry_after_max: float = 300.0
     integrity_retries: int = 1
+    connections: int = 8
+    segment_threshold: int = 64 << 20
+    max_connections: int = 16
+    one_stream_above: float = 150e6
+    _slots: threading.BoundedSemaphore | None = field(default=None, init=False, repr=False,
+                                                      compare=False)
+
+    def __post_init__(self) -> None:
+        # One per policy object: a build copies its policy (dataclasses.replace), so
+        # every build has its own cap, shared by all of its downloads.
+        self._slots = threading.BoundedSemaphore(max(1, self.max_connections))
+
+    def connection_slots(self) -> threading.BoundedSemaphore:
+        """Use as ``with policy.connection_slots():`` around one request (a slot of the cap)."""
+        return self._slots
 
 
 @dataclass
@@ -187,6 +212,10 @@ class _Transient(Exception):
         self.reason = reason
         self.progressed = progressed
         self.retry_after = retry_after
+
+
+class _OneStream(Exception):
+    """The server cannot serve parts: fetch this file in one stream."""
 
 
 class _Mismatch(Exception):
@@ -386,6 +415,7 @@ class _Download:
         )
         self.fetched = 0  # bytes received over the network
         self.retries = 0  # failed attempts tried again (the build's summary counts them)
+        self.one_stream = False  # the server cannot do parts: never try them again here
         self.resumed_bytes = 0  # bytes a Range request did not have to fetch again
         self.reported = 0  # bytes currently counted in the caller's progress
         self._hash: Any = None  # running sha256 of the first _hashed bytes of the partial
@@ -393,7 +423,7 @@ class _Download:
         #: the furthest byte any attempt of this call reached (or an earlier run left):
         #: only bytes beyond it are progress, so a server that restarts every
         #: response from 0 and drops it early cannot keep the retries going forever
-        self.furthest = self._partial_size()
+        self.furthest = self._bytes_on_disk()
 
     # -- bookkeeping --
 
@@ -401,6 +431,17 @@ class _Download:
         if n and self.progress is not None:
             self.progress(n)
         self.reported += n
+
+    def _bytes_on_disk(self) -> int:
+        """Bytes an earlier run left: the partial's length, or, for a parts partial (made
+        full size up front), the sum its resume record gives."""
+        parts = None if self.private else self._read_meta().get("parts")
+        if isinstance(parts, list):
+            try:
+                return sum(int(p[2]) for p in parts)
+            except (TypeError, ValueError, IndexError):
+                return 0
+        return self._partial_size()
 
     def _partial_size(self) -> int:
         try:
@@ -470,7 +511,7 @@ class _Download:
     # -- the loop --
 
     def run(self, urls: Sequence[str]) -> FetchResult:
-        self._report(self._partial_size())  # bytes from an earlier run count
+        self._report(self._bytes_on_disk())  # bytes from an earlier run count
         failures: list[tuple[str, BuildError]] = []
         for i, url in enumerate(urls):
             try:
@@ -524,9 +565,15 @@ class _Download:
             if remaining is not None and remaining <= 0:
                 raise self._timeout_error(url)
             try:
-                complete = self._attempt(url)
+                if self._segmentable():
+                    complete = self._attempt_segmented(url)
+                else:
+                    with self.policy.connection_slots():
+                        complete = self._attempt(url)
                 if complete:
                     return self._finish(url)
+            except _OneStream:
+                continue  # the server cannot do parts: the next attempt is one stream
             except _Transient as exc:
                 # A failure after new bytes (beyond the furthest point reached) starts
                 # the count afresh: a 2 GB file over a link that drops every few
@@ -576,6 +623,76 @@ class _Download:
                     ) from None
                 log.warning("%s: %s from %s; downloading it again", self.label, exc.reason, shown)
 
+    def _segmentable(self) -> bool:
+        return (not self.private and not self.one_stream and self.size is not None
+                and self.size >= self.policy.segment_threshold and self.policy.connections > 1)
+
+    def _attempt_segmented(self, url: str) -> bool:
+        """The whole file in parts (builder.segmented); True when every byte is on disk."""
+        import http.client
+
+        import urllib3
+
+        from builder import segmented
+
+        shown = redact_url(url)
+        allow_http = self.policy.allow_http
+        try:
+            outcome = segmented.fetch_parts(
+                url=url, partial=self.part, record_path=self.meta, size=self.size,
+                policy=self.policy, headers_for=self._headers_for, label=self.label,
+                check=lambda target: check_url_allowed(target, allow_http=allow_http),
+                progress=self._report, new_digest=hashlib.sha256, deadline=self.deadline,
+            )
+        except segmented.OneStreamIsEnough as exc:
+            log.info("%s: %s: one stream (%s)", self.label, shown, exc)
+            self.one_stream = True
+            self.fetched += exc.received
+            self._advanced(self._partial_size())
+            raise _OneStream() from None
+        except segmented.NoRanges as exc:
+            log.info("%s: %s: one stream instead of parts (%s)", self.label, shown, exc)
+            self.one_stream = True
+            if segmented.read_record(self.meta).get("parts"):
+                self._discard_partial()  # a parts layout cannot be resumed as one stream
+            raise _OneStream() from None
+        except segmented.Changed as exc:
+            self._discard_partial()
+            raise _Transient(f"{exc}; starting over") from None
+        except segmented.BadAnswer as exc:
+            raise _Mismatch(str(exc)) from None
+        except segmented.PartFailed as exc:
+            if exc.permanent:
+                raise self._permanent(f"{exc.reason} from {shown}", shown, exc.reason) from None
+            raise _Transient(exc.reason,
+                             progressed=self._advanced(getattr(exc, "done", 0))) from None
+        except FetchError as exc:  # a redirect to a refused url
+            raise self._permanent(
+                f"{shown} redirected to a refused url: {exc}", shown, "redirect refused"
+            ) from None
+        except httpclient.TooManyRedirects as exc:
+            raise self._permanent(f"{shown}: {exc}", shown, "redirects") from None
+        except (urllib3.exceptions.HTTPError, http.client.HTTPException) as exc:
+            raise _Transient(_describe_network_error(exc, self.policy.stall_timeout)) from None
+        except OSError as exc:
+            if exc.errno in (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT):
+                what = "disk full" if exc.errno == errno.ENOSPC else f"cannot write ({exc.strerror})"
+                raise StoreError(
+                    f"{self.label}: {what} while downloading into {self.part}; free space or "
+                    "point the store elsewhere with --store DIR / $OFFLINE_BUNDLE_STORE",
+                    artifact=self.label,
+                ) from None
+            raise _Transient(_describe_network_error(exc, self.policy.stall_timeout)) from None
+        self._hash, self._hashed = outcome.digest, outcome.hashed
+        self.fetched += outcome.received
+        self.retries += outcome.retries
+        self.resumed_bytes += outcome.resumed
+        self._advanced(self.size)
+        return True
+
+    def _headers_for(self, url: str) -> Mapping[str, str]:
+        return self.headers(url) if callable(self.headers) else self.headers
+
     def _permanent(self, message: str, shown_url: str, reason: str) -> FetchError:
         """A failure no retry of this url fixes (the next mirror may)."""
         return FetchError(
@@ -593,7 +710,7 @@ class _Download:
         if self.size is not None and offset > self.size:
             self._discard_partial()
             offset = 0
-        headers = dict(self.headers(url) if callable(self.headers) else self.headers)
+        headers = dict(self._headers_for(url))
         headers["Accept-Encoding"] = "identity"  # byte offsets must be file offsets
         if offset:
             headers["Range"] = f"bytes={offset}-"

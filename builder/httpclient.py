@@ -115,6 +115,10 @@ class Client:
             )
             location = response.headers.get("Location")
             if response.status not in _REDIRECT_STATUSES or not location:
+                # Where the body came from and the headers that reached it: a segmented
+                # download ranges that URL directly instead of redirecting every part.
+                response.final_url = url
+                response.final_headers = headers
                 return response
             target = urljoin(url, location)
             try:
