@@ -24,6 +24,7 @@ Examples::
     python -m bench.fetch --scale full           # 1 GB + 400 MB + 200 MB + 240 small files
     python -m bench.fetch --scale 0.2 --rounds 5 --json
     python -m bench.fetch --scale 0.25 --link-mb-s 50    # each download capped like a real link
+    python -m bench.fetch --workload small --latency-ms 20   # small files from a distant server
 """
 
 from __future__ import annotations
@@ -212,6 +213,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--link-mb-s", type=float, default=0,
                         help="cap each CDN connection at this many MB/s, like a real link "
                              "(default 0: loopback speed, which measures CPU)")
+    parser.add_argument("--latency-ms", type=float, default=0,
+                        help="emulate a distant server: every request (and new connection) "
+                             "waits this long, like a round trip (default 0: loopback's)")
     parser.add_argument("--data", type=Path, help="keep the served data here (reused across runs)")
     parser.add_argument("--run-one", help=argparse.SUPPRESS)
     parser.add_argument("--config", help=argparse.SUPPRESS)
@@ -230,7 +234,7 @@ def main(argv: list[str] | None = None) -> None:
           f"({machine()})", file=sys.stderr)
     files = _files(data_dir)
     try:
-        with Servers(data_dir, link_mb_s=args.link_mb_s) as servers:
+        with Servers(data_dir, link_mb_s=args.link_mb_s, latency_ms=args.latency_ms) as servers:
             env = _hub_env(servers.hub)
 
             def python_contender(kind: str, **cfg: object):
@@ -289,6 +293,7 @@ def main(argv: list[str] | None = None) -> None:
     }
     result = {
         "benchmark": "fetch", "workload": args.workload, "link_mb_s": args.link_mb_s,
+        "latency_ms": args.latency_ms,
         "scale": scale, "files": n_files,
         "bytes": n_bytes,
         "rounds": args.rounds, "machine": machine(),
@@ -299,6 +304,8 @@ def main(argv: list[str] | None = None) -> None:
         emit_json(result)
         return
     link = f"links capped at {args.link_mb_s:g} MB/s per connection" if args.link_mb_s else "loopback"
+    if args.latency_ms:
+        link += f", {args.latency_ms:g} ms round trip"
     print(f"\n{args.workload} workload, {link}: {len(repos)} repos, {n_files} files, "
           f"{n_bytes / MB:.0f} MB; median of "
           f"{args.rounds} alternating rounds; {machine()}\n")

@@ -18,7 +18,11 @@ loopback download at ~150-200 MB/s while ``os.sendfile`` serves the same file at
 
 Run by hand::
 
-    python -m bench.servers DATA_DIR [HUB_PORT CDN_PORT [LINK_MB_S]]   # prints {"hub": URL, ...}
+    python -m bench.servers DATA_DIR [HUB_PORT CDN_PORT [LINK_MB_S [LATENCY_MS]]]   # prints {"hub": URL, ...}
+
+``LATENCY_MS`` emulates a round trip to a distant server: every request waits that
+long before it is answered, and a new connection once more (its TCP handshake).
+Loopback answers in microseconds, so without it small files measure CPU only.
 """
 
 from __future__ import annotations
@@ -59,10 +63,27 @@ def sha256_of(path: Path) -> str:
     return h.hexdigest()
 
 
+class _Latency:
+    """Mixin for a handler: one round trip of delay per request, and per new connection."""
+
+    latency_s = 0.0
+
+    def setup(self) -> None:
+        if self.latency_s:
+            time.sleep(self.latency_s)  # the TCP handshake's round trip
+        super().setup()  # type: ignore[misc]
+
+    def parse_request(self) -> bool:
+        ok = super().parse_request()  # type: ignore[misc]
+        if ok and self.latency_s:
+            time.sleep(self.latency_s)  # the request's way there and the answer's way back
+        return ok
+
+
 # --- the CDN: static files by sha256, sent with sendfile ----------------------
 
 
-class _CdnHandler(BaseHTTPRequestHandler):
+class _CdnHandler(_Latency, BaseHTTPRequestHandler):
     """``GET /blobs/<sha256>`` (Range, ETag); ``GET /stats`` -> ``{"sent": body bytes so far}``."""
 
     protocol_version = "HTTP/1.1"
@@ -146,14 +167,16 @@ class _CdnHandler(BaseHTTPRequestHandler):
 
 
 def start_cdn(
-    blobs: dict[str, Path], port: int = 0, link_mb_s: float = 0
+    blobs: dict[str, Path], port: int = 0, link_mb_s: float = 0, latency_ms: float = 0
 ) -> tuple[ThreadingHTTPServer, str]:
     """Serve ``blobs`` (sha256 -> file) at ``/blobs/<sha256>``; returns the server and its URL.
 
     ``link_mb_s``: cap each connection at this many MB/s (0: no cap).
+    ``latency_ms``: the emulated round trip (0: loopback's).
     """
     handler = type("CdnHandler", (_CdnHandler,), {
         "blobs": dict(blobs), "sent": [0], "link_bytes_per_s": int(link_mb_s * 1_000_000),
+        "latency_s": latency_ms / 1000,
     })
     server = ThreadingHTTPServer(("127.0.0.1", port), handler)
     server.daemon_threads = True
@@ -176,7 +199,7 @@ class _DiskLfsFile(RepoFileData):
         return self.digest
 
 
-class _BenchHubHandler(_HubHandler):
+class _BenchHubHandler(_Latency, _HubHandler):
     cdn_url = ""
     disable_nagle_algorithm = True  # see _CdnHandler
 
@@ -202,10 +225,11 @@ class _BenchHubHandler(_HubHandler):
 class BenchHub(HubStandIn):
     """HubStandIn whose LFS files are redirected to a sendfile CDN."""
 
-    def __init__(self, cdn_url: str, port: int = 0) -> None:
+    def __init__(self, cdn_url: str, port: int = 0, latency_ms: float = 0) -> None:
         super().__init__()
         self.cdn_url = cdn_url
         self.port = port
+        self.latency_ms = latency_ms
 
     def add_disk_repo(self, repo_id: str, folder: Path, digests: dict[str, str]) -> str:
         """Publish ``folder`` as ``repo_id``; LFS files stay on disk (``digests``: rel -> sha256)."""
@@ -231,7 +255,9 @@ class BenchHub(HubStandIn):
         return commit
 
     def start(self) -> BenchHub:
-        handler = type("Handler", (_BenchHubHandler,), {"hub": self, "cdn_url": self.cdn_url})
+        handler = type("Handler", (_BenchHubHandler,), {
+            "hub": self, "cdn_url": self.cdn_url, "latency_s": self.latency_ms / 1000,
+        })
         self._server = ThreadingHTTPServer(("127.0.0.1", self.port), handler)
         self._server.daemon_threads = True
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
@@ -240,13 +266,15 @@ class BenchHub(HubStandIn):
 
 
 def serve(
-    data_dir: Path, hub_port: int = 0, cdn_port: int = 0, link_mb_s: float = 0
+    data_dir: Path, hub_port: int = 0, cdn_port: int = 0, link_mb_s: float = 0,
+    latency_ms: float = 0,
 ) -> dict[str, Any]:
     """Start the CDN and the Hub for ``data_dir``; returns URLs and commits.
 
     ``data_dir/hub/ORG--NAME/`` folders become repos ``ORG/NAME``;
     ``data_dir/files/`` holds plain files (url artifacts) served by the CDN only.
-    ``link_mb_s`` caps each CDN connection (an emulated link; 0: loopback speed).
+    ``link_mb_s`` caps each CDN connection (an emulated link; 0: loopback speed);
+    ``latency_ms`` delays every request and new connection to both servers.
     ``data_dir/digests.json`` maps each folder name ("files" included) to
     ``{relative path: sha256}`` of its large files (hashing gigabytes at every
     start would dominate short benchmarks).
@@ -256,8 +284,8 @@ def serve(
     for folder, files in digests.items():
         base = data_dir / "files" if folder == "files" else data_dir / "hub" / folder
         blobs.update({sha: base / rel for rel, sha in files.items()})
-    _cdn, cdn_url = start_cdn(blobs, cdn_port, link_mb_s)
-    hub = BenchHub(cdn_url, hub_port)
+    _cdn, cdn_url = start_cdn(blobs, cdn_port, link_mb_s, latency_ms)
+    hub = BenchHub(cdn_url, hub_port, latency_ms)
     commits = {}
     for folder in sorted((data_dir / "hub").iterdir()):
         repo_id = folder.name.replace(REPO_ID_SEP, "/", 1)
@@ -274,11 +302,13 @@ class Servers:
     """
 
     def __init__(
-        self, data_dir: Path, ports: tuple[int, int] = (0, 0), link_mb_s: float = 0
+        self, data_dir: Path, ports: tuple[int, int] = (0, 0), link_mb_s: float = 0,
+        latency_ms: float = 0,
     ) -> None:
         self.data_dir = data_dir
         self.ports = ports
         self.link_mb_s = link_mb_s
+        self.latency_ms = latency_ms
         self.proc: subprocess.Popen[str] | None = None
         self.hub = self.cdn = ""
         self.commits: dict[str, str] = {}
@@ -287,7 +317,7 @@ class Servers:
         root = Path(__file__).resolve().parents[1]
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "bench.servers", str(self.data_dir), *map(str, self.ports),
-             str(self.link_mb_s)],
+             str(self.link_mb_s), str(self.latency_ms)],
             cwd=root, stdout=subprocess.PIPE, text=True,
         )
         line = self.proc.stdout.readline() if self.proc.stdout else ""
@@ -317,7 +347,8 @@ def main() -> None:
         sys.exit(0 if len(sys.argv) >= 2 else 2)
     ports = [int(p) for p in sys.argv[2:4]] or [0, 0]
     link = float(sys.argv[4]) if len(sys.argv) > 4 else 0
-    info = serve(Path(sys.argv[1]), *ports, link_mb_s=link)
+    latency = float(sys.argv[5]) if len(sys.argv) > 5 else 0
+    info = serve(Path(sys.argv[1]), *ports, link_mb_s=link, latency_ms=latency)
     print(json.dumps(info), flush=True)
     threading.Event().wait()
 

@@ -454,6 +454,12 @@ def _fetch_all(
         return headers
 
     counts_lock = threading.Lock()  # the workers add to the report's counters
+    pending: list[tuple[Path, str, PlannedFile]] = []  # verified, not yet durable nor named
+
+    def settle(pf: PlannedFile, sha256: str, size: int | None) -> None:
+        pf.sha256, pf.size = sha256, size if size is not None else pf.size
+        if pf.git_sha1 is not None:
+            store.remember_alias("git-sha1", pf.git_sha1, sha256)
 
     def one(art: ArtifactSpec, pf: PlannedFile) -> None:
         label = f"artifact '{art.id}': {pf.path.rsplit('/', 1)[-1]}"
@@ -470,13 +476,16 @@ def _fetch_all(
                 verify=_verifier(pf, label),
                 label=label,
                 mirror_hint=get_source(art.source).mirror_hint(pf.urls[0]),
+                commit=False,  # small files are made durable together, below
             )
         finally:
             if bar is not None:
                 bar.close()
-        pf.sha256, pf.size = result.sha256, result.size
-        if pf.git_sha1 is not None:
-            store.remember_alias("git-sha1", pf.git_sha1, result.sha256)
+        if result.pending:
+            with counts_lock:
+                pending.append((result.path, result.sha256, pf))
+        else:
+            settle(pf, result.sha256, result.size)
         with counts_lock:
             report.fetched_files += 1 if result.fetched_bytes else 0
             report.fetched_bytes += result.fetched_bytes
@@ -499,6 +508,12 @@ def _fetch_all(
                     if f"'{art.id}'" not in msg:
                         msg = f"artifact '{art.id}': {msg}"
                     errors.setdefault(art.id, msg)
+        # The small files, verified: durable in one go (syncfs), then named. Also when
+        # another artifact failed: the rerun then finds them in the store.
+        if pending:
+            store.commit([(path, sha256) for path, sha256, _ in pending])
+            for _path, sha256, pf in pending:
+                settle(pf, sha256, None)
     finally:
         bars.close()
     return errors

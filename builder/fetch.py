@@ -128,6 +128,9 @@ class FetchResult:
     fetched_bytes: int  # bytes received over the network by this call
     retries: int = 0  # attempts that failed and were tried again
     resumed_bytes: int = 0  # bytes kept from a partial download instead of fetched again
+    #: fetch(commit=False) of a small file: ``path`` is a verified scratch file, neither
+    #: durable nor named yet; pass it to Store.commit()
+    pending: bool = False
 
 
 # --- URLs ----------------------------------------------------------------
@@ -391,9 +394,11 @@ class _Download:
         label: str,
         private: bool = False,
         mirror_hint: str | None = None,
+        defer: bool = False,
     ) -> None:
         self.store = store
         self.mirror_hint = mirror_hint
+        self.defer = defer
         self.private = private
         self.sha256 = sha256
         self.size = size
@@ -912,6 +917,14 @@ class _Download:
                 self.verify(self.part)
             except IntegrityError as exc:
                 raise _Mismatch(f"verification failed: {exc}", actual=actual) from None
+        if self.defer:
+            # Verified, not yet durable nor named: Store.commit() makes a whole group
+            # durable at once (one syncfs) and then names it.
+            self._hash, self._hashed = None, 0
+            return FetchResult(
+                sha256=actual, size=length, url=url, path=self.part, fetched_bytes=self.fetched,
+                retries=self.retries, resumed_bytes=self.resumed_bytes, pending=True,
+            )
         # The blob will be trusted by name from now on (has() never re-hashes), so
         # its bytes must be on disk before the rename that names it.
         try:
@@ -965,6 +978,7 @@ def fetch(
     verify: Callable[[Path], None] | None = None,
     label: str = "",
     mirror_hint: str | None = None,
+    commit: bool = True,
 ) -> FetchResult:
     """Download one file into the store and return the verified blob.
 
@@ -988,6 +1002,10 @@ def fetch(
         label: what to call the file in messages (artifact id / file name).
         mirror_hint: what a failure message suggests instead of --mirror (the Hub
             sources say HF_ENDPOINT: --mirror does not apply to Hub models).
+        commit: False lets a small file (up to 256 KiB, known size) come back verified
+            but neither durable nor named (``FetchResult.pending``): the caller
+            passes a group of them to Store.commit(), which costs one syncfs instead
+            of an fsync each. Larger files are committed here either way.
 
     Returns:
         FetchResult with the blob path (and the retries and resumed bytes it took).
@@ -1036,7 +1054,7 @@ def fetch(
             raise
     key = key or sha256 or hashlib.sha256(urls[0].encode()).hexdigest()
 
-    def download(private: bool) -> _Download:
+    def download(private: bool, defer: bool = False) -> _Download:
         return _Download(
             store,
             key,
@@ -1049,6 +1067,7 @@ def fetch(
             label=label,
             private=private,
             mirror_hint=mirror_hint,
+            defer=defer,
         )
 
     if size is not None and size <= _INLINE_MAX:
@@ -1056,12 +1075,13 @@ def fetch(
         # the same small file at once both download it (a few kilobytes) and the
         # store keeps the first copy. The lock costs 3 system calls and the
         # resumable partial 5 more per file; a repo of 200 JSON files felt them.
-        small = download(private=True)
+        small = download(private=True, defer=not commit)
         try:
             return small.run(candidates)
-        finally:
+        except BaseException:
             with contextlib.suppress(OSError):
-                small.part.unlink(missing_ok=True)  # gone already on success
+                small.part.unlink(missing_ok=True)  # a failed download leaves nothing
+            raise
     with store.lock(key):
         # Another thread or process may have finished it while we waited.
         if (hit := stored()) is not None:

@@ -106,10 +106,12 @@ def fast_blob_path(store) -> Callable[[str], str]:
     which is most of a no-op rebuild of a bundle with thousands of files)."""
     probe = "ab" + "0" * 62
     sample = str(store.blob_path(probe))
-    suffix = f"/ab/{probe}"
-    if sample.endswith(suffix):
-        prefix = sample[: -len(suffix)]
+    if sample.endswith(f"/ab/{probe}"):  # a store with fan-out folders
+        prefix = sample[: -len(probe) - 4]
         return lambda sha256: f"{prefix}/{sha256[:2]}/{sha256}"
+    if sample.endswith(f"/{probe}"):  # the flat layout
+        prefix = sample[: -len(probe) - 1]
+        return lambda sha256: f"{prefix}/{sha256}"
     return lambda sha256: str(store.blob_path(sha256))
 
 

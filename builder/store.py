@@ -2,7 +2,10 @@
 
 Layout under the store root::
 
-    blobs/sha256/ab/<64 hex>   verified blobs, read-only (0444)
+    blobs/sha256/<64 hex>      verified blobs, read-only (0444); stores made before
+                               the flat layout keep blobs/sha256/ab/<64 hex> (and
+                               have no ``layout`` file), still read and written
+    layout                     "flat": the blob layout of this store
     partial/<key>.part         resumable downloads in progress (never trusted as is)
     locks/<key>.lock           inter-process locks, one per download key
     tmp/                       scratch files being copied in (same file system as blobs/)
@@ -32,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import hashlib
 import os
 import re
@@ -140,6 +144,33 @@ def _load_sync_file_range() -> Any:
     return func
 
 
+def _syncfs(path: Path) -> bool:
+    """syncfs(2) of the file system holding ``path``; False where there is none."""
+    libc = _load_libc()
+    if libc is None or not hasattr(libc, "syncfs"):
+        return False
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if libc.syncfs(fd) != 0:
+            import ctypes
+
+            err = ctypes.get_errno()
+            raise OSError(err, os.strerror(err), str(path))
+        return True
+    finally:
+        os.close(fd)
+
+
+@functools.cache
+def _load_libc() -> Any:
+    try:
+        import ctypes
+
+        return ctypes.CDLL(None, use_errno=True)
+    except (OSError, ImportError):  # pragma: no cover - not Linux
+        return None
+
+
 def _check_sha256(sha256: str) -> str:
     if not isinstance(sha256, str) or not _SHA256_RE.match(sha256):
         raise StoreError(f"not a sha256 (64 lowercase hex digits): {sha256!r}")
@@ -194,10 +225,28 @@ class Store:
         self._alias_cache: dict[str, dict[str, str]] = {}  # kind -> key -> sha256
         self._alias_read: dict[str, int] = {}  # kind -> bytes of the log parsed so far
         try:
+            blobs = self.root / "blobs" / "sha256"
+            self.flat = self._flat_layout(blobs)
             for sub in ("blobs/sha256", "partial", "locks", "tmp", "aliases"):
                 (self.root / sub).mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise _store_os_error(exc, f"creating the store at {self.root}") from exc
+        self._blobs = str(blobs)
+
+    def _flat_layout(self, blobs: Path) -> bool:
+        """New stores keep every blob in one folder: a fan-out folder costs a mkdir per
+        new prefix (~0.4 ms here, most of what a small file costs). A store that has
+        fan-out folders and no ``layout`` file keeps them."""
+        marker = self.root / "layout"
+        try:
+            return marker.read_text().strip() == "flat"
+        except FileNotFoundError:
+            pass
+        if blobs.is_dir() and any(True for _ in os.scandir(blobs)):
+            return False
+        self.root.mkdir(parents=True, exist_ok=True)
+        marker.write_text("flat\n")
+        return True
 
     def __repr__(self) -> str:
         return f"Store({str(self.root)!r})"
@@ -207,7 +256,9 @@ class Store:
     def blob_path(self, sha256: str) -> Path:
         """Where the blob with this sha256 lives (whether or not it exists)."""
         _check_sha256(sha256)
-        return self.root / "blobs" / "sha256" / sha256[:2] / sha256
+        if self.flat:
+            return Path(f"{self._blobs}/{sha256}")
+        return Path(f"{self._blobs}/{sha256[:2]}/{sha256}")
 
     def has(self, sha256: str, size: int | None = None) -> bool:
         """True when the blob exists (and has ``size`` bytes, if given).
@@ -301,6 +352,35 @@ class Store:
         except OSError as exc:
             raise _store_os_error(exc, f"moving {src} into the store as {sha256}") from exc
         return dest
+
+    def commit(self, pending: list[tuple[Path, str]]) -> list[Path]:
+        """Make verified scratch files (``fetch(commit=False)``) durable, then name them.
+
+        One ``syncfs`` of the store's file system for the group when there is more
+        than one file (an fsync each costs ~0.3 ms here; a syncfs of a few hundred
+        small files about 7 ms), else fsync; only then the renames. A crash before
+        the end leaves unnamed scratch files in ``tmp/``, never an unverified or
+        undurable blob under a name.
+
+        Returns:
+            The blob paths, in order.
+
+        Raises:
+            StoreError: flushing or naming failed (no file is named unflushed).
+        """
+        if not pending:
+            return []
+        try:
+            if len(pending) == 1 or not _syncfs(self.root):
+                for src, _sha in pending:
+                    fd = os.open(src, os.O_RDONLY)
+                    try:
+                        os.fsync(fd)
+                    finally:
+                        os.close(fd)
+        except OSError as exc:
+            raise _store_os_error(exc, f"flushing {len(pending)} file(s) into the store") from exc
+        return [self.add_verified(src, sha256) for src, sha256 in pending]
 
     def add_file(self, src: Path, *, expected_sha256: str | None = None, move: bool = True) -> str:
         """Hash ``src`` and add it to the store.

@@ -637,3 +637,32 @@ def test_a_redirect_loop_is_a_clear_permanent_error(server: FileServer, store: S
 
     assert info.value.permanent and url in str(info.value)
     assert 10 <= len(server.gets("/loop")) <= 11
+
+
+def test_small_files_fetched_uncommitted_are_named_only_by_store_commit(
+    server: FileServer, store: Store
+) -> None:
+    """fetch(commit=False) of small files: verified, but no blob name until Store.commit()
+    has flushed the whole group; a wrong byte in one leaves no scratch file behind."""
+    files = {f"/small/{i}.json": os.urandom(1000 + i) for i in range(3)}
+    urls = {path: server.add(path, data) for path, data in files.items()}
+    bad = os.urandom(900)
+    bad_url = server.add("/small/bad.json", bad)
+    server.fault("/small/bad.json", "corrupt", times=1000)
+
+    results = [
+        fetch([urls[p]], store, sha256=sha(d), size=len(d), policy=FAST, label=p, commit=False)
+        for p, d in files.items()
+    ]
+    with pytest.raises(FetchError, match="bad.json"):
+        fetch([bad_url], store, sha256=sha(bad), size=len(bad), policy=FAST, label="bad.json",
+              commit=False)
+
+    assert all(r.pending and r.path.read_bytes() == d for r, d in zip(results, files.values(), strict=True))
+    assert not any(store.has(sha(d)) for d in files.values())  # not named before the flush
+    named = store.commit([(r.path, r.sha256) for r in results])
+
+    assert [p.read_bytes() for p in named] == list(files.values())
+    assert all(store.has(sha(d), len(d)) for d in files.values())
+    assert not any((store.root / "tmp").iterdir())  # scratch files became the blobs
+    assert not store.has(sha(bad))

@@ -53,7 +53,7 @@ def test_add_file_puts_verified_read_only_blob_under_its_sha256(tmp_path: Path) 
 
     blob = store.blob_path(digest)
     assert digest == sha(data)
-    assert blob == store.root / "blobs" / "sha256" / digest[:2] / digest
+    assert blob == store.root / "blobs" / "sha256" / digest  # a new store is flat
     assert blob.read_bytes() == data
     assert stat.S_IMODE(blob.stat().st_mode) == 0o444
     assert not src.exists()  # moved in, not copied
@@ -88,7 +88,7 @@ def test_has_trusts_name_and_size_without_rehashing_large_blobs(tmp_path: Path) 
     store = Store(tmp_path / "store")
     digest = "ab" * 32
     blob = store.blob_path(digest)
-    blob.parent.mkdir(parents=True)
+    blob.parent.mkdir(parents=True, exist_ok=True)
     with open(blob, "wb") as f:  # 8 GiB sparse file: hashing it would take seconds
         f.truncate(8 << 30)
 
@@ -291,3 +291,20 @@ def test_aliases_of_a_store_made_before_the_log_are_still_recalled(tmp_path: Pat
     legacy.parent.mkdir(parents=True)
     legacy.write_text(blob)
     assert Store(tmp_path / "store").recall_alias("git-sha1", git_id) == blob
+
+
+def test_a_store_with_fan_out_folders_keeps_its_layout(tmp_path: Path) -> None:
+    """Stores made before the flat layout hold blobs/sha256/ab/<sha>: still found, and new
+    blobs go the same way (no store is half one layout, half the other)."""
+    old = tmp_path / "old-store"
+    data, more = os.urandom(500), os.urandom(700)
+    (old / "blobs/sha256" / sha(data)[:2]).mkdir(parents=True)
+    (old / "blobs/sha256" / sha(data)[:2] / sha(data)).write_bytes(data)
+
+    store = Store(old)
+    assert store.has(sha(data), len(data)) and not store.flat
+    src = tmp_path / "more.bin"
+    src.write_bytes(more)
+    assert store.blob_path(store.add_file(src)) == old / "blobs/sha256" / sha(more)[:2] / sha(more)
+    assert not (old / "layout").exists()
+    assert Store(tmp_path / "new-store").flat and (tmp_path / "new-store/layout").read_text() == "flat\n"
