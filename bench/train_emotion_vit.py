@@ -177,8 +177,8 @@ def run(
 
     from runtime.data.audio import MelParams
     from runtime.data.deam import read_songs
-    from runtime.stacks import emotion_vit
-    from runtime.stacks._emotion import feature_cache, mse_loss, song_dataset
+    from runtime.emotion import vit as emotion_vit
+    from runtime.emotion.recipe import feature_cache, mse_loss, song_dataset
     from runtime.train.loop import train_one_epoch
     from runtime.train.optim import build_adamw
     from tests.synthetic_deam import make_deam

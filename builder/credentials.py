@@ -26,7 +26,7 @@ import mmap
 import os
 import re
 from collections.abc import Iterable, Mapping
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from builder.errors import BuildError
@@ -289,3 +289,50 @@ def refuse_secrets(files: Iterable[tuple[str, Path | bytes]], *, action: str,
         "Remove the secret from those files (rebuild the bundle; specs name secrets as "
         'headers = { NAME = "env:VARIABLE" }) and try again'
     )
+
+
+# --- credential files by name (what a build context or archive must never carry) ---
+
+# Names that hold credentials. A build context carrying one is refused outright,
+# whatever put it there: a leaked token in an image layer cannot be taken back.
+_CREDENTIAL_NAMES = frozenset(
+    {
+        "kaggle.json",
+        ".netrc",
+        "_netrc",
+        ".git-credentials",
+        ".pypirc",
+        ".env",
+        ".npmrc",
+        ".dockercfg",
+        "credentials",
+        "credentials.json",
+        "stored_tokens",
+        "id_rsa",
+        "id_dsa",
+        "id_ecdsa",
+        "id_ed25519",
+    }
+)
+_CREDENTIAL_DIRS = frozenset(
+    {".git", ".ssh", ".aws", ".kaggle", ".docker", ".gnupg", ".huggingface"}
+)
+_CREDENTIAL_SUFFIXES = (".pem", ".p12", ".pfx", ".key")
+# huggingface_hub keeps the login token in a file named "token" in HF_HOME.
+_HF_TOKEN_RE = re.compile(r"(^|/)(huggingface|\.cache/huggingface)/token$")
+
+
+def credential_reason(path: str) -> str | None:
+    """Why `path` (relative, "/"-separated) looks like a credential file, or None."""
+    p = PurePosixPath(path)
+    name = p.name.lower()
+    if name in _CREDENTIAL_NAMES:
+        return f"file name {p.name!r} is a credential file"
+    if name.endswith(_CREDENTIAL_SUFFIXES):
+        return f"file name {p.name!r} looks like a private key or certificate"
+    for part in p.parts[:-1]:
+        if part.lower() in _CREDENTIAL_DIRS:
+            return f"folder {part!r} holds credentials or repository history"
+    if _HF_TOKEN_RE.search(path.lower()):
+        return "it is a Hugging Face token file"
+    return None

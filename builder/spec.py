@@ -15,10 +15,10 @@ import difflib
 import os
 import re
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from builder.artifact import ArtifactSpec, Spec
 from builder.credentials import header_problem, redact_url, userinfo_problem
 from builder.errors import SpecError
 from builder.sources import FieldSpec, get_source, known_sources
@@ -61,7 +61,7 @@ COMMON_ARTIFACT_FIELDS: dict[str, FieldSpec] = {
 }
 
 _WHEELS_FIELDS: dict[str, FieldSpec] = {
-    # Read by builder.wheels.build_wheelhouse; see its docstring.
+    # Read by builder.extras.wheels.build_wheelhouse; see its docstring.
     "requirements": FieldSpec(list, help='pip requirement strings, e.g. "timm==1.0.31"'),
     "python": FieldSpec(str, help='target Python, e.g. "3.11"'),
     "platform": FieldSpec((str, list), help='target platform tag(s), e.g. "manylinux2014_x86_64"'),
@@ -74,72 +74,6 @@ _WHEELS_FIELDS: dict[str, FieldSpec] = {
 }
 
 _TOP_LEVEL = ("bundle", "artifact", "wheels")
-
-
-@dataclass
-class ArtifactSpec:
-    """One ``[[artifact]]`` of a spec. Source-specific fields live in ``options``.
-
-    The properties below give typed access to the fields several sources share.
-    """
-
-    id: str
-    source: str
-    options: dict[str, Any] = field(default_factory=dict)
-    fallbacks: list[str] = field(default_factory=list)
-    alternatives: list[str] = field(default_factory=list)
-    description: str = ""
-
-    def get(self, name: str, default: Any = None) -> Any:
-        return self.options.get(name, default)
-
-    @property
-    def sha256(self) -> str | None:
-        return self.options.get("sha256")
-
-    @property
-    def size(self) -> int | None:
-        return self.options.get("size")
-
-    @property
-    def mirrors(self) -> list[str]:
-        return list(self.options.get("mirrors", []))
-
-    @property
-    def include(self) -> list[str] | None:
-        return self.options.get("include")
-
-    @property
-    def exclude(self) -> list[str] | None:
-        return self.options.get("exclude")
-
-    def canonical(self) -> dict[str, Any]:
-        """Everything that defines what gets fetched (for the build lock's fingerprint)."""
-        return {"id": self.id, "source": self.source, "options": self.options}
-
-
-@dataclass
-class Spec:
-    """A validated bundle spec."""
-
-    name: str
-    version: str
-    title: str
-    artifacts: list[ArtifactSpec]
-    path: Path
-    kaggle: str | None = None
-    license: str = "other"
-    stacks: list[str] = field(default_factory=list)
-    description: str = ""
-    wheels: dict[str, Any] | None = None
-
-    def artifact(self, artifact_id: str) -> ArtifactSpec | None:
-        return next((a for a in self.artifacts if a.id == artifact_id), None)
-
-    @property
-    def kaggle_slug(self) -> str:
-        """The dataset slug: the SLUG of ``kaggle`` or else the bundle name."""
-        return self.kaggle.split("/", 1)[1] if self.kaggle else self.name
 
 
 def _type_name(t: type | tuple[type, ...]) -> str:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from runtime.activate import Activation, activate, current, deactivate
+from runtime.activate import activate, deactivate
 from runtime.errors import (
     ArtifactNotFoundError,
     BundleIntegrityError,
@@ -27,6 +27,7 @@ from runtime.errors import (
 )
 from runtime.locate import locate
 from runtime.resolve import resolve
+from runtime.state import Activation, current
 
 _LAZY = {"verify": "runtime.integrity", "VerifyReport": "runtime.integrity",
          "resolve_with_provenance": "runtime.resolve", "resolutions": "runtime.provenance"}

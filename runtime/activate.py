@@ -18,8 +18,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
-from runtime import constants
-from runtime._record import FrozenRecord, Record
+from runtime import constants, state
 from runtime.catalog import AttachedBundle, Problem, attach_all
 from runtime.errors import (
     BundleIntegrityWarning,
@@ -28,6 +27,7 @@ from runtime.errors import (
     log_warning,
 )
 from runtime.locate import locate_with_stats
+from runtime.state import Activation
 from runtime.view import VIEW_HF, VIEW_TORCH, build_view
 
 #: Packages whose import-time copies of HF_HUB_OFFLINE / HF_HUB_CACHE activate() updates.
@@ -62,115 +62,12 @@ _CACHE_ATTRS = (
 _LEGACY_CACHE_ENV = ("TRANSFORMERS_CACHE", "PYTORCH_TRANSFORMERS_CACHE", "PYTORCH_PRETRAINED_BERT_CACHE")
 
 
-class ArtifactInfo(FrozenRecord):
-    """One artifact of an attached bundle, as the Activation summary shows it."""
-
-    __slots__ = ("id", "source", "ref", "bundle", "path", "size", "ok")
-    _fields = __slots__
-
-    def __init__(
-        self, id: str, source: str, ref: str, bundle: str, path: Path, size: int, ok: bool
-    ) -> None:
-        for name, value in zip(self._fields, (id, source, ref, bundle, path, size, ok), strict=True):
-            self._set(name, value)
-
-
-class Activation(Record):
-    """What activate() attached and changed. Prints as a summary (text or notebook HTML)."""
-
-    _fields = ("bundles", "view", "env", "strict", "problems", "patched", "notes", "verified")
-
-    def __init__(
-        self,
-        bundles: list[AttachedBundle],
-        view: Path | None,
-        env: dict[str, str],
-        strict: bool,
-        problems: list[Problem] | None = None,
-        patched: list[str] | None = None,
-        notes: list[str] | None = None,
-        verified: str = "quick",
-    ) -> None:
-        self.bundles = bundles
-        self.view = view
-        self.env = env
-        self.strict = strict
-        self.problems = [] if problems is None else problems
-        self.patched = [] if patched is None else patched
-        self.notes = [] if notes is None else notes
-        #: "quick" (sizes checked) or "full" (every file hashed against bundle.json)
-        self.verified = verified
-
-    @property
-    def artifacts(self) -> list[ArtifactInfo]:
-        return [
-            ArtifactInfo(a.id, a.source, a.ref, b.name, b.file_path(a.path), a.size, b.artifact_ok(a))
-            for b in self.bundles
-            for a in b.manifest.artifacts
-        ]
-
-    @property
-    def ok(self) -> bool:
-        return not self.problems
-
-    def __repr__(self) -> str:
-        mode = "strict offline" if self.strict else "offline"
-        checked = "every file hashed" if self.verified == "full" else "sizes checked"
-        lines = [f"runtime.activate(): {len(self.bundles)} bundle(s), {mode}, {checked}, "
-                 f"view {self.view}"]
-        for b in self.bundles:
-            lines.append(f"  {b.name} {b.version}  {b.path}")
-            for a in b.manifest.artifacts:
-                flag = "ok" if b.artifact_ok(a) else "INCOMPLETE"
-                lines.append(f"    {a.id:<24} {a.source:<11} {_size(a.size):>9}  {flag:<10} {a.ref}")
-        for p in self.problems:
-            lines.append(f"  problem: {p}")
-        for n in self.notes:
-            lines.append(f"  note: {n}")
-        if self.patched:
-            lines.append(f"  patched: {', '.join(self.patched)}")
-        lines.append("  env: " + " ".join(f"{k}={v}" for k, v in self.env.items()))
-        return "\n".join(lines)
-
-    def _repr_html_(self) -> str:
-        from html import escape as e
-
-        mode = "strict offline" if self.strict else "offline"
-        rows = "".join(
-            f"<tr><td>{e(a.bundle)}</td><td><code>{e(a.id)}</code></td><td>{e(a.source)}</td>"
-            f"<td>{e(a.ref)}</td><td style='text-align:right'>{_size(a.size)}</td>"
-            f"<td>{'✅' if a.ok else '❌ incomplete'}</td></tr>"
-            for a in self.artifacts
-        )
-        problems = "".join(f"<li>{e(str(p))}</li>" for p in self.problems)
-        notes = "".join(f"<li>{e(n)}</li>" for n in self.notes)
-        return (
-            f"<div><b>runtime.activate()</b>: {len(self.bundles)} bundle(s), {mode}"
-            f"<table><tr><th>bundle</th><th>id</th><th>source</th><th>ref</th><th>size</th>"
-            f"<th></th></tr>{rows}</table>"
-            + (f"<p><b>Problems</b></p><ul>{problems}</ul>" if problems else "")
-            + (f"<p>Notes</p><ul>{notes}</ul>" if notes else "")
-            + f"<p><small>view {e(str(self.view))}; "
-            + e(" ".join(f"{k}={v}" for k, v in self.env.items()))
-            + "</small></p></div>"
-        )
-
-
-def _size(n: int) -> str:
-    for unit in ("B", "KB", "MB", "GB"):
-        if n < 1024 or unit == "GB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
-        n /= 1024
-    return str(n)
-
-
 _LOCK = threading.Lock()
 
 
 class _State:
     """What the current activation changed, so deactivate() can undo exactly that."""
 
-    activation: Activation | None = None
     key: tuple | None = None
     saved_env: dict[str, str | None] = {}
     #: (module, attribute) -> (value before activate(), module loaded before the first activate())
@@ -180,11 +77,6 @@ class _State:
     view_caches: set[str] = set()
     temp_views: list[Path] = []
     atexit_registered = False
-
-
-def current() -> Activation | None:
-    """The Activation in force, or None before activate() / after deactivate()."""
-    return _State.activation
 
 
 def _bundles_key(found: list[tuple[Path, os.stat_result]]) -> tuple:
@@ -426,7 +318,7 @@ def _activate(strict: bool, verify: str = "quick", require_bundle: bool = False)
     found = locate_with_stats()
     folders = [folder for folder, _ in found]
     key = _bundles_key(found)
-    act = _State.activation
+    act = state.current()
     was_strict = act is not None and act.strict
     if act is None or key != _State.key or act.view is None or not act.view.is_dir():
         if act is not None:
@@ -447,7 +339,8 @@ def _activate(strict: bool, verify: str = "quick", require_bundle: bool = False)
                 env[name] = str(view / VIEW_HF)
         act = Activation(bundles=bundles, view=view, env=env, strict=strict, problems=problems,
                          notes=notes, verified=verify)
-        _State.activation, _State.key = act, key
+        state.set_current(act)
+        _State.key = key
         _warn_about(act)
         _warn_about_versions()
     elif verify == "full" and act.verified != "full":
@@ -458,7 +351,7 @@ def _activate(strict: bool, verify: str = "quick", require_bundle: bool = False)
     # Every loader's miss becomes MissingFromBundleError (runtime.loaders).
     from runtime import loaders
 
-    loaders.install(lambda: _State.activation.bundles if _State.activation else [])
+    loaders.install(lambda: act.bundles if (act := state.current()) else [])
     # Re-applied every call: a library imported since the last call still gets patched.
     _set_env(act.env)
     act.patched = _patch_imported(act.view)
@@ -520,7 +413,7 @@ def _warn_about(act: Activation) -> None:
 def _strict_hint(host: str, port: int | None, clues: dict[str, str]) -> str:
     from runtime.resolve import forgotten_artifact_hint
 
-    bundles = _State.activation.bundles if _State.activation else []
+    bundles = act.bundles if (act := state.current()) else []
     return forgotten_artifact_hint(host, port, clues, bundles)
 
 
@@ -538,5 +431,5 @@ def deactivate() -> None:
     _State.saved_env = {}
     _restore_imported()
     _remove_views()
-    _State.activation = None
+    state.set_current(None)
     _State.key = None

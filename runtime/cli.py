@@ -10,13 +10,13 @@ import importlib.metadata
 import importlib.util
 import json
 import sys
-import warnings
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import click
 
 from runtime.stacks import STACKS, UnknownStackError, load_stack
+from runtime.stacks.main import activate_reporting
 
 #: Libraries whose versions doctor reports (distribution names).
 LIBRARIES = (
@@ -344,7 +344,7 @@ def run_command(ctx: click.Context, strict: bool, no_network: bool, stack: str |
         if no_network:
             _isolate()
         # A stack that needs no artifact (masked-ssl) runs strict without a bundle.
-        _activate_reporting(runtime, strict,
+        activate_reporting(runtime, strict,
                             require_bundle=None if getattr(module, "ARTIFACTS", ()) else False)
     with sub_ctx:
         return group.invoke(sub_ctx)
@@ -357,21 +357,6 @@ def _isolate() -> None:
         click.echo(isolate(), err=True)
     except NetworkNamespaceError as e:
         raise click.ClickException(str(e)) from None
-
-
-def _activate_reporting(runtime: Any, strict: bool, require_bundle: bool | None = None) -> Any:
-    """activate(), its warnings as one line each on stderr (not Python's file:line format)."""
-    from runtime.errors import BundleIntegrityError, NoBundleError
-
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            act = runtime.activate(strict=strict, require_bundle=require_bundle)
-        except (NoBundleError, BundleIntegrityError) as e:
-            raise click.ClickException(str(e)) from None
-    for w in caught:
-        click.echo(f"warning: {w.message}", err=True)
-    return act
 
 
 def _run_external(command: list[str], *, strict: bool, no_network: bool) -> int:
@@ -387,7 +372,7 @@ def _run_external(command: list[str], *, strict: bool, no_network: bool) -> int:
         raise click.ClickException(f"command not found: {command[0]!r} (bundle run -- COMMAND ...)")
     if no_network:
         _isolate()
-    _activate_reporting(runtime, strict)
+    activate_reporting(runtime, strict)
     env = dict(os.environ)  # activate() set the offline variables, HF_HUB_CACHE and TORCH_HOME
     if strict:
         env[constants.ENV_STRICT] = "1"

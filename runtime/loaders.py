@@ -353,7 +353,7 @@ def _check_checkpoint(func: Callable, args: tuple, kwargs: dict) -> None:
     """Raise MissingFromBundleError when torch.hub would download a file into the view."""
     from urllib.parse import urlsplit
 
-    from runtime.activate import current
+    from runtime.state import current
 
     act = current()
     if act is None or act.view is None:

@@ -111,25 +111,6 @@ def line(record: dict[str, Any] | None, what: str = "model") -> str:
     return text
 
 
-def of_name(name: str | None) -> dict[str, Any] | None:
-    """The provenance of what the attached bundles serve under `name` to unmodified code
-    (torchvision `weights=`, timm `pretrained=True`): the artifact listed under it, no
-    fallback (the libraries load the file itself). None for None or nothing found."""
-    if not name:
-        return None
-    from runtime.activate import current
-    from runtime.catalog import attach_all
-    from runtime.locate import locate
-    from runtime.resolve import find
-
-    act = current()
-    bundles = act.bundles if act is not None else attach_all(locate())[0]
-    found = find(name, bundles)
-    if found is None:
-        return None
-    return of_artifact(name, found.bundle, found.artifact, None)
-
-
 def lines(block: dict[str, dict[str, Any] | None] | None) -> list[str]:
     """One log line per role of a stack's provenance block ({"backbone": record, ...})."""
     if not block:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import warnings
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from runtime._record import FrozenRecord
 from runtime.catalog import AttachedBundle
@@ -307,13 +307,32 @@ def resolve_with_provenance(name: object) -> Resolved:
 
     Raises and warns as runtime.resolve().
     """
-    from runtime.activate import current
     from runtime.catalog import attach_all
     from runtime.locate import locate
     from runtime.provenance import Resolved, of_artifact
+    from runtime.state import current
 
     act = current()
     bundles = act.bundles if act is not None else attach_all(locate())[0]
     found, why = choose_in(name, bundles)
     fallback = None if why is None else {"from": str(name), "reason": why}
     return Resolved(found.path, of_artifact(str(name), found.bundle, found.artifact, fallback))
+
+
+def provenance_of_name(name: str | None) -> dict[str, Any] | None:
+    """The provenance of what the attached bundles serve under `name` to unmodified code
+    (torchvision `weights=`, timm `pretrained=True`): the artifact listed under it, no
+    fallback (the libraries load the file itself). None for None or nothing found."""
+    if not name:
+        return None
+    from runtime.catalog import attach_all
+    from runtime.locate import locate
+    from runtime.provenance import of_artifact
+    from runtime.state import current
+
+    act = current()
+    bundles = act.bundles if act is not None else attach_all(locate())[0]
+    found = find(name, bundles)
+    if found is None:
+        return None
+    return of_artifact(name, found.bundle, found.artifact, None)

@@ -24,6 +24,6 @@ def _no_activation_leaks_between_tests():
     would in a real one that then exits. Undo it after each test, so the offline
     switches, the strict-mode guard and the view never leak into the next test."""
     yield
-    activation = sys.modules.get("runtime.activate")  # the module; runtime.activate is the function
-    if activation is not None and activation.current() is not None:
-        activation.deactivate()
+    state = sys.modules.get("runtime.state")
+    if state is not None and state.current() is not None:
+        sys.modules["runtime.activate"].deactivate()  # the module; runtime.activate is the function

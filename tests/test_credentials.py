@@ -191,7 +191,7 @@ def test_runtime_resolve_finds_a_signed_url_artifact_by_its_url(signed_build):
 
 
 def test_the_packed_archive_and_the_image_context_hold_no_secret(signed_build, tmp_path):
-    from builder.image import image_command
+    from builder.image.command import image_command
 
     bundle = signed_build["bundle"]
     archive = tmp_path / "signed.zip"
@@ -241,7 +241,7 @@ def _planted_bundle(tmp_path: Path, secret: str) -> Path:
 ])
 def test_publish_pack_and_image_refuse_a_bundle_that_holds_a_secret_of_this_machine(
         kaggle_env, tmp_path, monkeypatch, where, secret, kind):
-    from builder.image import image_command
+    from builder.image.command import image_command
 
     home = Path(os.environ["HOME"])  # kaggle_env made a private HOME
     if where == "hf-token-file":

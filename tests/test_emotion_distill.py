@@ -327,9 +327,9 @@ def test_distillation_loss_weights_each_term_and_features_compare_directions_onl
 
 
 def test_generated_samples_follow_their_condition_and_seed():
+    from runtime.data.spectrogram import gan_image_to_db
     from runtime.distill.data import GeneratedSpectrograms
     from runtime.distill.gan import GanShape, Generator, generate
-    from runtime.distill.spectrogram import gan_image_to_db
 
     torch.manual_seed(0)
     gen = Generator(GanShape(size=16, z_dim=8, width=8))

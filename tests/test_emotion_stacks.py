@@ -15,6 +15,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 
+from runtime.emotion import audio_transformer as ast_model
+from runtime.emotion import vit as vit_model
 from runtime.stacks import emotion_ast, emotion_vit
 from runtime.train import metrics
 from runtime.train.checkpoint import read_checkpoint
@@ -258,7 +260,7 @@ def test_incomplete_backbone_weights_are_refused_not_left_random(tiny_models, tm
     from safetensors.torch import load_file, save_file
     from transformers import ViTModel
 
-    from runtime.stacks._emotion import IncompleteWeightsError, from_pretrained_complete
+    from runtime.emotion.model import IncompleteWeightsError, from_pretrained_complete
 
     folder = tmp_path / "vit"
     folder.mkdir()
@@ -336,8 +338,8 @@ def test_feature_functions_survive_pickling_for_spawned_dataloader_workers(tiny_
         sample_rate=16000, n_mels=32, n_fft=512, hop_length=256, offset=0.0, seconds=2.0
     )
     configs = [
-        (emotion_vit, emotion_vit.prepare(tiny_models["vit"], vit_opts)),
-        (emotion_ast, emotion_ast.prepare(tiny_models["ast"], {"offset": 0.0, "seconds": None})),
+        (vit_model, vit_model.prepare(tiny_models["vit"], vit_opts)),
+        (ast_model, ast_model.prepare(tiny_models["ast"], {"offset": 0.0, "seconds": None})),
     ]
     for stack, config in configs:
         _params, compute, _frames, _pad = stack.features(config)

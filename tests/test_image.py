@@ -23,16 +23,18 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from builder import image as image_mod
-from builder.image import image_command
-from builder.image_context import (
+from builder.credentials import credential_reason
+from builder.extras.runtime_wheels import repack_installed_distribution
+from builder.image.build import build_image
+from builder.image.command import image_command
+from builder.image.context import (
     CTX_ARTIFACTS,
     CTX_META,
     ContextError,
     assemble_context,
-    credential_reason,
+    dockerfile_path,
 )
-from builder.runtime_wheels import repack_installed_distribution
+from builder.image.docker import run_build
 from runtime.manifest import ArtifactEntry, FileEntry, Manifest, read_manifest, write_manifest
 from tests.fixtures.docker_engine import (  # noqa: F401  (pytest fixtures)
     docker_base_image,
@@ -375,7 +377,7 @@ def test_weights_layer_is_reused_when_only_bundle_json_changes(
     manifest = read_manifest(v2 / "tiny-image")
     manifest.version = "1.0.1"
     write_manifest(v2 / "tiny-image", manifest)
-    report = image_mod.build_image(
+    report = build_image(
         v2 / "tiny-image", base_image=docker_base_image, tag="offline-bundle-test/tiny-image:1.0.1",
         smoke=False, progress=False, client=client,
     )  # fmt: skip
@@ -406,7 +408,7 @@ def test_smoke_check_fails_when_the_image_lacks_the_bundle_files(
 ):
     # Same context, but a Dockerfile that forgets to copy the weights layer.
     dockerfile = tmp_path / "Dockerfile.broken"
-    text = image_mod.dockerfile_path().read_text()
+    text = dockerfile_path().read_text()
     assert "COPY bundle/artifacts/" in text
     dockerfile.write_text(
         "\n".join(ln for ln in text.splitlines() if not ln.startswith("COPY bundle/artifacts/"))
@@ -507,7 +509,7 @@ def test_bundle_from_the_real_builder_bakes_and_resolves_offline(
         urls={"https://example.org/models/ckpt.pt": ckpt},
     )
     client = docker_engine.client
-    report = image_mod.build_image(
+    report = build_image(
         bundle, base_image=docker_base_image, progress=False, client=client
     )
     try:
@@ -533,7 +535,7 @@ def test_bundle_file_shrinking_during_the_upload_fails_with_the_cause_not_a_brok
     # Between the check and the upload, a weights file is replaced by a shorter one.
     (bundle / "files/tiny-ckpt/weights.pt").write_bytes(b"short")
     with pytest.raises(ContextError, match=r"files/tiny-ckpt/weights.pt: changed or vanished"):
-        image_mod._run_build(
+        run_build(
             docker_engine.client, context, tag="offline-bundle-test/shrunk:1", platform=None,
             progress=False, emit=lambda text: None,
         )  # fmt: skip

@@ -13,7 +13,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from builder.notebooks import write_notebooks
+from builder.extras.notebooks import write_notebooks
 
 LOCAL_MIRROR = "/opt/pypi/files"
 MNV3_URL = "https://download.pytorch.org/models/mobilenet_v3_small-047dcff4.pth"

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from builder.pack import (
+from builder.publish.pack import (
     PackError,
     UnsafeArchiveError,
     pack_bundle,

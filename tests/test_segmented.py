@@ -21,15 +21,16 @@ import pytest
 
 from builder.errors import IntegrityError
 from builder.fetch import FetchPolicy, fetch
-from builder.segmented import _PROBE_BYTES, plan_parts
+from builder.fetch.parts import plan_parts
+from builder.fetch.segmented import PROBE_BYTES
 from builder.store import Store
 
 MB = 1 << 20
 SIZE = 64 * MB
 #: where the requests of SIZE start with 4 connections: the first chunk (4 MiB; a slow
 #: one decides for parts after 1 MiB and goes on as part 0), then equal parts of the rest
-STARTS = [p.start for p in plan_parts(SIZE, 4, _PROBE_BYTES)]
-FIRST = f"bytes=0-{_PROBE_BYTES - 1}"
+STARTS = [p.start for p in plan_parts(SIZE, 4, PROBE_BYTES)]
+FIRST = f"bytes=0-{PROBE_BYTES - 1}"
 
 
 def policy(**kw) -> FetchPolicy:
@@ -242,5 +243,5 @@ def test_a_connection_that_fills_the_link_alone_stays_one_stream(big, tmp_path):
     result = fetch([url], Store(tmp_path / "s"), sha256=hashlib.sha256(data).hexdigest(),
                    size=SIZE, policy=policy(one_stream_above=1.0), label="big")
     assert result.path.read_bytes() == data
-    assert [g.range for g in server.gets("/big.bin")] == [FIRST, f"bytes={_PROBE_BYTES}-"]
+    assert [g.range for g in server.gets("/big.bin")] == [FIRST, f"bytes={PROBE_BYTES}-"]
     assert server.bytes_sent["/big.bin"] == SIZE

@@ -12,7 +12,7 @@ from types import SimpleNamespace
 
 import pytest
 
-from builder.wheels import WheelhouseError, build_wheelhouse
+from builder.extras.wheels import WheelhouseError, build_wheelhouse
 
 #: The local wheel mirror of this machine; tests never reach PyPI.
 LOCAL_MIRROR = "/opt/pypi/files"
@@ -111,7 +111,7 @@ def test_unknown_requirement_fails_with_pip_reason(tmp_path):
 def test_project_wheel_bytes_are_reproducible(tmp_path):
     # A rebuilt bundle must keep its digest, or every rebuild would publish a new version.
     # Build from one snapshot of the sources (the working tree may change meanwhile).
-    from builder.wheels import _copy_source_tree, build_project_wheel
+    from builder.extras.wheels import _copy_source_tree, build_project_wheel
 
     (tmp_path / "src").mkdir()
     source = _copy_source_tree(tmp_path / "src")

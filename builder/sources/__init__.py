@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from builder.spec import ArtifactSpec
+    from builder.artifact import ArtifactSpec
 
 #: source name -> module that registers it (imported on first use)
 _SOURCE_MODULES: dict[str, str] = {

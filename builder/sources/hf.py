@@ -37,7 +37,7 @@ from runtime.constants import HF_DIR
 from runtime.manifest import ManifestError, check_relative_path
 
 if TYPE_CHECKING:
-    from builder.spec import ArtifactSpec
+    from builder.artifact import ArtifactSpec
 
 _COMMIT_RE = re.compile(r"^[0-9a-f]{40}\Z")
 _REPO_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?\Z")

@@ -22,7 +22,7 @@ from builder.sources.hf import HubHostedSource, plan_hub_repo, revision_field_pr
 from builder.sources.torchvision import checkpoint_plan
 
 if TYPE_CHECKING:
-    from builder.spec import ArtifactSpec
+    from builder.artifact import ArtifactSpec
 
 # What timm loads from a `timm/...` repo: model.safetensors first, then
 # pytorch_model.bin; config.json is read by the `hf-hub:` form.

@@ -27,7 +27,7 @@ from builder.sources import (
 from runtime.constants import TORCH_CHECKPOINTS_DIR
 
 if TYPE_CHECKING:
-    from builder.spec import ArtifactSpec
+    from builder.artifact import ArtifactSpec
 
 # The same pattern torch.hub uses to find the hash prefix in a checkpoint name.
 _HASH_PREFIX_RE = re.compile(r"-([a-f0-9]*)\.")

@@ -24,7 +24,7 @@ from builder.sources import (
 from runtime.constants import FILES_DIR
 
 if TYPE_CHECKING:
-    from builder.spec import ArtifactSpec
+    from builder.artifact import ArtifactSpec
 
 
 def url_filename(url: str) -> str:

@@ -2,7 +2,6 @@
 
 Small modules, one job each:
 
-- ``spectrogram``: dB spectrograms to network inputs and back (GAN images, student images);
 - ``gan``: the conditional (valence, arousal) generator and projection discriminator;
 - ``gan_training``: the GAN loop with its stabilisers (lower discriminator LR,
   one-sided label smoothing, decaying instance noise, update ratio, clipping),
@@ -14,8 +13,15 @@ Small modules, one job each:
 - ``data``: GAN samples as a data set labelled by their conditioning, and items
   extended with the teacher's outputs;
 - ``report``: teacher/student comparison (CCC, parameters, sizes, latency) as
-  JSON and a bar chart.
+  JSON and a bar chart;
+- ``common``, ``augment``, ``run``: the stack's three steps (train-gan; distill
+  and evaluate) and what they share (the teacher's songs, split and cache).
 
-Nothing here is imported by ``import runtime`` or by ``bundle run --help``: the
-stack module imports these inside its commands, and these import torch themselves.
+dB spectrograms as network inputs are ``runtime.data.spectrogram`` (emotion-vit's
+teacher uses the same conversion). Shared runtime code: imports runtime.emotion (the
+teacher is a trained emotion-vit), runtime.train and runtime.data, never a stack.
+
+Nothing here is imported by ``import runtime``. The stack module imports ``common``,
+``augment`` and ``run`` at start; they import torch and the other modules here inside
+their functions, so ``bundle run --help`` stays fast.
 """

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 from torch.utils.data import Dataset
 
-from runtime.distill.spectrogram import resize_db
+from runtime.data.spectrogram import resize_db
 
 
 class GeneratedSpectrograms(Dataset):

@@ -1,6 +1,6 @@
 """A conditional spectrogram GAN: (noise, valence, arousal) -> square log-mel image.
 
-DCGAN-shaped, one image channel in [-1, 1] (see :mod:`runtime.distill.spectrogram`):
+DCGAN-shaped, one image channel in [-1, 1] (see :mod:`runtime.data.spectrogram`):
 
 - :class:`Generator`: noise and an embedding of the (valence, arousal)
   condition -> a 4x4 map -> (upsample, conv, batch norm, ReLU) blocks -> tanh;

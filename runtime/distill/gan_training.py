@@ -30,8 +30,8 @@ from typing import Any
 import torch
 import torch.nn.functional as F
 
+from runtime.data.spectrogram import gan_image_to_db
 from runtime.distill.gan import Discriminator, GanShape, Generator, generate, sample_conditions
-from runtime.distill.spectrogram import gan_image_to_db
 from runtime.train.checkpoint import CheckpointError, read_checkpoint, save_checkpoint
 from runtime.train.curves import write_curves
 from runtime.train.precision import PrecisionPolicy
@@ -116,7 +116,7 @@ def train_gan(
 
     Args:
         real: ``(N, 1, size, size)`` images in [-1, 1] (see
-            :func:`runtime.distill.spectrogram.db_to_gan_image`).
+            :func:`runtime.data.spectrogram.db_to_gan_image`).
         labels: ``(N, 2)`` (valence, arousal) in [-1, 1].
         settings: the stabilisers and the networks' shape.
         policy: device and precision (fp16 uses the GradScaler through the shared step).

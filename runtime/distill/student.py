@@ -18,8 +18,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from runtime.distill.spectrogram import SpectrogramImage
-from runtime.stacks._emotion import regression_head
+from runtime.data.spectrogram import SpectrogramImage
+from runtime.emotion.model import regression_head
 
 #: Weight files of a timm Hub repo, in the order timm prefers them.
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")

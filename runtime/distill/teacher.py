@@ -41,8 +41,8 @@ def load_teacher(path: str | Path, device: torch.device) -> tuple[nn.Module, dic
     Raises:
         CheckpointError: the file is not an emotion-vit checkpoint (names what it is).
     """
-    from runtime.stacks import emotion_vit
-    from runtime.stacks._emotion import load_trained
+    from runtime.emotion import vit as emotion_vit
+    from runtime.emotion.model import load_trained
 
     teacher_config(path)
     model, config = load_trained(emotion_vit.STACK, path, device)

@@ -21,7 +21,7 @@ from pathlib import Path
 import click
 
 from runtime.ddrm.configs import ADM_CLASSIFIER, ADM_COND, ADM_UNCOND, CELEBA_DDPM
-from runtime.stacks.options import device_option, one_line_errors
+from runtime.train.options import device_option, one_line_errors
 
 STACK = "ddrm"
 
@@ -188,6 +188,6 @@ def convert_command(src: Path, dst: Path | None) -> None:
 
 
 if __name__ == "__main__":  # torchrun --nproc_per_node N -m runtime.stacks.ddrm [--strict] train ...
-    from runtime.stacks.options import module_main
+    from runtime.stacks.main import module_main
 
     module_main(cli, "runtime.stacks.ddrm")

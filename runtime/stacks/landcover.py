@@ -56,6 +56,6 @@ cli.add_command(make_attention_command(STACK))
 
 
 if __name__ == "__main__":  # torchrun --nproc_per_node N -m runtime.stacks.landcover [--strict] train ...
-    from runtime.stacks.options import module_main
+    from runtime.stacks.main import module_main
 
     module_main(cli, "runtime.stacks.landcover")

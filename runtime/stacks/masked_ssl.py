@@ -26,7 +26,7 @@ from pathlib import Path
 
 import click
 
-from runtime.stacks.options import device_option, precision_option
+from runtime.train.options import device_option, precision_option
 from runtime.vision.commands import emit, friendly_errors
 
 STACK = "masked-ssl"
@@ -135,6 +135,6 @@ def pretrain(as_json: bool, no_progress: bool, **kw: object) -> None:
 
 
 if __name__ == "__main__":  # torchrun --nproc_per_node N -m runtime.stacks.masked_ssl [--strict] train ...
-    from runtime.stacks.options import module_main
+    from runtime.stacks.main import module_main
 
     module_main(cli, "runtime.stacks.masked_ssl")

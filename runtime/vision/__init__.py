@@ -11,6 +11,11 @@ imports torch itself, so importing this package stays cheap):
 - ``masking``: random patch masks and the masked-pixel loss;
 - ``attention``: per-layer, per-head attention capture for torchvision ViTs,
   attention rollout and overlays;
-- ``classify``: the training / evaluation recipe shared by landcover and flood;
-- ``reports``: metrics and confusion-matrix files.
+- ``classify``: the training recipe shared by landcover and flood;
+- ``inference``: a trained classifier rebuilt from its checkpoint, evaluated, run on images;
+- ``reports``: metrics and confusion-matrix files;
+- ``pretrain``: masked-image-modelling and temporal pre-training (masked-ssl);
+- ``commands``, ``attention_command``: the click commands landcover and flood share.
+
+Shared runtime code: imports runtime.train and the runtime core, never a stack.
 """

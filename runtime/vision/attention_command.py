@@ -50,8 +50,8 @@ def write_attention(
         save_layer_grid,
         save_overlay,
     )
-    from runtime.vision.classify import load_classifier
     from runtime.vision.images import gather_images, image_transform, load_rgb
+    from runtime.vision.inference import load_classifier
 
     dev = choose_device(device)
     if checkpoint is not None:

@@ -2,7 +2,8 @@
 
 Imports only click and the standard library at module level, like the stack
 modules that use it: ``bundle run --help`` must stay fast. The work happens in
-``runtime.vision.classify`` and ``runtime.vision.attention_command``.
+``runtime.vision.classify``, ``runtime.vision.inference`` and
+``runtime.vision.attention_command``.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from typing import Any
 
 import click
 
-from runtime.stacks.options import (
+from runtime.train.options import (
     device_option,
     is_main_process,
     one_line_errors,
@@ -194,10 +195,10 @@ def make_evaluate_command(stack: str) -> click.Command:
     @friendly_errors
     def evaluate(checkpoint: Path, data: Path, out: Path, threshold: float | None,
                  batch_size: int, device: str, as_json: bool) -> None:
-        from runtime.vision import classify
+        from runtime.vision import inference
 
-        summary = classify.evaluate(checkpoint, data, out, stack=stack, batch_size=batch_size,
-                                    device=device, threshold=threshold)
+        summary = inference.evaluate(checkpoint, data, out, stack=stack, batch_size=batch_size,
+                                     device=device, threshold=threshold)
         shown = ", ".join(f"{k} {v:.4f}" for k, v in summary.items() if isinstance(v, float))
         emit(summary, as_json, f"{summary['samples']} images: {shown}; reports in {out}")
 
@@ -224,12 +225,12 @@ def make_predict_command(stack: str) -> click.Command:
     @friendly_errors
     def predict(inputs: tuple[Path, ...], checkpoint: Path, out: Path | None,
                 threshold: float | None, batch_size: int, device: str, as_json: bool) -> None:
-        from runtime.vision import classify
+        from runtime.vision import inference
 
-        preds = classify.predict(checkpoint, inputs, stack=stack, batch_size=batch_size,
-                                 device=device, threshold=threshold)
+        preds = inference.predict(checkpoint, inputs, stack=stack, batch_size=batch_size,
+                                  device=device, threshold=threshold)
         if out is not None:
-            classify.write_predictions_csv(preds, out)
+            inference.write_predictions_csv(preds, out)
         text = "\n".join(f"{p.label}\t{p.confidence:.3f}\t{p.path}" for p in preds)
         emit([p.to_json() for p in preds], as_json, text)
 

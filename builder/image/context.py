@@ -16,7 +16,6 @@ import datetime as _dt
 import io
 import json
 import os
-import re
 import shutil
 import stat
 import sys
@@ -27,13 +26,14 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
-from builder.errors import BuildError
-from builder.runtime_wheels import (
+from builder.credentials import credential_reason
+from builder.extras.runtime_wheels import (
     PROJECT_DISTRIBUTION,
     collect_runtime_wheels,
     project_source_dir,
     wheel_distribution,
 )
+from builder.image.errors import ContextError, ImageError
 
 DOCKERFILE_NAME = "Dockerfile.gpu"
 #: Where the image keeps the bundle: /opt/bundles/NAME (a default runtime search root).
@@ -66,43 +66,7 @@ fi
 exec "$@"
 """
 
-# Names that hold credentials. A build context carrying one is refused outright,
-# whatever put it there: a leaked token in an image layer cannot be taken back.
-_CREDENTIAL_NAMES = frozenset(
-    {
-        "kaggle.json",
-        ".netrc",
-        "_netrc",
-        ".git-credentials",
-        ".pypirc",
-        ".env",
-        ".npmrc",
-        ".dockercfg",
-        "credentials",
-        "credentials.json",
-        "stored_tokens",
-        "id_rsa",
-        "id_dsa",
-        "id_ecdsa",
-        "id_ed25519",
-    }
-)
-_CREDENTIAL_DIRS = frozenset(
-    {".git", ".ssh", ".aws", ".kaggle", ".docker", ".gnupg", ".huggingface"}
-)
-_CREDENTIAL_SUFFIXES = (".pem", ".p12", ".pfx", ".key")
-# huggingface_hub keeps the login token in a file named "token" in HF_HOME.
-_HF_TOKEN_RE = re.compile(r"(^|/)(huggingface|\.cache/huggingface)/token$")
 
-# --- Errors ------------------------------------------------------------------
-
-
-class ImageError(BuildError):
-    """`bundle image` could not finish. The message says what failed and what to do."""
-
-
-class ContextError(ImageError):
-    """The bundle cannot go into a build context (incomplete, unsafe, or a credential in it)."""
 
 
 # --- Records -----------------------------------------------------------------
@@ -212,22 +176,6 @@ class BuildContext:
 
 
 # --- Credentials -------------------------------------------------------------
-
-
-def credential_reason(path: str) -> str | None:
-    """Why `path` (relative, "/"-separated) looks like a credential file, or None."""
-    p = PurePosixPath(path)
-    name = p.name.lower()
-    if name in _CREDENTIAL_NAMES:
-        return f"file name {p.name!r} is a credential file"
-    if name.endswith(_CREDENTIAL_SUFFIXES):
-        return f"file name {p.name!r} looks like a private key or certificate"
-    for part in p.parts[:-1]:
-        if part.lower() in _CREDENTIAL_DIRS:
-            return f"folder {part!r} holds credentials or repository history"
-    if _HF_TOKEN_RE.search(path.lower()):
-        return "it is a Hugging Face token file"
-    return None
 
 
 def assert_no_credentials(paths: Iterable[str]) -> None:

@@ -1,7 +1,7 @@
 """Segmented download: one large file over several connections, each part resumable.
 
 CDN edges and long paths cap a single TCP stream (40 MB/s is common), so one
-connection leaves most of a fast link idle. builder.fetch hands a file of known
+connection leaves most of a fast link idle. builder.fetch.download hands a file of known
 size above ``FetchPolicy.segment_threshold`` to :func:`fetch_parts` when the
 server answers a ranged request with 206, the file's size and a strong
 validator (an ETag that is not ``W/``):
@@ -33,400 +33,127 @@ validator (an ETag that is not ``W/``):
 * every request holds one of the build's connection slots
   (``FetchPolicy.connection_slots``), so ``--jobs`` x parts never exceeds the cap.
 
-urllib3 (through builder.httpclient) does the HTTP; what is written here is
+urllib3 (through builder.fetch.httpclient) does the HTTP; what is written here is
 what it does not: the parts, their bookkeeping and the record.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
+import errno
+import hashlib
+import http.client
 import logging
-import math
 import os
 import random
 import threading
 import time
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from builder import httpclient
+from builder.credentials import redact_url
+from builder.errors import FetchError, StoreError
+from builder.fetch import httpclient
+from builder.fetch.outcomes import (
+    Mismatch,
+    OneStream,
+    Transient,
+    describe_network_error,
+    parse_content_range,
+    parse_retry_after,
+)
+from builder.fetch.parts import (
+    READ_BUFFER,
+    BadAnswer,
+    Changed,
+    Hasher,
+    NoRanges,
+    OneStreamIsEnough,
+    Outcome,
+    Part,
+    PartFailed,
+    Plan,
+    Recorder,
+    Target,
+    parts_from_record,
+    plan_parts,
+    read_record,
+    write_record,
+)
+from builder.fetch.probe import Handover, probe, strong
+from builder.fetch.state import DownloadState
+from builder.fetch.urls import check_url_allowed
 from builder.store import start_writeback
 
 log = logging.getLogger(__name__)
 
-_READ_BUFFER = 1 << 20
-_WRITE_PIECE = 64 << 10  # large writes into new files are slow here (FIELD-NOTES, store)
-_RECORD_SECONDS = 0.5  # the resume record is rewritten at most this often (per file)
-_WRITEBACK_EVERY = 8 << 20
-_MIN_STEAL = 16 << 20  # a running part is split for an idle worker only above 2x this
-_ROUNDS = 8  # parts per connection: the sha256 trails the download by at most one round
-_MIB = 1 << 20
-_MIN_PART = _MIB
+WRITE_PIECE = 64 << 10  # large writes into new files are slow here (FIELD-NOTES, store)
+WRITEBACK_EVERY = 8 << 20
 #: the first chunk, fetched alone and timed: it decides between one stream and parts
-_PROBE_BYTES = 4 << 20
-#: a first chunk slower than FetchPolicy.one_stream_above after this many bytes decides
-#: for parts at once (the rest of it becomes a part like the others)
-_PROBE_DECIDES = 1 << 20
+PROBE_BYTES = 4 << 20
 
 
-class NoRanges(Exception):
-    """The server cannot do parts (no 206, no total size, no strong validator): one stream."""
+def attempt(st: DownloadState, url: str) -> bool:
+    """The whole file in parts; True when every byte is on disk. Turns what went wrong
+    into what the retry loop understands (builder.fetch.outcomes, FetchError, StoreError)."""
+    import urllib3
 
 
-class Changed(Exception):
-    """The file changed on the server between parts (another validator): start over."""
-
-
-class PartFailed(Exception):
-    """A part failed more times in a row than the policy allows, or for good."""
-
-    def __init__(self, reason: str, *, permanent: bool = False, status: int | None = None) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.permanent = permanent
-        self.status = status
-
-
-class BadAnswer(Exception):
-    """The server answered a range with other bytes than asked for (a mismatch, not a retry)."""
-
-
-@dataclass
-class Part:
-    start: int
-    end: int  # exclusive; lowered when an idle worker takes the back half
-    done: int = 0  # bytes written from start
-    taken: bool = False
-
-    @property
-    def next(self) -> int:
-        return self.start + self.done
-
-    @property
-    def complete(self) -> bool:
-        return self.next >= self.end
-
-    def to_json(self) -> list[int]:
-        return [self.start, self.end, self.done]
-
-
-@dataclass
-class Target:
-    """Where the parts come from: the final URL after redirects, and its validator."""
-
-    url: str
-    headers: dict[str, str]
-    size: int
-    validator: str
-
-
-class _Plan:
-    """The parts of one file and their progress, shared by the workers (one lock)."""
-
-    def __init__(self, parts: list[Part]) -> None:
-        self.parts = sorted(parts, key=lambda p: p.start)
-        self.lock = threading.Lock()
-        self.progressed = threading.Condition(self.lock)
-        self.failure: BaseException | None = None
-
-    def record(self, path: Path, state: dict[str, Any]) -> None:
-        with self.lock:
-            parts = [p.to_json() for p in self.parts]
-        write_record(path, {**state, "parts": parts})
-
-
-    def done_bytes(self) -> int:
-        return sum(p.done for p in self.parts)
-
-    def contiguous_end(self) -> int:
-        """End of the prefix of the file that is complete (what the hasher may read)."""
-        end = 0
-        for p in self.parts:
-            if p.start > end:
-                break
-            end = max(end, p.next)
-            if not p.complete:
-                break
-        return end
-
-    def take(self) -> Part | None:
-        """A part for an idle worker: an untaken one, else the back half of the biggest."""
-        with self.lock:
-            if self.failure is not None:
-                return None
-            for p in self.parts:
-                if not p.taken and not p.complete:
-                    p.taken = True
-                    return p
-            running = [p for p in self.parts if p.taken and not p.complete]
-            if not running:
-                return None
-            big = max(running, key=lambda p: p.end - p.next)
-            remaining = big.end - big.next
-            if remaining < 2 * _MIN_STEAL:
-                return None
-            middle = big.next + remaining // 2
-            back = Part(middle, big.end, taken=True)
-            big.end = middle
-            self.parts.append(back)
-            self.parts.sort(key=lambda p: p.start)
-            return back
-
-    def fail(self, error: BaseException) -> None:
-        with self.lock:
-            if self.failure is None:
-                self.failure = error
-            self.progressed.notify_all()
-
-
-class _Recorder(threading.Thread):
-    """Rewrites the resume record every _RECORD_SECONDS while the parts make progress
-    (also when they then stall: what came before the stall is on record)."""
-
-    def __init__(self, plan: _Plan, path: Path, state: dict[str, Any]) -> None:
-        super().__init__(name="segmented-record", daemon=True)
-        self.plan, self.path, self.state = plan, path, state
-        self.done = threading.Event()
-
-    def run(self) -> None:
-        written = self.plan.done_bytes()
-        while not self.done.wait(_RECORD_SECONDS):
-            now = self.plan.done_bytes()
-            if now != written:
-                self.plan.record(self.path, self.state)
-                written = now
-
-
-def plan_parts(size: int, connections: int, done_prefix: int = 0) -> list[Part]:
-    """Parts of [done_prefix, size), after a done prefix: eight per connection, equal, of
-    at least 1 MiB. The workers take them in file order, so the complete prefix, and
-    with it the sha256, keeps up with the download instead of waiting for
-    ``connections`` parts to end together."""
-    parts = [Part(0, done_prefix, done_prefix)] if done_prefix else []
-    rest = size - done_prefix
-    # A multiple of the connections, equal in size: over capped connections all of a
-    # round end together, and no last round runs with idle workers.
-    count = max(1, connections) * _ROUNDS
-    while count > 1 and rest / count < _MIN_PART:
-        count -= max(1, connections)
-    count = max(1, count)
-    step = math.ceil(rest / count)
-    for start in range(done_prefix, size, step):
-        parts.append(Part(start, min(size, start + step)))
-    return parts
-
-
-def _strong(etag: str | None) -> str:
-    return etag if etag and not etag.startswith("W/") else ""
-
-
-class OneStreamIsEnough(Exception):
-    """The first chunk came faster than ``FetchPolicy.one_stream_above``: parts would
-    only cost CPU (loopback, a LAN, a fast mirror). The partial holds that chunk as a
-    one-stream prefix; builder.fetch goes on in one stream from there."""
-
-    def __init__(self, message: str, *, received: int) -> None:
-        super().__init__(message)
-        self.received = received  # bytes of the first chunk (fetched over the network)
-
-
-@dataclass
-class Handover:
-    """A first request still open: it becomes part 0 and a worker reads the rest of it."""
-
-    response: Any
-    slot: threading.BoundedSemaphore  # held until the response is done with
-    end: int  # the end of the range asked for (exclusive)
-
-
-@dataclass
-class Probe:
-    """What the probe learned: where the parts come from, and how fast one connection is."""
-
-    target: Target
-    got: int  # bytes of the file it wrote at its start offset
-    seconds: float
-    handover: Handover | None = None  # set when it stopped early to decide for parts
-
-    @property
-    def rate(self) -> float:
-        return self.got / max(self.seconds, 1e-6)
-
-
-def probe(url: str, headers: Mapping[str, str], *, size: int, policy: Any,
-          check: Callable[[str], None], start: int = 0, length: int = 1,
-          validator: str = "", fd: int | None = None, slow_below: float = 0.0) -> Probe:
-    """Ask for bytes ``start`` to ``start + length - 1``: the final URL after redirects,
-    whether parts will work, and (written at their offset in ``fd``) the first bytes.
-
-    With ``slow_below``, reading stops once a MiB has come at less than half that
-    rate: the decision for parts is made, and waiting for the rest of the chunk
-    would only keep the other connections idle. The open response is handed over
-    (``Probe.handover``) to go on as part 0.
-
-    Raises:
-        NoRanges: not a 206 of the expected size with a strong ETag (or the file
-            changed since ``validator``: the server sent it whole).
-        PartFailed: the server answered with an error status.
-        BadAnswer: a 206 for other bytes than asked for.
-        urllib3 / OS errors of the connection, unchanged (builder.fetch retries them).
-    """
-    request = dict(headers)
-    request.update({"Range": f"bytes={start}-{start + length - 1}", "Accept-Encoding": "identity"})
-    if validator:
-        request["If-Range"] = validator
-    got = 0
-    handover = None
-    slot = policy.connection_slots()
-    slot.acquire()
+    shown = redact_url(url)
+    allow_http = st.policy.allow_http
     try:
-        response = httpclient.client().get(
-            url, request, connect_timeout=policy.connect_timeout,
-            read_timeout=policy.stall_timeout, check=check)
-    except BaseException:
-        slot.release()
-        raise
-    # The body's own time: the connection, redirects and first byte say little about
-    # what one stream sustains.
-    began = time.monotonic()
-    body_read = False
-    try:
-        status = response.status
-        first, _end, total = _content_range(response.headers.get("Content-Range"))
-        etag = _strong(response.headers.get("ETag"))
-        encoding = (response.headers.get("Content-Encoding") or "identity").strip().lower()
-        if status == 206 and total == size and etag and encoding == "identity":
-            if first != start:
-                raise BadAnswer(f"asked for bytes {start}-, got Content-Range "
-                                f"{response.headers.get('Content-Range')}")
-            readinto = response._fp.readinto
-            buf = bytearray(min(length, 256 << 10))
-            while got < length:
-                n = readinto(buf)
-                if not n:
-                    break
-                if fd is not None:
-                    os.pwrite(fd, memoryview(buf)[:n], start + got)
-                got += n
-                rate = got / max(time.monotonic() - began, 1e-6)
-                # Clearly slow (below half the bar) after a MiB: no need to wait for more.
-                if slow_below and got < length and got >= _PROBE_DECIDES and rate < slow_below / 2:
-                    # Parts it is: this request goes on as part 0, in a worker.
-                    handover = Handover(response, slot, start + length)
-                    break
-            body_read = handover is None
-    finally:
-        if handover is None:
-            httpclient.release(response, body_read=body_read and got >= length)
-            slot.release()
-    seconds = time.monotonic() - began
-    if status in (408, 429) or status >= 500:
-        raise PartFailed(f"HTTP {status}", status=status)
-    if status >= 400:
-        raise PartFailed(f"HTTP {status}", permanent=True, status=status)
-    if status != 206 or total != size or not etag or encoding != "identity":
-        raise NoRanges(f"HTTP {status}, size {total}, validator {etag or 'none'}")
-    target = Target(getattr(response, "final_url", url),
-                    dict(getattr(response, "final_headers", headers)), size, etag)
-    return Probe(target, got, seconds, handover)
-
-
-def _content_range(value: str | None) -> tuple[int | None, int | None, int | None]:
-    from builder.fetch import _parse_content_range
-
-    return _parse_content_range(value)
-
-
-def read_record(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError):
-        return {}
-    return data if isinstance(data, dict) else {}
-
-
-def write_record(path: Path, data: dict[str, Any]) -> None:
-    """The resume record, replaced whole (never half-written)."""
-    tmp = path.with_name(f"{path.name}.tmp-{threading.get_ident()}")
-    try:
-        tmp.write_text(json.dumps(data))
-        os.replace(tmp, path)
-    except OSError:
-        with contextlib.suppress(OSError):
-            tmp.unlink()  # only an optimisation for resuming
-
-
-def parts_from_record(record: dict[str, Any], *, url: str, target: Target, partial: Path,
-                      connections: int) -> list[Part] | None:
-    """The parts a previous run left, if the record is for this URL, size and validator."""
-    raw = record.get("parts")
-    if (not isinstance(raw, list) or record.get("url") != url
-            or record.get("validator") != target.validator or record.get("size") != target.size):
-        return None
-    try:
-        if partial.stat().st_size != target.size:
-            return None
-        parts = [Part(int(s), int(e), int(d)) for s, e, d in raw]
-    except (OSError, TypeError, ValueError):
-        return None
-    covered = sorted((p.start, p.end) for p in parts)
-    if covered[0][0] != 0 or covered[-1][1] != target.size or any(
-            a[1] != b[0] for a, b in zip(covered, covered[1:], strict=False)):
-        return None
-    if any(p.done < 0 or p.next > p.end for p in parts):
-        return None
-    return parts
-
-
-class _Hasher(threading.Thread):
-    """sha256 of the partial, following the contiguous prefix as the parts complete."""
-
-    def __init__(self, fd: int, plan: _Plan, size: int, digest: Any) -> None:
-        import mmap
-
-        super().__init__(name="segmented-hash", daemon=True)
-        self.fd, self.plan, self.size, self.digest = fd, plan, size, digest
-        self.map = mmap.mmap(fd, size, access=mmap.ACCESS_READ)
-        self.view = memoryview(self.map)
-        self.hashed = 0
-        self.stop = False
-        self.error: OSError | None = None
-
-    def run(self) -> None:
-        try:
-            while self.hashed < self.size:
-                with self.plan.lock:
-                    while (not self.stop and self.plan.failure is None
-                           and self.plan.contiguous_end() <= self.hashed):
-                        self.plan.progressed.wait(0.5)
-                    if self.stop or self.plan.failure is not None:
-                        return
-                    end = self.plan.contiguous_end()
-                # Straight from the page cache into sha256 (no copy), a MiB at a time.
-                while self.hashed < end:
-                    step = min(_READ_BUFFER, end - self.hashed)
-                    self.digest.update(self.view[self.hashed:self.hashed + step])
-                    self.hashed += step
-        except OSError as exc:
-            self.error = exc
-            self.plan.fail(exc)
-        finally:
-            self.view.release()
-            self.map.close()
-
-
-@dataclass
-class Outcome:
-    """What fetch_parts hands back to builder.fetch."""
-
-    digest: Any
-    hashed: int
-    received: int  # bytes received over the network
-    resumed: int  # bytes the record said were done before this run
-    retries: int
+        outcome = fetch_parts(
+            url=url, partial=st.part, record_path=st.meta, size=st.size,
+            policy=st.policy, headers_for=st.headers_for, label=st.label,
+            check=lambda target: check_url_allowed(target, allow_http=allow_http),
+            progress=st.report, new_digest=hashlib.sha256, deadline=st.deadline,
+        )
+    except OneStreamIsEnough as exc:
+        log.info("%s: %s: one stream (%s)", st.label, shown, exc)
+        st.one_stream = True
+        st.fetched += exc.received
+        st.advanced(st.partial_size())
+        raise OneStream() from None
+    except NoRanges as exc:
+        log.info("%s: %s: one stream instead of parts (%s)", st.label, shown, exc)
+        st.one_stream = True
+        if read_record(st.meta).get("parts"):
+            st.discard_partial()  # a parts layout cannot be resumed as one stream
+        raise OneStream() from None
+    except Changed as exc:
+        st.discard_partial()
+        raise Transient(f"{exc}; starting over") from None
+    except BadAnswer as exc:
+        raise Mismatch(str(exc)) from None
+    except PartFailed as exc:
+        if exc.permanent:
+            raise st.permanent(f"{exc.reason} from {shown}", shown, exc.reason) from None
+        raise Transient(exc.reason,
+                         progressed=st.advanced(getattr(exc, "done", 0))) from None
+    except FetchError as exc:  # a redirect to a refused url
+        raise st.permanent(
+            f"{shown} redirected to a refused url: {exc}", shown, "redirect refused"
+        ) from None
+    except httpclient.TooManyRedirects as exc:
+        raise st.permanent(f"{shown}: {exc}", shown, "redirects") from None
+    except (urllib3.exceptions.HTTPError, http.client.HTTPException) as exc:
+        raise Transient(describe_network_error(exc, st.policy.stall_timeout)) from None
+    except OSError as exc:
+        if exc.errno in (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT):
+            what = "disk full" if exc.errno == errno.ENOSPC else f"cannot write ({exc.strerror})"
+            raise StoreError(
+                f"{st.label}: {what} while downloading into {st.part}; free space or "
+                "point the store elsewhere with --store DIR / $OFFLINE_BUNDLE_STORE",
+                artifact=st.label,
+            ) from None
+        raise Transient(describe_network_error(exc, st.policy.stall_timeout)) from None
+    st.hash, st.hashed = outcome.digest, outcome.hashed
+    st.fetched += outcome.received
+    st.retries += outcome.retries
+    st.resumed_bytes += outcome.resumed
+    st.advanced(st.size)
+    return True
 
 
 def _first_chunk(url: str, fd: int, partial: Path, record_path: Path, record: dict[str, Any],
@@ -437,7 +164,7 @@ def _first_chunk(url: str, fd: int, partial: Path, record_path: Path, record: di
     """Fetch the first chunk (after a one-stream prefix of ``start`` bytes), timed, and
     decide: one stream (:class:`OneStreamIsEnough`) or parts (returned, with the first
     request handed over as part 0 when it was cut short to decide)."""
-    length = min(_PROBE_BYTES, size - start) or 1
+    length = min(PROBE_BYTES, size - start) or 1
     try:
         first = probe(url, headers_for(url), size=size, policy=policy, check=check,
                       start=start, length=length,
@@ -512,16 +239,16 @@ def fetch_parts(
             raise
     else:
         fd = os.open(partial, os.O_RDWR)
-    plan = _Plan(parts)
+    plan = Plan(parts)
     resumed = plan.done_bytes() - first_bytes
     if resumed:
         log.warning("resume: %s: %d of %d bytes on disk, %d parts", label, resumed, size,
                     sum(not p.complete for p in parts))
     state = {"url": url, "validator": target.validator, "size": size}
     plan.record(record_path, state)
-    hasher = _Hasher(fd, plan, size, new_digest())
+    hasher = Hasher(fd, plan, size, new_digest())
     hasher.start()
-    recorder = _Recorder(plan, record_path, state)
+    recorder = Recorder(plan, record_path, state)
     recorder.start()
     counters = {"received": first_bytes, "retries": 0}
     shared = {"target": target}
@@ -562,12 +289,12 @@ def fetch_parts(
     return Outcome(hasher.digest, hasher.hashed, counters["received"], resumed, counters["retries"])
 
 
-def _worker(plan: _Plan, fd: int, shared: dict, url: str, size: int, policy: Any,
+def _worker(plan: Plan, fd: int, shared: dict, url: str, size: int, policy: Any,
             headers_for: Callable[[str], Mapping[str, str]], check: Callable[[str], None],
             progress: Callable[[int], None], label: str, counters: dict, record_path: Path,
             state: dict, deadline: float | None,
             handed: tuple[Part, Handover] | None = None) -> None:
-    buf = bytearray(_READ_BUFFER)
+    buf = bytearray(READ_BUFFER)
     if handed is not None:
         part, handover = handed
         try:
@@ -587,11 +314,9 @@ def _worker(plan: _Plan, fd: int, shared: dict, url: str, size: int, policy: Any
             return
 
 
-def _read_handover(plan: _Plan, part: Part, fd: int, buf: bytearray, handover: Handover,
+def _read_handover(plan: Plan, part: Part, fd: int, buf: bytearray, handover: Handover,
                    progress: Callable[[int], None], counters: dict) -> None:
     """Read the rest of the first request into part 0; a failure leaves the rest to retries."""
-    import http.client
-
     import urllib3
 
     body_read = False
@@ -617,12 +342,10 @@ def _read_handover(plan: _Plan, part: Part, fd: int, buf: bytearray, handover: H
         handover.slot.release()
 
 
-def _download_part(plan: _Plan, part: Part, fd: int, buf: bytearray, shared: dict, url: str,
+def _download_part(plan: Plan, part: Part, fd: int, buf: bytearray, shared: dict, url: str,
                    size: int, policy: Any, headers_for: Callable[[str], Mapping[str, str]],
                    check: Callable[[str], None], progress: Callable[[int], None], label: str,
                    counters: dict, record_path: Path, state: dict, deadline: float | None) -> None:
-    import http.client
-
     import urllib3
 
     failures = 0
@@ -641,9 +364,7 @@ def _download_part(plan: _Plan, part: Part, fd: int, buf: bytearray, shared: dic
         except (BadAnswer, Changed, PartFailed):
             raise
         except network_errors as exc:
-            from builder.fetch import _describe_network_error
-
-            status, reason = None, _describe_network_error(exc, policy.stall_timeout)
+            status, reason = None, describe_network_error(exc, policy.stall_timeout)
         else:
             if status is None:
                 continue  # the range was served (or cut short by a split): go on
@@ -673,13 +394,11 @@ def _download_part(plan: _Plan, part: Part, fd: int, buf: bytearray, shared: dic
         time.sleep(delay)
 
 
-def _fetch_range(plan: _Plan, part: Part, fd: int, buf: bytearray, target: Target, policy: Any,
+def _fetch_range(plan: Plan, part: Part, fd: int, buf: bytearray, target: Target, policy: Any,
                  check: Callable[[str], None], progress: Callable[[int], None], counters: dict,
                  record_path: Path, state: dict) -> tuple[int, float | None] | None:
     """One request for the rest of ``part``; None when its bytes were written, else
     (error status, Retry-After) to retry."""
-    from builder.fetch import _parse_retry_after
-
     headers = dict(target.headers)
     headers.update({"Range": f"bytes={part.next}-{part.end - 1}",
                     "If-Range": target.validator, "Accept-Encoding": "identity"})
@@ -691,17 +410,17 @@ def _fetch_range(plan: _Plan, part: Part, fd: int, buf: bytearray, target: Targe
         try:
             status = response.status
             if status in (408, 429) or status >= 400:
-                return status, _parse_retry_after(response.headers.get("Retry-After"),
+                return status, parse_retry_after(response.headers.get("Retry-After"),
                                                   policy.retry_after_max)
             if status == 200:
                 raise Changed("the server sent the whole file to a ranged request "
                               "(it changed, or stopped serving ranges)")
             if status != 206:
                 raise PartFailed(f"HTTP {status} to a ranged request", permanent=True, status=status)
-            etag = _strong(response.headers.get("ETag"))
+            etag = strong(response.headers.get("ETag"))
             if etag and etag != target.validator:
                 raise Changed(f"ETag {etag} differs from {target.validator}: the file changed")
-            start, _end, total = _content_range(response.headers.get("Content-Range"))
+            start, _end, total = parse_content_range(response.headers.get("Content-Range"))
             if start != part.next or (total is not None and total != target.size):
                 raise BadAnswer(f"asked for bytes {part.next}-, got Content-Range "
                                 f"{response.headers.get('Content-Range')}")
@@ -716,8 +435,6 @@ def _fetch_range(plan: _Plan, part: Part, fd: int, buf: bytearray, target: Targe
                 if not n:
                     body_read = True
                     if not part.complete:  # the server closed before the end of the range
-                        import http.client
-
                         raise http.client.IncompleteRead(b"", part.end - part.next)
                     break
                 with plan.lock:
@@ -728,8 +445,8 @@ def _fetch_range(plan: _Plan, part: Part, fd: int, buf: bytearray, target: Targe
                     raise BadAnswer(f"the server sent more than bytes {part.start}-{requested_end - 1}")
                 if allowed > 0:
                     view = memoryview(buf)[:allowed]
-                    for i in range(0, allowed, _WRITE_PIECE):
-                        piece = view[i:i + _WRITE_PIECE]
+                    for i in range(0, allowed, WRITE_PIECE):
+                        piece = view[i:i + WRITE_PIECE]
                         if os.pwrite(fd, piece, offset + i) != len(piece):
                             raise OSError(f"short write at byte {offset + i}")
                     with plan.lock:
@@ -738,7 +455,7 @@ def _fetch_range(plan: _Plan, part: Part, fd: int, buf: bytearray, target: Targe
                         plan.progressed.notify_all()
                     progress(allowed)
                     since_writeback += allowed
-                    if since_writeback >= _WRITEBACK_EVERY:
+                    if since_writeback >= WRITEBACK_EVERY:
                         start_writeback(fd, offset + allowed - since_writeback, since_writeback)
                         since_writeback = 0
                 if (part.complete and split) or plan.failure is not None:

@@ -56,7 +56,7 @@ class PackResult:
 def _bundle_files(root: Path) -> list[str]:
     """Every file to pack: those bundle.json lists plus the generated top-level files."""
     from builder.credentials import CredentialError, refuse_secrets
-    from builder.kaggle import BundleCheckError, bundle_files_to_send, check_bundle
+    from builder.publish.checks import BundleCheckError, bundle_files_to_send, check_bundle
 
     try:
         manifest = check_bundle(root, action="packed")
@@ -163,7 +163,7 @@ def unpack_bundle(archive: str | os.PathLike, dest: str | os.PathLike, *, quick:
         PackError: not a bundle archive, the target exists, or the unpacked
             files do not match bundle.json (the partial folder is removed).
     """
-    from builder.kaggle import BundleCheckError, check_bundle
+    from builder.publish.checks import BundleCheckError, check_bundle
 
     archive = Path(archive)
     dest = Path(dest)

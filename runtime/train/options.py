@@ -66,37 +66,3 @@ def one_line_errors(*fixable: type[BaseException]) -> Iterator[None]:
         raise
     except fixable as exc:
         raise click.ClickException(str(exc)) from None
-
-
-def module_main(cli: click.Group, module: str) -> None:
-    """``python -m runtime.stacks.NAME [--strict] COMMAND ...``, also under torchrun.
-
-    Activates the attached bundles first, as ``bundle run`` does (every rank of a
-    torchrun job runs this), strictly with ``--strict`` or with
-    ``OFFLINE_BUNDLE_STRICT=1`` in the environment::
-
-        torchrun --nproc_per_node 2 -m runtime.stacks.emotion_vit --strict train --data D --out O
-    """
-    from runtime import constants
-
-    args = sys.argv[1:]
-    if args[:1] == ["--strict"]:
-        args = args[1:]
-        os.environ[constants.ENV_STRICT] = "1"  # data-loader workers and children too
-    if args and not {"--help", "-h"} & set(args):
-        import runtime
-        from runtime.cli import _activate_reporting
-        from runtime.stacks import stack_needs
-
-        required, optional, _any = stack_needs(sys.modules["__main__"])
-        try:
-            # A stack that loads nothing from a bundle (masked-ssl) runs strict without one.
-            act = _activate_reporting(runtime, constants.env_flag(constants.ENV_STRICT),
-                                      require_bundle=None if required or optional else False)
-        except click.ClickException as e:
-            e.show()
-            sys.exit(e.exit_code)
-        if os.environ.get("RANK", "0") == "0":
-            mode = "strict offline" if act.strict else "offline"
-            click.echo(f"runtime: {len(act.bundles)} bundle(s) attached, {mode}", err=True)
-    cli.main(args=args, prog_name=f"python -m {module} [--strict]")

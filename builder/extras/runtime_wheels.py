@@ -2,7 +2,7 @@
 
 An image build runs `pip install --no-index`, so everything pip needs must be in
 the build context: the offline-bundle wheel (built from this source tree by
-`builder.wheels.build_project_wheel`, cached by content) and its one required
+`builder.extras.wheels.build_project_wheel`, cached by content) and its one required
 dependency, click. When the bundle's wheelhouse lacks click, it is repacked into
 a wheel from this interpreter's installed copy (pip can only download it).
 """
@@ -19,6 +19,7 @@ import tempfile
 import zipfile
 from pathlib import Path, PurePosixPath
 
+from builder import SOURCE_ROOT
 from builder.errors import BuildError
 
 PROJECT_DISTRIBUTION = "offline-bundle"
@@ -36,7 +37,7 @@ def _cache_root() -> Path:
 
 def project_source_dir() -> Path | None:
     """The offline-bundle source tree this code runs from, or None for an installed wheel."""
-    root = Path(__file__).resolve().parent.parent
+    root = SOURCE_ROOT
     pyproject = root / "pyproject.toml"
     if not (pyproject.is_file() and (root / "runtime" / "__init__.py").is_file()):
         return None
@@ -66,7 +67,7 @@ def source_fingerprint(root: Path) -> str:
 def cached_project_wheel(dest_dir: Path) -> Path:
     """The offline-bundle wheel of this source tree, built offline and cached by content.
 
-    Built by `builder.wheels.build_project_wheel` (the wheelhouse's builder: a
+    Built by `builder.extras.wheels.build_project_wheel` (the wheelhouse's builder: a
     copy of the tree, reproducible bytes) and cached under the user cache dir,
     keyed by a hash of the sources: an unchanged tree costs nothing the second time.
 
@@ -87,7 +88,7 @@ def cached_project_wheel(dest_dir: Path) -> Path:
     if not cached:
         # The wheelhouse's builder (reproducible bytes, never writes into the
         # tree); same bytes for the same sources keep the image's runtime layer cached.
-        from builder.wheels import build_project_wheel as build_wheel
+        from builder.extras.wheels import build_project_wheel as build_wheel
 
         with tempfile.TemporaryDirectory(prefix="ob-wheel-") as tmp:
             try:

@@ -33,6 +33,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from builder import SOURCE_ROOT
 from builder.errors import BuildError
 from runtime.constants import WHEELS_DIR
 
@@ -40,7 +41,7 @@ from runtime.constants import WHEELS_DIR
 DEFAULT_PYTHON = "3.11"
 DEFAULT_PLATFORM = "manylinux2014_x86_64"
 PROJECT_NAME = "offline-bundle"
-_PROJECT_ROOT = Path(__file__).resolve().parents[1]
+_PROJECT_ROOT = SOURCE_ROOT
 _WHEEL_EPOCH = "315532800"  # 1980-01-01, the earliest time a zip can hold
 
 

@@ -1,0 +1,47 @@
+"""What a build did: ``BuildReport`` (``bundle build --json`` prints it)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+@dataclass
+class BuildReport:
+    """What a build did (``bundle build --json`` prints it)."""
+
+    bundle_dir: Path
+    name: str = ""
+    version: str = ""
+    digest: str = ""
+    artifacts: int = 0
+    files: int = 0
+    size: int = 0
+    fetched_files: int = 0
+    fetched_bytes: int = 0
+    retries: int = 0  # failed download attempts that were tried again
+    resumed_bytes: int = 0  # bytes kept from partial downloads instead of fetched again
+    resolved_from_lock: int = 0
+    unchanged: bool = False  # the existing bundle folder already was this build
+    seconds: float = 0.0
+    warnings: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "bundle_dir": str(self.bundle_dir),
+            "name": self.name,
+            "version": self.version,
+            "digest": self.digest,
+            "artifacts": self.artifacts,
+            "files": self.files,
+            "size": self.size,
+            "fetched_files": self.fetched_files,
+            "fetched_bytes": self.fetched_bytes,
+            "retries": self.retries,
+            "resumed_bytes": self.resumed_bytes,
+            "resolved_from_lock": self.resolved_from_lock,
+            "unchanged": self.unchanged,
+            "seconds": round(self.seconds, 3),
+            "warnings": list(self.warnings),
+        }

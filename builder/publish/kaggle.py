@@ -1,0 +1,203 @@
+"""`bundle publish`: upload a bundle folder as a versioned Kaggle dataset.
+
+First publish creates the dataset, a changed bundle makes a new version whose
+notes carry the bundle version and digest, an unchanged bundle uploads nothing.
+All talk with Kaggle goes through the official client (``kaggle.api.KaggleApi``
+and the ``kagglesdk`` client it builds); it is imported inside :func:`publish`
+only, because ``import kaggle`` authenticates at import time.
+
+What Kaggle receives: every top-level file of the bundle (``bundle.json``,
+``README.md``) as is, and every top-level folder (``hf/``, ``torch/``,
+``files/``, ``wheels/``, ``notebooks/``) as one zip archive (the client's
+``dir_mode="zip"``), which Kaggle unpacks into a folder of the same name. The
+mounted dataset therefore has the bundle's own tree:
+``/kaggle/input/SLUG/bundle.json`` and ``/kaggle/input/SLUG/hf/models--.../...``
+(or ``/kaggle/input/datasets/OWNER/SLUG/...`` on newer mounts).
+``dataset-metadata.json`` is read by the client and never uploaded.
+
+Modules: ``checks`` (the bundle is whole), ``kaggle_plan`` (ids, metadata, what is
+sent), ``kaggle_client`` (the official client); this one runs them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import click
+
+from builder.publish.checks import PublishError
+from builder.publish.kaggle_client import calling, check_reply, make_api, remote_state
+from builder.publish.kaggle_plan import KaggleAuthError, PublishPlan, PublishResult, plan_publish
+from runtime.constants import KAGGLE_METADATA_NAME
+
+
+def _stage(plan: PublishPlan, owner: str, work: Path) -> Path:
+    """A folder the client can read: links to the bundle's top-level entries and
+    our dataset-metadata.json (the bundle itself may be read-only, and its
+    metadata may name another dataset)."""
+    stage = work / "stage" / plan.slug
+    stage.mkdir(parents=True)
+    for unit in plan.units:
+        os.symlink(plan.bundle_dir / unit.path, stage / unit.path)
+    meta = dict(plan.metadata, id=f"{owner}/{plan.slug}")
+    (stage / KAGGLE_METADATA_NAME).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
+    return stage
+
+
+@contextlib.contextmanager
+def _private_tempdir(work: Path) -> Iterator[None]:
+    """The client writes its folder archives and upload-resume records under
+    tempfile.gettempdir(); keep them in our private (0700) folder."""
+    tmp = work / "tmp"
+    tmp.mkdir()
+    saved = tempfile.tempdir
+    tempfile.tempdir = str(tmp)
+    try:
+        yield
+    finally:
+        tempfile.tempdir = saved
+
+
+def publish(
+    bundle_dir: str | os.PathLike,
+    *,
+    dataset: str | None = None,
+    message: str | None = None,
+    public: bool = False,
+    dry_run: bool = False,
+    full_verify: bool = False,
+    quiet: bool = False,
+) -> PublishResult:
+    """Publish a bundle folder as a Kaggle dataset: create it, add a version, or do nothing.
+
+    Args:
+        bundle_dir: the bundle folder (holds bundle.json and dataset-metadata.json).
+        dataset: "OWNER/SLUG"; default: the id in dataset-metadata.json, else
+            the logged-in user and the bundle name.
+        message: text put in front of the version notes.
+        public: create the dataset public (default private); ignored for new versions.
+        dry_run: check and plan only. Asks Kaggle whether it would create or
+            version only when credentials are available; never uploads.
+        full_verify: hash every file before uploading (default: sizes only).
+        quiet: no per-file progress from the client.
+
+    Returns:
+        What was done (or would be done).
+
+    Raises:
+        BundleCheckError: the bundle fails verification.
+        KaggleMetadataError: id, title, subtitle or license break Kaggle's rules.
+        KaggleAuthError: no credentials (not raised by a dry run).
+        KaggleServerError: Kaggle answered an error; the message is the server's.
+    """
+    plan = plan_publish(bundle_dir, dataset=dataset, message=message, public=public,
+                        full_verify=full_verify)
+    manifest = plan.manifest
+    result = PublishResult(
+        dataset=plan.dataset, action="create or version", digest=manifest.digest,
+        bundle_version=manifest.version, units=plan.units, total_size=plan.total_size,
+        dry_run=dry_run, version_notes=plan.version_notes,
+    )
+    try:
+        api = make_api()
+    except KaggleAuthError:
+        if dry_run:
+            return result  # a dry run needs no credentials; it just cannot ask
+        raise
+    owner = plan.owner or api.config_values.get("username")
+    if not owner:
+        raise KaggleAuthError("cannot tell your Kaggle user name; pass --dataset OWNER/SLUG")
+    result.dataset = f"{owner}/{plan.slug}"
+    remote = remote_state(api, owner, plan.slug)
+    result.remote_version, result.url = remote.version, remote.url
+    if remote.exists and remote.digest == manifest.digest:
+        result.action = "unchanged"
+        return result
+    result.action = "version" if remote.exists else "create"
+    if dry_run:
+        return result
+
+    work = Path(tempfile.mkdtemp(prefix="bundle-publish-"))  # mode 0700
+    try:
+        stage = _stage(plan, owner, work)
+        # The client prints progress with print(); keep stdout for our report.
+        with _private_tempdir(work), contextlib.redirect_stdout(sys.stderr):
+            if remote.exists:
+                with calling("CreateDatasetVersion"):
+                    response = api.dataset_create_version(
+                        str(stage), plan.version_notes, quiet=quiet, dir_mode="zip")
+                check_reply("CreateDatasetVersion", response)
+            else:
+                with calling("CreateDataset"):
+                    response = api.dataset_create_new(
+                        str(stage), public=public, quiet=quiet, dir_mode="zip")
+                check_reply("CreateDataset", response)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    result.uploaded = list(api.uploaded_names)
+    result.url = getattr(response, "url", None) or result.url
+    return result
+
+
+@click.command("publish")
+@click.argument("bundle_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--dataset", metavar="OWNER/SLUG",
+              help="Kaggle dataset id (default: dataset-metadata.json, else YOU/BUNDLE-NAME).")
+@click.option("--message", "-m", metavar="TEXT", help="Version notes (the digest is appended).")
+@click.option("--public", is_flag=True, help="Create the dataset public (default: private).")
+@click.option("--dry-run", is_flag=True, help="Check and list what would be sent; upload nothing.")
+@click.option("--full-verify", is_flag=True, help="Hash every file first (default: sizes only).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
+def publish_command(bundle_dir: Path, dataset: str | None, message: str | None, public: bool,
+                    dry_run: bool, full_verify: bool, as_json: bool) -> None:
+    """Publish BUNDLE_DIR as a Kaggle dataset: create it, add a version, or nothing if unchanged.
+
+    Credentials come from the kaggle client's usual places: KAGGLE_USERNAME +
+    KAGGLE_KEY, KAGGLE_API_TOKEN, or ~/.kaggle/kaggle.json. They are never
+    written into the bundle or printed.
+
+    \b
+    Examples:
+      bundle publish bundles-dist/emotion-vit --dry-run
+      bundle publish bundles-dist/emotion-vit --dataset alice/emotion-vit-bundle
+      bundle publish bundles-dist/emotion-vit -m "add AST weights" --json
+
+    \b
+    In a notebook the dataset appears at /kaggle/input/SLUG/ (or
+    /kaggle/input/datasets/OWNER/SLUG/) with the bundle's folder tree.
+    """
+    try:
+        result = publish(bundle_dir, dataset=dataset, message=message, public=public,
+                         dry_run=dry_run, full_verify=full_verify, quiet=as_json)
+    except PublishError as e:
+        raise click.ClickException(str(e)) from None
+    from builder.layout import human_size
+
+    if as_json:
+        click.echo(json.dumps(result.to_json(), indent=2))
+        return
+    prefix = "dry run: " if result.dry_run else ""
+    if result.action == "unchanged":
+        click.echo(f"{prefix}{result.dataset} version {result.remote_version} already holds digest "
+                   f"{result.digest[:12]} (bundle {result.bundle_version}); nothing uploaded")
+        return
+    if result.dry_run:
+        why = " (no Kaggle credentials, so Kaggle was not asked)" if result.action == "create or version" else ""
+        click.echo(f"dry run: would {result.action} {result.dataset}{why}; files:")
+        for unit in result.units:
+            folder = f" ({unit.files} files, unpacked by Kaggle into {unit.path}/)" if unit.name != unit.path else ""
+            click.echo(f"  {unit.name:<24} {human_size(unit.size):>10}{folder}")
+        click.echo(f"total {human_size(result.total_size)} in {sum(u.files for u in result.units)} files")
+        click.echo(f"version notes: {result.version_notes}")
+        return
+    verb = "created" if result.action == "create" else "added a version to"
+    click.echo(f"{verb} {result.dataset}: {len(result.uploaded)} uploads, "
+               f"{human_size(result.total_size)}, digest {result.digest[:12]}"
+               + (f"; {result.url}" if result.url else ""))

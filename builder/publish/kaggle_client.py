@@ -1,0 +1,196 @@
+"""The official Kaggle client, as publish uses it: credentials, errors that say what to
+do, and the state of a remote dataset."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from builder.publish.kaggle_plan import (
+    DIGEST_RE,
+    KaggleAuthError,
+    KaggleMetadataError,
+    KaggleServerError,
+)
+
+_ENV_TO_CLIENT_FLAG = {"LOCALHOST": "--local", "STAGING": "--staging", "ADMIN": "--admin"}
+
+
+def _kaggle_config_path() -> str:
+    """Where kaggle.json lives, decided now (the client decides once, at import)."""
+    config_dir = os.environ.get("KAGGLE_CONFIG_DIR")
+    if not config_dir:
+        config_dir = os.path.join(os.path.expanduser("~"), ".kaggle")
+        if sys.platform.startswith("linux") and not os.path.exists(config_dir):
+            xdg = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
+            config_dir = os.path.join(xdg, "kaggle")
+    return config_dir
+
+
+def make_api() -> Any:
+    """A KaggleApi, authenticated from the client's usual places.
+
+    Raises:
+        KaggleAuthError: no credentials found.
+    """
+    captured = io.StringIO()
+    # `import kaggle` authenticates at import and prints help when it cannot;
+    # that text is for the kaggle CLI, not for us.
+    with contextlib.redirect_stdout(captured), contextlib.redirect_stderr(captured):
+        from kaggle.api.kaggle_api_extended import KaggleApi
+
+    class StrictKaggleApi(KaggleApi):
+        """KaggleApi that fails loudly when a file's bytes were refused.
+
+        The stock client logs "Upload unsuccessful" and goes on to create the
+        dataset without that file.
+        """
+
+        def _upload_file(self, file_name, full_path, *args, **kwargs):  # type: ignore[override]
+            # Older 2.x clients return None for a refused file; newer ones raise
+            # ValueError. Either way the dataset must not be created without it.
+            try:
+                result = super()._upload_file(file_name, full_path, *args, **kwargs)
+            except ValueError as e:
+                raise _refused_bytes(file_name, str(e)) from None
+            if result is None:
+                raise _refused_bytes(file_name, "upload unsuccessful")
+            self.uploaded_names.append(file_name)
+            return result
+
+    api = StrictKaggleApi()
+    api.uploaded_names = []
+    # The client reads KAGGLE_API_ENVIRONMENT and VERBOSE once, at import; read
+    # them now instead. Never pass --verbose: it prints the Authorization header.
+    flag = _ENV_TO_CLIENT_FLAG.get(os.environ.get("KAGGLE_API_ENVIRONMENT", ""))
+    api.args = [flag] if flag else []
+    api.config_dir = _kaggle_config_path()
+    api.config = os.path.join(api.config_dir, "kaggle.json")
+    with contextlib.redirect_stdout(captured):
+        try:
+            api.authenticate()
+        except SystemExit:
+            raise KaggleAuthError(
+                "no Kaggle credentials found: set KAGGLE_USERNAME and KAGGLE_KEY (or "
+                "KAGGLE_API_TOKEN), or save kaggle.json from kaggle.com > Settings > API "
+                f"in {api.config_dir}/ with mode 600"
+            ) from None
+    for line in captured.getvalue().splitlines():
+        if line.startswith("Warning"):  # e.g. "your kaggle.json is readable by others"
+            print(line, file=sys.stderr)
+    return api
+
+
+def _refused_bytes(file_name: str, detail: str) -> KaggleServerError:
+    return KaggleServerError(
+        f"Kaggle refused the bytes of {file_name}; nothing was published. Run again "
+        "(the upload restarts) or check https://www.kaggle.com/ for an outage",
+        method="upload",
+        status=None,
+        server_message=detail,
+    )
+
+
+def _server_error(method: str, exc: Exception) -> KaggleServerError:
+    """Turn a client exception into one line with the server's own message."""
+    import requests
+
+    response = getattr(exc, "response", None)
+    status = getattr(response, "status_code", None)
+    text = str(exc)
+    if response is not None and text.startswith(f"{status} "):
+        # raise_for_status() text names only the status; the body says why.
+        body = (response.text or "").strip().replace("\n", " ")
+        try:
+            parsed = json.loads(body)
+            body = parsed.get("message") or parsed.get("error") or body
+        except (ValueError, AttributeError):
+            pass
+        text = body[:300] or text
+    if isinstance(exc, requests.exceptions.ConnectionError):
+        return KaggleServerError(
+            f"cannot reach Kaggle for {method}: {text}; check the network (or KAGGLE_API_ENVIRONMENT)",
+            method=method, status=None, server_message=text,
+        )
+    where = f"HTTP {status}" if status else "an error"
+    hint = ""
+    if status in (401, 403):
+        hint = "; check KAGGLE_USERNAME/KAGGLE_KEY, KAGGLE_API_TOKEN or kaggle.json, and the dataset owner"
+    return KaggleServerError(
+        f"Kaggle answered {where} to {method}: {text}{hint}", method=method, status=status,
+        server_message=text,
+    )
+
+
+@contextlib.contextmanager
+def calling(method: str) -> Iterator[None]:
+    import requests
+
+    try:
+        yield
+    except KaggleServerError:
+        raise
+    except requests.exceptions.RequestException as e:
+        raise _server_error(method, e) from None
+    except ValueError as e:  # the client's own validation
+        raise KaggleMetadataError(f"kaggle client refused {method}: {e}") from None
+
+
+def check_reply(method: str, response: Any) -> None:
+    """The client returns errors in 200 replies; its CLI then exits 0. We do not."""
+    if response is None:
+        raise KaggleServerError(f"Kaggle gave no reply to {method}", method=method, status=None,
+                                server_message="")
+    status = (getattr(response, "status", None) or "").lower()
+    error = getattr(response, "error", None)
+    if status != "ok" or error:
+        msg = error or f"status {status or 'missing'}"
+        raise KaggleServerError(f"Kaggle refused {method}: {msg}", method=method, status=200,
+                                server_message=msg)
+
+
+@dataclass
+class RemoteDataset:
+    exists: bool
+    version: int | None = None
+    digest: str | None = None
+    url: str | None = None
+
+
+def remote_state(api: Any, owner: str, slug: str) -> RemoteDataset:
+    """Ask Kaggle whether the dataset exists and which bundle digest its latest version holds.
+
+    The digest is read from the latest version's notes (where `publish` writes
+    it), else from the dataset description (the first version, made by
+    CreateDataset, has no notes).
+    """
+    from kagglesdk.datasets.types.dataset_api_service import ApiGetDatasetRequest
+
+    with calling("GetDatasetStatus"):
+        try:
+            api.dataset_status(f"{owner}/{slug}")
+        except Exception as e:
+            if getattr(getattr(e, "response", None), "status_code", None) == 404:
+                return RemoteDataset(exists=False)
+            raise
+    request = ApiGetDatasetRequest()
+    request.owner_slug = owner
+    request.dataset_slug = slug
+    with calling("GetDataset"), api.build_kaggle_client() as client:
+        info = client.datasets.dataset_api_client.get_dataset(request)
+    versions = sorted(info.versions or [], key=lambda v: v.version_number or 0)
+    latest = versions[-1] if versions else None
+    digest = None
+    for text in (latest.version_notes if latest else None, info.description):
+        found = DIGEST_RE.search(text or "")
+        if found:
+            digest = found.group(1)
+            break
+    number = info.current_version_number or (latest.version_number if latest else None)
+    return RemoteDataset(exists=True, version=number, digest=digest, url=info.url)
