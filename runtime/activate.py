@@ -77,6 +77,9 @@ class _State:
     view_caches: set[str] = set()
     temp_views: list[Path] = []
     atexit_registered = False
+    #: writable cache folders for an unwritable HOME (runtime.caches), made once per process
+    cache_env: dict[str, str] | None = None
+    cache_base: Path | None = None
 
 
 def _bundles_key(found: list[tuple[Path, os.stat_result]]) -> tuple:
@@ -109,10 +112,10 @@ def _temp_root() -> str:
     return "/tmp"
 
 
-def _private_dir(parent: Path) -> Path:
+def _private_dir(parent: Path, prefix: str = "offline-bundle-view-") -> Path:
     """A fresh 0700 folder under `parent` (what tempfile.mkdtemp does)."""
     for _ in range(100):
-        path = parent / f"offline-bundle-view-{os.urandom(6).hex()}"
+        path = parent / f"{prefix}{os.urandom(6).hex()}"
         try:
             os.mkdir(path, 0o700)
             return path
@@ -144,6 +147,28 @@ def _new_view_dir() -> Path:
 def _remove_views() -> None:
     while _State.temp_views:
         shutil.rmtree(_State.temp_views.pop(), ignore_errors=True)
+
+
+def _cache_env() -> dict[str, str]:
+    """NUMBA_CACHE_DIR, MPLCONFIGDIR, ... where HOME cannot hold them (runtime.caches)."""
+    if _State.cache_env is None:
+        from runtime import caches
+
+        wanted = caches.unwritable_caches(os.environ)
+        env: dict[str, str] = {}
+        if wanted:
+            base = _private_dir(Path(_temp_root()), prefix="offline-bundle-caches-")
+            _State.cache_base = base
+            env = caches.writable_cache_env(os.environ, str(base))
+            atexit.register(_remove_caches)
+        _State.cache_env = env
+    return dict(_State.cache_env)
+
+
+def _remove_caches() -> None:
+    if _State.cache_base is not None:
+        shutil.rmtree(_State.cache_base, ignore_errors=True)
+    _State.cache_base, _State.cache_env = None, None
 
 
 def _set_env(env: dict[str, str]) -> None:
@@ -337,6 +362,7 @@ def _activate(strict: bool, verify: str = "quick", require_bundle: bool = False)
         for name in _LEGACY_CACHE_ENV:
             if name in os.environ or name in _State.saved_env:
                 env[name] = str(view / VIEW_HF)
+        env.update(_cache_env())
         act = Activation(bundles=bundles, view=view, env=env, strict=strict, problems=problems,
                          notes=notes, verified=verify)
         state.set_current(act)
@@ -431,5 +457,6 @@ def deactivate() -> None:
     _State.saved_env = {}
     _restore_imported()
     _remove_views()
+    _remove_caches()
     state.set_current(None)
     _State.key = None

@@ -10,59 +10,71 @@ a sub-folder).
 
 from __future__ import annotations
 
-import glob
 import os
-import stat
 from pathlib import Path
 
 from runtime import constants
 
 
-def _manifest_stat(folder: str) -> os.stat_result | None:
-    try:
-        st = os.stat(os.path.join(folder, constants.MANIFEST_NAME))
-    except OSError:
-        return None
-    return st if stat.S_ISREG(st.st_mode) else None
+def find_bundles(
+    bundle_path: str, search_roots: list[str] | tuple[str, ...], manifest_name: str = "bundle.json"
+) -> list[tuple[str, os.stat_result]]:
+    """Bundle folders, with the stat of each bundle.json: the search rules in one function.
 
+    ``bundle_path`` is $BUNDLE_PATH's value (entries split on ``os.pathsep``; each a
+    bundle or a folder of bundles), ``search_roots`` the glob patterns searched after it.
+    Each place is a bundle when it holds ``manifest_name``, else its direct sub-folders
+    that do are (a Kaggle dataset whose files sit in a sub-folder). A bundle reached
+    twice (a symlink, overlapping roots) is listed once, where it was first found.
 
-def _bundles_in(folder: str) -> list[tuple[str, os.stat_result]]:
-    """`folder` itself when it is a bundle, else its direct sub-folders that are bundles."""
-    st = _manifest_stat(folder)
-    if st is not None:
-        return [(folder, st)]
-    try:
-        entries = sorted(os.scandir(folder), key=lambda e: e.name)
-    except OSError:
-        return []
-    found = []
-    for e in entries:
-        if e.is_dir():
-            st = _manifest_stat(e.path)
-            if st is not None:
-                found.append((e.path, st))
+    Self-contained on purpose (the standard library, imported here; no name of this
+    module): the starter notebooks carry this function's source, to find the bundle
+    before offline-bundle is installed, by the same rules as ``runtime.locate()``.
+    """
+    import glob
+    import os
+    import stat
+
+    def manifest_stat(folder):
+        try:
+            st = os.stat(os.path.join(folder, manifest_name))
+        except OSError:
+            return None
+        return st if stat.S_ISREG(st.st_mode) else None
+
+    def bundles_in(folder):
+        st = manifest_stat(folder)
+        if st is not None:
+            return [(folder, st)]
+        try:
+            entries = sorted(os.scandir(folder), key=lambda e: e.name)
+        except OSError:
+            return []
+        inside = [(e.path, manifest_stat(e.path)) for e in entries if e.is_dir()]
+        return [(path, st) for path, st in inside if st is not None]
+
+    candidates = []
+    for entry in bundle_path.split(os.pathsep):
+        if entry.strip():
+            candidates += bundles_in(os.path.abspath(os.path.expanduser(entry)))
+    for pattern in search_roots:
+        # sorted: glob order is file-system order, and the first bundle wins a name clash.
+        for match in sorted(glob.glob(os.path.expanduser(pattern))):
+            candidates += bundles_in(os.path.abspath(match))
+    found, seen = [], set()
+    for folder, st in candidates:
+        if (st.st_dev, st.st_ino) not in seen:
+            seen.add((st.st_dev, st.st_ino))
+            found.append((folder, st))
     return found
 
 
 def locate_with_stats() -> list[tuple[Path, os.stat_result]]:
     """locate(), with the stat of each bundle.json (activate() uses it to see changes)."""
-    candidates: list[tuple[str, os.stat_result]] = []
-    for entry in constants.bundle_path_entries():
-        candidates.extend(_bundles_in(os.path.abspath(entry)))
-    for pattern in constants.search_roots():
-        # sorted: glob order is file-system order, and the first bundle wins a name clash.
-        for match in sorted(glob.glob(os.path.expanduser(pattern))):
-            candidates.extend(_bundles_in(os.path.abspath(match)))
-
-    found: list[tuple[Path, os.stat_result]] = []
-    seen: set[tuple[int, int]] = set()
-    for folder, st in candidates:
-        # The same bundle.json reached twice (symlink, overlapping roots) is one bundle.
-        identity = (st.st_dev, st.st_ino)
-        if identity not in seen:
-            seen.add(identity)
-            found.append((Path(folder), st))
-    return found
+    found = find_bundles(
+        os.environ.get(constants.ENV_BUNDLE_PATH, ""), constants.search_roots(), constants.MANIFEST_NAME
+    )
+    return [(Path(folder), st) for folder, st in found]
 
 
 def locate() -> list[Path]:

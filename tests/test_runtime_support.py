@@ -154,7 +154,7 @@ def run_as_nobody(script: str, args: list[str], *, binds: dict[str, Path],
 
     Returns:
         The CompletedProcess (text stdout/stderr). Each bind `name` appears at
-        `{base}/name`; write "{base}" in `env` values to point at it.
+        `{base}/name`; write "{base}" in `env` values or `args` to point at it.
     """
     import os
     import shlex
@@ -188,6 +188,7 @@ def run_as_nobody(script: str, args: list[str], *, binds: dict[str, Path],
             for name, src in binds.items()
         ]
         command = argv0 or [sys.executable, "-c", script]
+        args = [a.replace("{base}", str(base)) for a in args]
         inner = (
             " && ".join(commands + [
                 f"exec setpriv --reuid={NOBODY[0]} --regid={NOBODY[1]} --clear-groups "

@@ -180,3 +180,22 @@ def test_attention_command_runs_the_bundled_vit_b_16_at_a_small_input(bundle_fac
     assert (tmp_path / "attn" / "tile_layers.png").stat().st_size > 0
     maps = torch.load(tmp_path / "attn" / "tile_attention.pt", weights_only=True)
     assert tuple(maps.shape) == (12, 12, 5, 5)
+
+    # Inputs that share a file name (flood/tile_000.png, no_flood/tile_000.png) each get
+    # their own maps, in sub-folders named after their folders: none overwrites another.
+    tiles = tmp_path / "tiles"
+    for k, folder in enumerate(("flood", "no_flood")):
+        (tiles / folder).mkdir(parents=True)
+        noisy_tile((40, 60 + 100 * k, 200), rng, size=32).save(tiles / folder / "tile_000.png")
+        noisy_tile((40, 60 + 100 * k, 200), rng, size=32).save(tiles / folder / "tile_001.png")
+    with activated(bundle, strict=True):
+        result = CliRunner().invoke(
+            cli, ["attention", str(tiles), "--out", str(tmp_path / "attn2"), "--image-size", "32",
+                  "--no-layers", "--json"])
+    assert result.exit_code == 0, result.output
+    written = sorted(p.relative_to(tmp_path / "attn2").as_posix()
+                     for p in (tmp_path / "attn2").rglob("*.png"))
+    assert written == ["flood/tile_000_rollout.png", "flood/tile_001_rollout.png",
+                       "no_flood/tile_000_rollout.png", "no_flood/tile_001_rollout.png"]
+    overlays = [(tmp_path / "attn2" / w).read_bytes() for w in written]
+    assert len(set(overlays)) == 4  # four different images, four different overlays

@@ -14,20 +14,32 @@ from tests.torch_helpers import one_thread  # noqa: F401  (a fixture)
 pytestmark = pytest.mark.usefixtures("one_thread")
 
 
-def test_best_f1_threshold_is_chosen_among_the_validation_scores():
+def test_best_f1_threshold_lies_between_validation_scores_not_on_one():
     import torch
 
     from runtime.vision.reports import best_f1_threshold, binary_metrics
 
     probs = torch.tensor([0.1, 0.4, 0.35, 0.8])
     targets = torch.tensor([0, 0, 1, 1])
-    # >=0.35: TP 2, FP 1 -> F1 0.8; >=0.4: F1 0.5; >=0.8: F1 0.67
-    assert best_f1_threshold(probs, targets) == pytest.approx(0.35)
-    metrics = binary_metrics(probs, targets, 0.35)
+    # The best cut is >= 0.35 (TP 2, FP 1 -> F1 0.8; >= 0.4: F1 0.5; >= 0.8: F1 0.67); the
+    # threshold is the midpoint to the next score below, 0.1: the same calls, off the sample.
+    threshold = best_f1_threshold(probs, targets)
+    assert threshold == pytest.approx((0.35 + 0.1) / 2)
+    assert threshold not in probs.tolist()
+    metrics = binary_metrics(probs, targets, threshold)
     assert metrics["precision"] == pytest.approx(2 / 3)
     assert metrics["recall"] == pytest.approx(1.0)
     assert metrics["f1"] == pytest.approx(0.8)
     assert metrics["roc_auc"] == pytest.approx(0.75)
+    # Separable scores (ROC-AUC 1): a positive scored a little below the lowest validation
+    # positive is still found; a threshold on that positive would have lost it.
+    separable = torch.tensor([0.05, 0.2, 0.62, 0.7, 0.9])
+    labels = torch.tensor([0, 0, 1, 1, 1])
+    cut = best_f1_threshold(separable, labels)
+    assert cut == pytest.approx((0.62 + 0.2) / 2)
+    assert binary_metrics(torch.tensor([0.6, 0.15]), torch.tensor([1, 0]), cut)["recall"] == 1.0
+    # No score below the best cut: the midpoint to 0.
+    assert best_f1_threshold(torch.tensor([0.3, 0.9]), torch.tensor([1, 1])) == pytest.approx(0.15)
 
 
 def test_train_keeps_the_threshold_and_predict_and_evaluate_use_it(tmp_path):

@@ -131,18 +131,36 @@ def test_fp16_with_gradscaler_skips_batches_whose_mask_is_empty(tmp_path):
     assert last["step"] > 0  # the other batches did train
     assert last["scaler"] is not None  # fp16 ran with a GradScaler
 
-    # Nothing masked anywhere: every step skipped, no "No inf checks were recorded".
+    # A ratio too small to hide anything: every step skipped (no "No inf checks were
+    # recorded" from the GradScaler), then an error instead of an untrained encoder.pt.
     out = tmp_path / "empty"
     result = CliRunner().invoke(
         masked_ssl.cli,
         ["pretrain", "--data", str(tiles), "--out", str(out), "--precision", "fp16",
-         "--mask-ratio", "0", "--batch-size", "4", "--epochs", "1", *SMALL],
+         "--mask-ratio", "0.000001", "--batch-size", "4", "--epochs", "1", *SMALL],
     )  # fmt: skip
-    assert result.exit_code == 0, result.output
-    summary = json.loads(result.stdout)
+    assert result.exit_code == 1
+    assert "no training batch had a masked patch to score in 1 epoch(s)" in result.output
+    assert "Traceback" not in result.output and not (out / "encoder.pt").exists()
     last = torch.load(out / "last.pt", weights_only=True)
-    assert last["step"] == 0 and summary["empty_mask_batches"] == 3
+    assert last["step"] == 0
     assert last["scaler"]["scale"] == torch.amp.GradScaler("cpu").get_scale()  # untouched
+
+
+@pytest.mark.parametrize("ratio", ["0", "1", "-0.2", "1.5"])
+def test_a_mask_ratio_that_hides_nothing_or_everything_is_refused(tmp_path, ratio):
+    from runtime.stacks import masked_ssl
+    from runtime.vision.errors import OptionError
+    from runtime.vision.pretrain import PretrainConfig, pretrain
+
+    tiles = smooth_tiles(tmp_path / "tiles", count=4)
+    result = CliRunner().invoke(
+        masked_ssl.cli, ["pretrain", "--data", str(tiles), "--out", str(tmp_path / "o"),
+                         "--mask-ratio", ratio, *SMALL])
+    assert result.exit_code == 2 and "--mask-ratio" in result.output
+    with pytest.raises(OptionError, match=r"--mask-ratio .*above 0 and below 1"):
+        pretrain(PretrainConfig(out=tmp_path / "api", data=tiles, mask_ratio=float(ratio)))
+    assert not (tmp_path / "o").exists() and not (tmp_path / "api").exists()
 
 
 def test_temporal_pretraining_beats_repeating_the_last_frame(tmp_path):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 from collections.abc import Callable
 from datetime import datetime, timezone
 from pathlib import Path
@@ -14,9 +15,10 @@ from typing import Any
 from builder import SOURCE_ROOT, layout
 from builder.artifact import Spec
 from builder.build.report import BuildReport
-from builder.extras.runtime_wheels import source_fingerprint
+from builder.extras.runtime_wheels import missing_runtime_wheel, source_fingerprint
 from builder.sources import ResolvedArtifact
 from builder.store import Store
+from runtime.constants import WHEELS_DIR
 from runtime.manifest import (
     ArtifactEntry,
     FileEntry,
@@ -57,7 +59,7 @@ def _wheelhouse(
     build runs no pip and asks no index anything.
     """
     if spec.wheels is None:
-        return []
+        return _runtime_wheelhouse(spec, staging, store, lock, new_lock, report) if spec.stacks else []
     fingerprint = _wheels_fingerprint(spec)
     locked = lock.get(WHEELS_LOCK_KEY)
     if isinstance(locked, dict) and locked.get("fingerprint") == fingerprint:
@@ -84,6 +86,69 @@ def _wheelhouse(
         "fingerprint": fingerprint, "files": [e.to_json() for e in entries],
     }
     return entries
+
+
+def _runtime_wheelhouse(
+    spec: Spec, staging: Path, store: Store, lock: dict[str, Any], new_lock: dict[str, Any],
+    report: BuildReport,
+) -> list[FileEntry]:
+    """wheels/ of a bundle that names stacks and has no [wheels] table: offline-bundle's own
+    wheel and its dependencies (click), made with no index at all: the wheel is built from
+    this source tree (cached by content), click is repacked from this interpreter. What
+    an internet-off notebook needs to `pip install --no-index` the runtime."""
+    from builder.extras.runtime_wheels import (
+        RuntimeWheelError,
+        collect_runtime_wheels,
+        project_source_dir,
+    )
+
+    source = project_source_dir()
+    fingerprint = hashlib.sha256(json.dumps({
+        "default-runtime-wheels": 1,
+        "project": source_fingerprint(source) if source else None,
+        "installed": _installed_versions(),
+    }, sort_keys=True).encode()).hexdigest()
+    locked = lock.get(WHEELS_LOCK_KEY)
+    if isinstance(locked, dict) and locked.get("fingerprint") == fingerprint:
+        try:
+            files = [FileEntry(f["path"], f["size"], f["sha256"]) for f in locked["files"]]
+        except (KeyError, TypeError):
+            files = []
+        if files and all(store.has(f.sha256, f.size) for f in files):
+            for f in files:
+                store.materialise(f.sha256, staging / f.path)
+            new_lock[WHEELS_LOCK_KEY] = locked
+            return files
+    wheels_dir = staging / WHEELS_DIR
+    try:
+        collect_runtime_wheels(wheels_dir, bundle_wheels=[])
+    except RuntimeWheelError as e:
+        # The manifest check after the build says what this means for the notebook.
+        report.warnings.append(f"{spec.path}: the runtime wheel could not be made: {e}")
+        shutil.rmtree(wheels_dir, ignore_errors=True)
+        return []
+    entries = []
+    for wheel in sorted(wheels_dir.glob("*.whl")):
+        rel = f"{WHEELS_DIR}/{wheel.name}"
+        size = wheel.stat().st_size
+        sha256 = store.add_file(wheel)
+        store.materialise(sha256, staging / rel)
+        entries.append(FileEntry(rel, size, sha256))
+    new_lock[WHEELS_LOCK_KEY] = {"fingerprint": fingerprint, "files": [e.to_json() for e in entries]}
+    return entries
+
+
+def _installed_versions() -> dict[str, str | None]:
+    """Versions of offline-bundle and of the dependencies repacked from this interpreter."""
+    import importlib.metadata
+
+    versions: dict[str, str | None] = {}
+    for name in ("offline-bundle", "click", "tomli"):
+        try:
+            versions[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            versions[name] = None
+    return versions
 
 
 def _notebooks(spec: Spec, staging: Path, report: BuildReport) -> list[FileEntry]:
@@ -226,6 +291,8 @@ def materialise(
             created=_created(),
         )
         manifest.digest = manifest.compute_digest()
+        if (problem := missing_runtime_wheel(manifest)) is not None:
+            report.warnings.append(problem)
         top_level = layout.generated_top_level(manifest, kaggle=spec.kaggle, license=spec.license)
         if previous is not None and _bundle_is_current(
             bundle_dir, previous, manifest, generated, staging, store, top_level

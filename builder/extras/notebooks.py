@@ -6,12 +6,14 @@ Drive at /content/drive/MyDrive/bundles/NAME/, or $BUNDLE_PATH), install
 offline-bundle from the bundle's wheelhouse, activate the runtime, show where
 each model the stack needs resolves to, and run the stack's CLI.
 
-The search list is written from :mod:`runtime.constants` at build time: the
-notebook must find the bundle before the runtime is installed.
+The notebook must find the bundle before the runtime is installed, so it carries
+the source of :func:`runtime.locate.find_bundles` (the very rules of
+``runtime.locate()``) and the default search list of :mod:`runtime.constants`.
 """
 
 from __future__ import annotations
 
+import inspect
 import os
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,7 @@ from runtime.constants import (
     NOTEBOOKS_DIR,
     WHEELS_DIR,
 )
+from runtime.locate import find_bundles
 
 _INTRO = """\
 # {name}: `{stack}` stack, offline
@@ -37,20 +40,22 @@ Bundle **{name} {version}** ({title}). This notebook needs no internet:
 """
 
 _FIND = """\
-# Find the bundle: $BUNDLE_PATH first, then Kaggle (both mount styles), Colab Drive, Docker, local builds.
+# Find the bundle: $BUNDLE_PATH first, then Kaggle (both mount styles), Docker, Colab Drive,
+# local builds; each place and one folder below it. find_bundles() is runtime.locate's own
+# function, copied here: offline-bundle is not installed yet.
 import glob, json, os
 
 BUNDLE_NAME = {name!r}
 STACK = {stack!r}
-SEARCH_ROOTS = {roots!r}
+DEFAULT_SEARCH_ROOTS = {roots!r}
+BUNDLE_PATH = os.environ.get({env_path!r}, "")
+_roots = os.environ.get({env_roots!r})
+SEARCH_ROOTS = [p for p in _roots.split(os.pathsep) if p.strip()] if _roots is not None else DEFAULT_SEARCH_ROOTS
 
-def _candidates():
-    for entry in filter(None, os.environ.get({env_path!r}, "").split(os.pathsep)):
-        yield entry                                      # a bundle folder ...
-        yield from sorted(glob.glob(os.path.join(entry, "*")))  # ... or a folder of bundles
-    roots = os.environ.get({env_roots!r})
-    for pattern in (roots.split(os.pathsep) if roots is not None else SEARCH_ROOTS):
-        yield from sorted(glob.glob(pattern))
+"""
+
+_FIND_END = """\
+
 
 def _bundle_name(folder):
     try:
@@ -59,18 +64,20 @@ def _bundle_name(folder):
     except (OSError, ValueError):
         return None
 
-found = [d for d in _candidates() if _bundle_name(d) == BUNDLE_NAME]
+found = [d for d, _ in find_bundles(BUNDLE_PATH, SEARCH_ROOTS, {manifest!r}) if _bundle_name(d) == BUNDLE_NAME]
 if not found:
     raise FileNotFoundError(
         f"bundle {{BUNDLE_NAME!r}} not found. On Kaggle: Add Input > your dataset; on Colab: mount "
-        f"Drive and unpack it into MyDrive/bundles/; elsewhere set BUNDLE_PATH. Searched: {{SEARCH_ROOTS}}")
+        f"Drive and unpack it into MyDrive/bundles/; elsewhere set {env_path}. Searched: "
+        f"{env_path}={{BUNDLE_PATH!r}}, then {{SEARCH_ROOTS}}"
+        + (" (from {env_roots})" if _roots is not None else ""))
 BUNDLE = found[0]
 print("bundle:", BUNDLE)
 """
 
 _INSTALL = """\
 # Install offline-bundle from the bundle's wheelhouse (no index, no network).
-import importlib, subprocess, sys
+import importlib, importlib.util, subprocess, sys
 
 def sh(*cmd):  # run a command, show its output here, stop the notebook if it fails
     proc = subprocess.run(cmd, capture_output=True, text=True)
@@ -82,8 +89,15 @@ WHEELS = os.path.join(BUNDLE, {wheels!r})
 if glob.glob(os.path.join(WHEELS, "offline_bundle-*.whl")):
     sh(sys.executable, "-m", "pip", "install", "--no-index", "--find-links", WHEELS, "offline-bundle")
     importlib.invalidate_caches()
+elif importlib.util.find_spec("runtime") is None:
+    raise RuntimeError(
+        f"offline-bundle is not installed in this kernel, and the bundle {{BUNDLE}} carries no "
+        f"{wheels}/offline_bundle-*.whl to install it from with the internet off. Rebuild the "
+        "bundle with `bundle build` (a bundle that names stacks carries the wheel unless its "
+        "[wheels] table says include_self = false), or attach a dataset that holds the wheel and "
+        "run: pip install --no-index --find-links /kaggle/input/THAT/wheels offline-bundle")
 else:
-    print("this bundle carries no offline-bundle wheel; using the installed runtime")
+    print("this bundle carries no offline-bundle wheel; using the offline-bundle installed in this kernel")
 """
 
 _ACTIVATE = """\
@@ -154,7 +168,9 @@ def starter_notebook(spec: Any, stack: str) -> Any:
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nb.metadata["language_info"] = {"name": "python"}
     nb.cells = [v4.new_markdown_cell(_INTRO.format(**values))]
-    nb.cells += [v4.new_code_cell(t.format(**values)) for t in (_FIND, _INSTALL, _ACTIVATE, _RESOLVE, _RUN)]
+    find = _FIND.format(**values) + inspect.getsource(find_bundles).rstrip() + _FIND_END.format(**values)
+    nb.cells += [v4.new_code_cell(find)]
+    nb.cells += [v4.new_code_cell(t.format(**values)) for t in (_INSTALL, _ACTIVATE, _RESOLVE, _RUN)]
     # Stable cell ids: the same spec writes the same bytes (the bundle digest stays put).
     for i, cell in enumerate(nb.cells):
         cell["id"] = f"{stack}-{i}"

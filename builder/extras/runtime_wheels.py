@@ -157,12 +157,21 @@ def repack_installed_distribution(name: str, dest_dir: Path) -> Path:
     dest_dir.mkdir(parents=True, exist_ok=True)
     record = []
     with zipfile.ZipFile(wheel_path, "w", compression=zipfile.ZIP_DEFLATED) as zf:
-        for arcname, data in members:
-            zf.writestr(arcname, data)
+        for arcname, data in sorted(members):
+            zf.writestr(_zip_entry(arcname), data)
             record.append(f"{arcname},{_record_hash(data)},{len(data)}")
         record.append(f"{dist_info}/RECORD,,")
-        zf.writestr(f"{dist_info}/RECORD", "\n".join(record) + "\n")
+        zf.writestr(_zip_entry(f"{dist_info}/RECORD"), "\n".join(record) + "\n")
     return wheel_path
+
+
+def _zip_entry(name: str) -> zipfile.ZipInfo:
+    """A zip member with a fixed time: the same installed files give the same wheel bytes
+    (a rebuilt bundle keeps its digest)."""
+    info = zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0))
+    info.compress_type = zipfile.ZIP_DEFLATED
+    info.external_attr = 0o644 << 16
+    return info
 
 
 def _runtime_dependencies() -> list[str]:
@@ -236,3 +245,25 @@ def collect_runtime_wheels(
             continue  # a marker-only dependency (tomli on Python >= 3.11) this interpreter skips
         repack_installed_distribution(dep, dest_dir)
     return wheel, origin
+
+
+def missing_runtime_wheel(manifest: object) -> str | None:
+    """Why a bundle that names stacks cannot install the runtime offline, or None.
+
+    ``manifest``: a runtime.manifest.Manifest (``name``, ``stacks``, ``extra_files``).
+    """
+    stacks = list(getattr(manifest, "stacks", None) or [])
+    if not stacks:
+        return None
+    wheels = [f.path for f in getattr(manifest, "extra_files", [])
+              if f.path.startswith("wheels/") and f.path.endswith(".whl")]
+    if any(wheel_distribution(Path(w).name) == PROJECT_DISTRIBUTION for w in wheels):
+        return None
+    return (
+        f"bundle '{getattr(manifest, 'name', '?')}' names stacks ({', '.join(stacks)}) but its "
+        "wheels/ holds no offline_bundle-*.whl: in an internet-off notebook "
+        "`pip install --no-index --find-links BUNDLE/wheels offline-bundle` will fail and the "
+        "starter notebooks stop at their install cell. Drop `include_self = false` from the "
+        "spec's [wheels] table (or the table: bundles with stacks carry the wheel by default), "
+        "or attach the runtime another way"
+    )

@@ -32,6 +32,7 @@ from pathlib import Path
 
 import click
 
+from builder.extras.runtime_wheels import missing_runtime_wheel
 from builder.publish.checks import PublishError
 from builder.publish.kaggle_client import calling, check_reply, make_api, remote_state
 from builder.publish.kaggle_plan import KaggleAuthError, PublishPlan, PublishResult, plan_publish
@@ -105,6 +106,8 @@ def publish(
         bundle_version=manifest.version, units=plan.units, total_size=plan.total_size,
         dry_run=dry_run, version_notes=plan.version_notes,
     )
+    if (problem := missing_runtime_wheel(manifest)) is not None:
+        result.warnings.append(problem)
     try:
         api = make_api()
     except KaggleAuthError:
@@ -180,6 +183,8 @@ def publish_command(bundle_dir: Path, dataset: str | None, message: str | None, 
         raise click.ClickException(str(e)) from None
     from builder.layout import human_size
 
+    for warning in result.warnings:
+        click.echo(f"warning: {warning}", err=True)
     if as_json:
         click.echo(json.dumps(result.to_json(), indent=2))
         return

@@ -104,6 +104,8 @@ class PublishResult:
     remote_version: int | None = None
     url: str | None = None
     uploaded: list[str] = field(default_factory=list)
+    #: what the user should know before relying on the dataset (e.g. no runtime wheel)
+    warnings: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -118,6 +120,7 @@ class PublishResult:
             "total_size": self.total_size,
             "files": [u.to_json() for u in self.units],
             "uploaded": list(self.uploaded),
+            "warnings": list(self.warnings),
         }
 
 

@@ -38,19 +38,84 @@ def load_audio(
         duration: seconds to keep; None keeps the rest.
 
     Raises:
-        AudioDecodeError: the file is missing or not decodable (names the file).
+        AudioDecodeError: the file is missing, unreadable, empty or not audio that
+            libsndfile or audioread can decode; the message names the file and why.
+            Any other error (e.g. of the environment, not of the file) passes unchanged.
     """
     global DECODE_CALLS
+    import warnings
+
     import librosa
 
     DECODE_CALLS += 1
+    head = _file_head(path)
     try:
-        y, _sr = librosa.load(path, sr=sample_rate, mono=True, offset=offset, duration=duration)
-    except Exception as exc:  # soundfile and audioread raise many kinds
-        raise AudioDecodeError(f"cannot decode audio file {path}: {exc}") from exc
+        with warnings.catch_warnings():
+            # librosa's "PySoundFile failed. Trying audioread instead." and the deprecation
+            # of that fallback: the error below says what matters, once.
+            warnings.simplefilter("ignore")
+            y, _sr = librosa.load(path, sr=sample_rate, mono=True, offset=offset, duration=duration)
+    except Exception as exc:  # soundfile and audioread raise many kinds; only those are the file's
+        if not _is_decode_failure(exc):
+            raise
+        raise AudioDecodeError(
+            f"cannot decode audio file {path}: {_decode_reason(exc, head)}. Replace or remove "
+            "the file, or leave unreadable files out with --skip-bad-files"
+        ) from exc
     if y.size == 0:
         raise AudioDecodeError(f"audio file {path} holds no samples after offset {offset} s")
     return y
+
+
+def _file_head(path: str | os.PathLike) -> bytes:
+    """The first bytes of the file (for the error message); AudioDecodeError when the file
+    cannot be read at all."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except FileNotFoundError:
+        raise AudioDecodeError(f"audio file {path} does not exist") from None
+    except IsADirectoryError:
+        raise AudioDecodeError(f"audio file {path} is a folder, not a file") from None
+    except OSError as exc:
+        raise AudioDecodeError(f"cannot read audio file {path}: {exc.strerror or exc}") from None
+    if not head:
+        raise AudioDecodeError(f"audio file {path} is empty (0 bytes)")
+    return head
+
+
+def _is_decode_failure(exc: BaseException | None) -> bool:
+    """An error of the decoders (libsndfile, audioread) or of reading the stream, anywhere
+    in the chain; not one of numba, memory or the environment."""
+    seen = 0
+    while exc is not None and seen < 10:
+        module = (type(exc).__module__ or "").split(".")[0]
+        if module in ("soundfile", "audioread") or isinstance(exc, EOFError):
+            return True
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return False
+
+
+def _decode_reason(exc: BaseException, head: bytes) -> str:
+    """Why: the decoders' own words where they have any, and what the file starts with."""
+    names, words = [], []
+    chain: BaseException | None = exc
+    for _ in range(10):
+        if chain is None:
+            break
+        names.append(type(chain).__name__)
+        text = str(chain).strip()
+        # libsndfile says "File does not exist or is not a regular file" for any format it
+        # does not know: the file exists (it was read above), so that part misleads.
+        if text and "does not exist or is not a regular file" not in text:
+            words.append(text)
+        chain = chain.__cause__ or chain.__context__
+    printable = all(32 <= b < 127 or b in (9, 10, 13) for b in head)
+    what = f"it starts with {head[:12]!r}" + (" (text, not audio)" if printable else "")
+    said = f"; {words[0]}" if words else ""
+    return (f"not audio that libsndfile or audioread can decode ({' <- '.join(dict.fromkeys(names))}"
+            f"{said}); {what}")
 
 
 @dataclass(frozen=True)

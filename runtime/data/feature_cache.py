@@ -75,12 +75,32 @@ class FeatureCache:
         self._store(target, features)
         return features
 
-    def warm(self, paths: list[Path], *, progress: bool = True, desc: str = "features") -> None:
-        """Compute every missing feature now (before DDP workers start, for instance)."""
+    def warm(
+        self, paths: list[Path], *, progress: bool = True, desc: str = "features",
+        unreadable: tuple[type[BaseException], ...] = (),
+    ) -> list[tuple[Path, str]]:
+        """Compute every missing feature now (before DDP workers start, for instance).
+
+        Returns:
+            (path, reason) of every file whose features raised one of ``unreadable``
+            (the others are cached); any other error stops the pass.
+        """
         from tqdm.auto import tqdm
 
+        bad: list[tuple[Path, str]] = []
         for path in tqdm(paths, desc=desc, disable=not progress, leave=False):
-            self.get(path)
+            try:
+                self.get(path)
+            except unreadable as exc:
+                bad.append((Path(path), _reason(exc, path)))
+        return bad
+
+    def cached(self, path: str | os.PathLike) -> bool:
+        """True when the features of ``path`` are on disk (after warm(): the file was readable)."""
+        try:
+            return (self.folder / f"{self.key(Path(path))}.npy").exists()
+        except OSError:
+            return False
 
     def _store(self, target: Path, features: np.ndarray) -> None:
         import numpy as np
@@ -93,3 +113,12 @@ class FeatureCache:
         # interrupted run never leave a half-written .npy under the final name.
         with atomic_write(target, suffix=".npy.tmp") as fh:
             np.save(fh, features)
+
+
+def _reason(exc: BaseException, path: str | os.PathLike) -> str:
+    """The error's text without the file name it starts with (the summary names the file)."""
+    text = str(exc).split(". Replace or remove the file", 1)[0]
+    for prefix in (f"cannot decode audio file {path}: ", f"audio file {path} "):
+        if text.startswith(prefix):
+            return text[len(prefix):]
+    return text

@@ -18,6 +18,7 @@ from runtime.distill.common import (
 )
 from runtime.emotion.recipe import (
     feature_cache,
+    scan_songs,
     song_dataset,
 )
 from runtime.provenance import lines
@@ -69,7 +70,8 @@ def train_gan(opts: dict[str, Any]) -> dict[str, Any]:
     _songs_all, train_songs, _val = songs_and_split(opts["data"], config)
     out = Path(opts["out"])
     cache = feature_cache(teacher_stack(), config, cache_dir(opts, teacher, out))
-    cache.warm([s.audio for s in train_songs], progress=opts["progress"], desc="spectrograms")
+    bad = scan_songs(cache, train_songs, single_process(), opts, say)
+    train_songs = [s for s in train_songs if Path(s.audio) not in bad]
     top_db = float(config["mel"]["top_db"])
     images, labels = [], []
     loader = DataLoader(song_dataset(teacher_stack(), config, train_songs, cache), batch_size=64)

@@ -28,6 +28,7 @@ from runtime.emotion.recipe import (
     evaluate_model,
     feature_cache,
     fit_selecting_ccc,
+    scan_songs,
     song_dataset,
     training_loader,
 )
@@ -51,7 +52,7 @@ def distill(opts: dict[str, Any]) -> dict[str, Any]:
     from runtime.distill.teacher import load_teacher, teacher_outputs, teacher_width
     from runtime.train.checkpoint import read_checkpoint, seed_everything
     from runtime.train.curves import write_curves
-    from runtime.train.distributed import barrier, setup_distributed
+    from runtime.train.distributed import setup_distributed
     from runtime.train.precision import choose_precision
 
     # Where and how we compute (one process per GPU under torchrun).
@@ -88,13 +89,9 @@ def distill(opts: dict[str, Any]) -> dict[str, Any]:
     _songs_all, train_songs, val_songs = songs_and_split(opts["data"], tcfg)
     out = Path(opts["out"])
     cache = feature_cache(teacher_stack(), tcfg, cache_dir(opts, teacher_path, out))
-    if ctx.is_main:
-        cache.warm(
-            [s.audio for s in train_songs + val_songs],
-            progress=opts["progress"],
-            desc="spectrograms",
-        )
-    barrier(ctx)
+    bad = scan_songs(cache, train_songs + val_songs, ctx, opts, say)
+    train_songs = [s for s in train_songs if Path(s.audio) not in bad]
+    val_songs = [s for s in val_songs if Path(s.audio) not in bad]
     train_base = song_dataset(teacher_stack(), tcfg, train_songs, cache)
     if opts["gan"] is not None:
         train_base = ConcatDataset(
@@ -272,7 +269,8 @@ def evaluate(opts: dict[str, Any]) -> dict[str, Any]:
     chosen = {"val": val_songs, "train": train_songs, "all": songs}[opts["split"]]
     out = Path(opts["out"] or student_path.parent)
     cache = feature_cache(teacher_stack(), tcfg, cache_dir(opts, teacher_path, out))
-    cache.warm([s.audio for s in chosen], progress=opts["progress"], desc="spectrograms")
+    bad = scan_songs(cache, chosen, ctx, opts, lambda line: click.echo(line, err=True))
+    chosen = [s for s in chosen if Path(s.audio) not in bad]
     dataset = song_dataset(teacher_stack(), tcfg, chosen, cache)
     loader = eval_loader(dataset, ctx, opts["batch_size"], 0)
     t_metrics = evaluate_model(teacher, loader, policy, ctx)

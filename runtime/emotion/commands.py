@@ -21,6 +21,7 @@ from runtime.train.options import (
 if TYPE_CHECKING:
     pass
 
+from runtime.data.badfiles import SKIP_HELP, SKIP_OPTION
 from runtime.emotion import recipe
 from runtime.emotion.model import EmotionStack
 
@@ -75,7 +76,8 @@ def run_command(
 
 
 def compute_options(f: Callable) -> Callable:
-    """``--device``, ``--precision``, ``--batch-size``, ``--cache-dir``, ``--progress``."""
+    """``--device``, ``--precision``, ``--batch-size``, ``--cache-dir``, ``--progress``,
+    ``--skip-bad-files``."""
     for option in reversed(
         [
             device_option(),
@@ -95,6 +97,7 @@ def compute_options(f: Callable) -> Callable:
                 show_default=True,
                 help="Progress bars on stderr.",
             ),
+            click.option(SKIP_OPTION, "skip_bad_files", is_flag=True, help=SKIP_HELP),
         ]
     ):
         f = option(f)

@@ -160,11 +160,34 @@ def fit_selecting_ccc(
     )
 
 
+def scan_songs(cache, songs: list, ctx, opts: dict[str, Any], say) -> set[Path]:
+    """Every song's features computed now (rank 0; later epochs read them from disk), the
+    files that cannot be decoded named together: an error, or with --skip-bad-files a
+    warning and the set to leave out."""
+    from runtime.data.audio import AudioDecodeError
+    from runtime.data.badfiles import summary
+    from runtime.train.distributed import barrier
+
+    paths = [s.audio for s in songs]
+    bad = []
+    if ctx.is_main:
+        bad = cache.warm(paths, progress=opts.get("progress", False), desc="spectrograms",
+                         unreadable=(AudioDecodeError,))
+    barrier(ctx)
+    if not ctx.is_main:  # rank 0 cached every readable file: the rest are the bad ones
+        bad = [(Path(p), "cannot be decoded") for p in paths if not cache.cached(p)]
+    if bad:
+        if not opts.get("skip_bad_files"):
+            raise AudioDecodeError(summary(bad, len(paths), "audio files"))
+        say("warning: " + summary(bad, len(paths), "audio files", skipped=True))
+    return {Path(p) for p, _ in bad}
+
+
 def train(stack: EmotionStack, opts: dict[str, Any]) -> dict[str, Any]:
     """Fine-tune the stack's backbone + head on a DEAM-style folder (see ``train --help``)."""
     from runtime.data.deam import read_songs, split_songs
     from runtime.train.checkpoint import seed_everything
-    from runtime.train.distributed import barrier, setup_distributed
+    from runtime.train.distributed import setup_distributed
     from runtime.train.optim import freeze_all_but_last
     from runtime.train.precision import choose_precision
 
@@ -200,9 +223,15 @@ def train(stack: EmotionStack, opts: dict[str, Any]) -> dict[str, Any]:
     # Features are computed once (by rank 0) and read from disk afterwards.
     out = Path(opts["out"])
     cache = feature_cache(stack, config, Path(opts["cache_dir"] or out / "cache"))
-    if ctx.is_main:
-        cache.warm([s.audio for s in songs], progress=opts["progress"], desc="spectrograms")
-    barrier(ctx)
+    bad = scan_songs(cache, songs, ctx, opts, say)
+    if bad:  # left out after the split: the split of every other song stays the same
+        train_songs = [s for s in train_songs if Path(s.audio) not in bad]
+        val_songs = [s for s in val_songs if Path(s.audio) not in bad]
+        if not train_songs or not val_songs:
+            from runtime.data.deam import DeamLayoutError
+
+            raise DeamLayoutError(f"{opts['data']}: no readable song left in the training or "
+                                  "the validation split")
     train_loader = training_loader(song_dataset(stack, config, train_songs, cache), ctx, policy, opts)
     val_loader = eval_loader(
         song_dataset(stack, config, val_songs, cache), ctx, opts["batch_size"], opts["workers"]
@@ -245,7 +274,7 @@ def train(stack: EmotionStack, opts: dict[str, Any]) -> dict[str, Any]:
 def evaluate(stack: EmotionStack, opts: dict[str, Any]) -> dict[str, float]:
     """Metrics of a checkpoint on a data folder's validation split (or all of it)."""
     from runtime.data.deam import read_songs, split_songs
-    from runtime.train.distributed import barrier, setup_distributed
+    from runtime.train.distributed import setup_distributed
     from runtime.train.precision import choose_precision
 
     policy = choose_precision(opts["device"], opts["precision"])
@@ -264,9 +293,8 @@ def evaluate(stack: EmotionStack, opts: dict[str, Any]) -> dict[str, float]:
         # A checkpoint on a read-only mount (a Kaggle input): cache in a temporary folder.
         cache_dir = Path(tempfile.mkdtemp(prefix="emotion-evaluate-"))
     cache = feature_cache(stack, config, cache_dir)
-    if ctx.is_main:
-        cache.warm([s.audio for s in chosen], progress=opts["progress"], desc="spectrograms")
-    barrier(ctx)
+    bad = scan_songs(cache, chosen, ctx, opts, say)
+    chosen = [s for s in chosen if Path(s.audio) not in bad]
     loader = eval_loader(song_dataset(stack, config, chosen, cache), ctx, opts["batch_size"], 0)
     metrics = evaluate_model(model, loader, policy, ctx)
     return metrics | {"checkpoint": str(Path(opts["checkpoint"]).resolve()),
@@ -279,6 +307,7 @@ def predict(stack: EmotionStack, opts: dict[str, Any]) -> list[dict[str, Any]]:
     from torch.utils.data import DataLoader
 
     from runtime.data.deam import songs_from_files
+    from runtime.train.distributed import SINGLE_PROCESS
     from runtime.train.loop import move_to_device
     from runtime.train.precision import choose_precision
 
@@ -289,6 +318,8 @@ def predict(stack: EmotionStack, opts: dict[str, Any]) -> list[dict[str, Any]]:
     songs = songs_from_files(opts["files"])
     with tempfile.TemporaryDirectory(prefix="emotion-predict-") as tmp:
         cache = feature_cache(stack, config, Path(opts["cache_dir"] or tmp))
+        bad = scan_songs(cache, songs, SINGLE_PROCESS, opts, lambda line: click.echo(line, err=True))
+        songs = [s for s in songs if Path(s.audio) not in bad]
         loader = DataLoader(
             song_dataset(stack, config, songs, cache), batch_size=opts["batch_size"]
         )

@@ -26,6 +26,7 @@ from pathlib import Path
 
 import click
 
+from runtime.data.badfiles import SKIP_HELP, SKIP_OPTION
 from runtime.train.options import device_option, precision_option
 from runtime.vision.commands import emit, friendly_errors
 
@@ -85,10 +86,10 @@ def cli() -> None:
 )
 @click.option(
     "--mask-ratio",
-    type=float,
+    type=click.FloatRange(0, 1, min_open=True, max_open=True),
     default=0.6,
     show_default=True,
-    help="Probability that a patch is masked.",
+    help="Probability that a patch is masked (above 0, below 1).",
 )
 @click.option(
     "--context",
@@ -117,6 +118,7 @@ def cli() -> None:
     default=None,
     help="DataLoader workers [default: 0 on CPU, 4 with a GPU].",
 )
+@click.option(SKIP_OPTION, "skip_bad_files", is_flag=True, help=SKIP_HELP)
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")
 @friendly_errors

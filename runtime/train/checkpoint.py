@@ -57,6 +57,7 @@ def save_checkpoint(
     config: dict[str, Any] | None = None,
     best: float | None = None,
     history: list[dict[str, float]] | None = None,
+    resumable: bool = True,
 ) -> Path:
     """Write a checkpoint so that it is never seen half-written.
 
@@ -74,6 +75,9 @@ def save_checkpoint(
         config: the run's options, to rebuild the model at evaluation time.
         best: the best value of the selection metric so far.
         history: the per-epoch rows so far (the curves continue after a resume).
+        resumable: False writes the model, its config, metrics and provenance only, no
+            optimiser, scheduler, scaler or RNG state (``best.pt``: about the model's size;
+            a ViT-B/16 run's AdamW state would triple it). Resume from ``last.pt``.
 
     Returns:
         The path written.
@@ -85,20 +89,86 @@ def save_checkpoint(
     state = {
         "format": CHECKPOINT_FORMAT,
         "model": getattr(model, "module", model).state_dict(),
-        "optimizer": optimizer.state_dict() if optimizer is not None else None,
-        "scheduler": scheduler.state_dict() if scheduler is not None else None,
-        "scaler": scaler.state_dict() if scaler is not None else None,
+        "optimizer": optimizer.state_dict() if optimizer is not None and resumable else None,
+        "scheduler": scheduler.state_dict() if scheduler is not None and resumable else None,
+        "scaler": scaler.state_dict() if scaler is not None and resumable else None,
+        "resumable": bool(resumable),
         "epoch": int(epoch),
         "step": int(step),
-        "metrics": {k: float(v) for k, v in (metrics or {}).items()},
+        "metrics": {k: _number(v) for k, v in (metrics or {}).items()},
         "config": dict(config or {}),
         "best": None if best is None else float(best),
-        "history": [{k: float(v) for k, v in row.items()} for row in history or []],
-        "torch_rng": torch.get_rng_state(),
+        "history": [{k: _number(v) for k, v in row.items()} for row in history or []],
+        "torch_rng": torch.get_rng_state() if resumable else None,
     }
     with atomic_write(path, prefix=f".{path.name}.") as fh:
         torch.save(state, fh)
     return path
+
+
+def _number(value: Any) -> int | float:
+    """Plain numbers for a checkpoint: counts (epoch, samples) stay ints, the rest floats."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return value
+    return float(value)
+
+
+def describe_file(path: str | os.PathLike) -> str:
+    """What a file looks like, for an error about it ("JSON text", "a zip archive, cut
+    short", ...), from its first bytes: a few words, never a library's advice."""
+    import zipfile
+
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as fh:
+            head = fh.read(16)
+    except OSError as exc:
+        return f"unreadable ({exc.strerror or exc})"
+    if size == 0:
+        return "empty (0 bytes)"
+    stripped = head.lstrip()
+    if head.startswith(b"PK\x03\x04"):
+        if zipfile.is_zipfile(path):
+            return f"a zip archive of {size} bytes, but not a complete PyTorch checkpoint"
+        return f"a zip archive of {size} bytes that is cut short or damaged (a partial download?)"
+    if head[:1] == b"\x80" and len(head) > 1 and head[1] <= 5:
+        return f"a pickle file of {size} bytes (the old torch.save format, or another program's)"
+    if len(head) >= 10 and head[8:10] == b'{"':
+        return f"a safetensors file of {size} bytes (tensors only, no checkpoint record)"
+    if stripped[:1] in (b"{", b"["):
+        return f"JSON text of {size} bytes (starts with {head[:12]!r})"
+    if all(32 <= b < 127 or b in (9, 10, 13) for b in head):
+        return f"text of {size} bytes (starts with {head[:12]!r})"
+    return f"{size} bytes starting with {head[:8]!r}, not a format torch.save writes"
+
+
+def safe_torch_load(path: str | os.PathLike, *, what: str, expected: str, hint: str) -> Any:
+    """``torch.load(path, weights_only=True)`` on CPU, or one CheckpointError that says what
+    the file should be (``expected``), what it looks like instead, and ``hint`` (the next
+    step). torch's own text is left out: it suggests weights_only=False, which would run
+    whatever code a pickle holds.
+
+    Args:
+        what: how the user named the file, e.g. "--init-encoder" or "checkpoint".
+    """
+    import pickle
+    import zipfile
+
+    import torch
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{what} {path} does not exist; {hint}")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError,
+            zipfile.BadZipFile, AttributeError, ImportError, KeyError, IndexError) as exc:
+        refused = isinstance(exc, pickle.UnpicklingError) and "weights_only" in str(exc)
+        looks = describe_file(path)
+        if refused:
+            looks += " that holds Python objects besides tensors (refused: loading them could run code)"
+        raise CheckpointError(f"{what} {path} is not {expected}: it is {looks}. {hint}") from None
 
 
 def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
@@ -107,18 +177,16 @@ def read_checkpoint(path: str | os.PathLike) -> dict[str, Any]:
     Raises:
         CheckpointError: the file is missing or not a checkpoint of this project.
     """
-    import torch
-
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist; pass the file written by train")
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # unpickling errors come in many classes
-        raise CheckpointError(f"cannot read checkpoint {path}: {exc}") from exc
+    state = safe_torch_load(
+        path, what="checkpoint", expected="a checkpoint written by `bundle run STACK train`",
+        hint="Pass the best.pt or last.pt that train wrote.",
+    )
     if not isinstance(state, dict) or "model" not in state or "format" not in state:
         raise CheckpointError(
-            f"{path} is not a checkpoint written by runtime.train (no 'model'/'format' field)"
+            f"{path} is not a checkpoint written by runtime.train (it loads, but has no "
+            "'model'/'format' field: a bare state dict or another program's file?); pass "
+            "the best.pt or last.pt that train wrote"
         )
     return state
 
@@ -157,6 +225,11 @@ def load_checkpoint(
                 f"checkpoint {path} does not fit the model (was it trained with other "
                 f"model options?): {exc}"
             ) from exc
+    if optimizer is not None and state.get("resumable") is False:
+        raise CheckpointError(
+            f"{path} holds the model only (best.pt keeps no optimiser state); resume from "
+            f"the last.pt next to it: --resume {Path(path).with_name('last.pt')}"
+        )
     if optimizer is not None and state.get("optimizer") is not None:
         optimizer.load_state_dict(state["optimizer"])
     if scheduler is not None and state.get("scheduler") is not None:

@@ -32,6 +32,12 @@ def write_curves(
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    # Epochs are counts: 3, not 3.0 (rows restored from an older checkpoint held floats).
+    history = [
+        {**row, "epoch": int(row["epoch"])}
+        if isinstance(row.get("epoch"), float) and float(row["epoch"]).is_integer() else row
+        for row in history
+    ]
     keys: list[str] = ["epoch"]
     for row in history:
         keys += [k for k in row if k not in keys]

@@ -10,7 +10,8 @@ A stack supplies two small functions and keeps its recipe in its own module:
 
 :func:`fit` then does, each epoch: train (autocast, scaled backward,
 accumulation with DDP's ``no_sync``, clipped step), evaluate, write the curves,
-save ``last.pt`` and, when the selection metric improved, ``best.pt``.
+save ``last.pt`` (everything a resume needs) and, when the selection metric
+improved, ``best.pt`` (the model, its config, metrics and provenance only).
 """
 
 from __future__ import annotations
@@ -341,7 +342,8 @@ def fit(
             )
             result.last_path = save_checkpoint(out / LAST_NAME, **common)
             if improved:
-                save_checkpoint(out / BEST_NAME, **common)
+                # The model, its config, metrics and provenance: resuming is last.pt's job.
+                save_checkpoint(out / BEST_NAME, **common, resumable=False)
             # Drawing costs ~1-2 s: every epoch only when epochs are long, always at the end.
             write_curves(
                 result.history, out, png=epoch == epochs or stats.seconds >= PNG_EVERY_EPOCH_S

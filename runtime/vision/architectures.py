@@ -332,14 +332,16 @@ def load_encoder_file(path: Path) -> dict[str, Any]:
     Raises:
         CheckpointError: missing file or not an encoder written by masked-ssl.
     """
-    import torch
+    from runtime.train.checkpoint import CheckpointError as CoreCheckpointError
+    from runtime.train.checkpoint import safe_torch_load
 
     path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(
-            f"encoder file {path} does not exist; run `bundle run masked-ssl pretrain` first"
-        )
-    data = torch.load(path, map_location="cpu", weights_only=True)
+    hint = "Pass the encoder.pt that `bundle run masked-ssl pretrain` writes."
+    try:
+        data = safe_torch_load(path, what="--init-encoder", expected="a masked-ssl encoder.pt",
+                               hint=hint)
+    except CoreCheckpointError as err:
+        raise CheckpointError(str(err)) from None
     if not isinstance(data, dict) or data.get("kind") != "unet-encoder":
         raise CheckpointError(
             f"{path} is not a masked-ssl encoder file (expected the encoder.pt that "

@@ -50,7 +50,7 @@ def write_attention(
         save_layer_grid,
         save_overlay,
     )
-    from runtime.vision.images import gather_images, image_transform, load_rgb
+    from runtime.vision.images import checked, gather_images, image_transform, load_rgb
     from runtime.vision.inference import load_classifier
 
     dev = choose_device(device)
@@ -74,18 +74,22 @@ def write_attention(
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     records = []
-    for path in gather_images(inputs):
+    paths = checked(gather_images(inputs), skip_bad_files=False)
+    names = output_names(paths)
+    for path in paths:
         image = load_rgb(path)
+        stem = out / names[path]
+        stem.parent.mkdir(parents=True, exist_ok=True)
         batch = transform(image).unsqueeze(0).to(dev)
         with torch.no_grad(), AttentionRecorder(model) as recorder:
             model(batch)
         maps = recorder.maps()  # (layers, 1, heads, tokens, tokens)
         rollout = attention_rollout(maps, head_fusion=head_fusion, discard_ratio=discard_ratio)
-        files = [save_overlay(image, rollout[0], out / f"{path.stem}_rollout.png")]
+        files = [save_overlay(image, rollout[0], Path(f"{stem}_rollout.png"))]
         if layer_grid:
-            files.append(save_layer_grid(image, maps[:, 0], out / f"{path.stem}_layers.png"))
+            files.append(save_layer_grid(image, maps[:, 0], Path(f"{stem}_layers.png")))
         if save_maps:
-            target = out / f"{path.stem}_attention.pt"
+            target = Path(f"{stem}_attention.pt")
             torch.save(maps[:, 0].cpu().contiguous(), target)
             files.append(target)
         records.append(
@@ -96,3 +100,33 @@ def write_attention(
             }
         )
     return records
+
+
+def output_names(paths: list[Path]) -> dict[Path, str]:
+    """A distinct output name per input: the file name without its suffix, with as many of
+    its parent folders as it takes to tell it from the others (``flood/tile_000`` and
+    ``no_flood/tile_000``), and the suffix where only that differs (``a_png``, ``a_jpg``).
+    Written under --out as sub-folders, so no input's maps overwrite another's."""
+    from collections import Counter
+
+    unique = list(dict.fromkeys(Path(p) for p in paths))
+    same_but_suffix = Counter(p.with_suffix("") for p in unique)
+    parts: dict[Path, tuple[str, ...]] = {}
+    for p in unique:
+        base = p.with_suffix("")
+        if same_but_suffix[base] > 1:
+            base = base.with_name(f"{base.name}_{p.suffix.lstrip('.')}")
+        parts[p] = base.parts[1:] if base.is_absolute() else base.parts
+    names: dict[Path, str] = {}
+    pending, depth = unique, 1
+    while pending:
+        candidate = {p: "/".join(parts[p][-depth:]) for p in pending}
+        counts = Counter(candidate.values())
+        undecided = []
+        for p in pending:
+            if counts[candidate[p]] == 1 or depth >= len(parts[p]):
+                names[p] = candidate[p]
+            else:
+                undecided.append(p)
+        pending, depth = undecided, depth + 1
+    return names

@@ -59,6 +59,7 @@ class TrainConfig:
     augment: bool = True
     progress: bool = True
     resume: Path | None = None
+    skip_bad_files: bool = False
 
 
 @dataclass
@@ -206,6 +207,8 @@ def train(cfg: TrainConfig, task: Task) -> dict[str, Any]:
         val_fraction=cfg.val_fraction,
         seed=cfg.seed,
         augment=cfg.augment,
+        skip_bad_files=cfg.skip_bad_files,
+        log=log if ctx.is_main else None,
     )
     positive = positive_index(split.classes, task, cfg.data) if task.kind == "binary" else None
     num_outputs = 1 if task.kind == "binary" else len(split.classes)

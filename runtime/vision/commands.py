@@ -16,6 +16,7 @@ from typing import Any
 
 import click
 
+from runtime.data.badfiles import SKIP_HELP, SKIP_OPTION
 from runtime.train.options import (
     device_option,
     is_main_process,
@@ -99,6 +100,7 @@ def train_options(default_arch: str) -> Callable[[Callable], Callable]:
                      help="DataLoader workers [default: 0 on CPU, up to 8 with a GPU]."),
         click.option("--resume", type=click.Path(dir_okay=False, path_type=Path), default=None,
                      help="Continue from a last.pt."),
+        click.option(SKIP_OPTION, "skip_bad_files", is_flag=True, help=SKIP_HELP),
         click.option("--no-progress", is_flag=True, help="No progress bars."),
         click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON."),
     ]
@@ -170,6 +172,7 @@ def _scoring_options(func: Callable) -> Callable:
                           "validation]."),
         click.option("--batch-size", type=int, default=64, show_default=True),
         device_option(),
+        click.option(SKIP_OPTION, "skip_bad_files", is_flag=True, help=SKIP_HELP),
     ]):
         func = opt(func)
     return func
@@ -194,11 +197,12 @@ def make_evaluate_command(stack: str) -> click.Command:
     @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
     @friendly_errors
     def evaluate(checkpoint: Path, data: Path, out: Path, threshold: float | None,
-                 batch_size: int, device: str, as_json: bool) -> None:
+                 batch_size: int, device: str, skip_bad_files: bool, as_json: bool) -> None:
         from runtime.vision import inference
 
         summary = inference.evaluate(checkpoint, data, out, stack=stack, batch_size=batch_size,
-                                     device=device, threshold=threshold)
+                                     device=device, threshold=threshold,
+                                     skip_bad_files=skip_bad_files)
         shown = ", ".join(f"{k} {v:.4f}" for k, v in summary.items() if isinstance(v, float))
         emit(summary, as_json, f"{summary['samples']} images: {shown}; reports in {out}")
 
@@ -224,11 +228,13 @@ def make_predict_command(stack: str) -> click.Command:
     @click.option("--json", "as_json", is_flag=True, help="Print predictions as JSON.")
     @friendly_errors
     def predict(inputs: tuple[Path, ...], checkpoint: Path, out: Path | None,
-                threshold: float | None, batch_size: int, device: str, as_json: bool) -> None:
+                threshold: float | None, batch_size: int, device: str, skip_bad_files: bool,
+                as_json: bool) -> None:
         from runtime.vision import inference
 
         preds = inference.predict(checkpoint, inputs, stack=stack, batch_size=batch_size,
-                                  device=device, threshold=threshold)
+                                  device=device, threshold=threshold,
+                                  skip_bad_files=skip_bad_files)
         if out is not None:
             inference.write_predictions_csv(preds, out)
         text = "\n".join(f"{p.label}\t{p.confidence:.3f}\t{p.path}" for p in preds)
@@ -252,7 +258,8 @@ def make_attention_command(stack: str) -> click.Command:
     @click.argument("inputs", nargs=-1, required=True,
                     type=click.Path(exists=True, path_type=Path))
     @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
-                  help="Folder for NAME_rollout.png (and NAME_layers.png, NAME_attention.pt).")
+                  help="Folder for NAME_rollout.png (and NAME_layers.png, NAME_attention.pt); "
+                       "inputs that share a file name go to sub-folders named after their folders.")
     @click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path), default=None,
                   help="A ViT best.pt from train [default: the pretrained ViT-B/16 of the bundle].")
     @click.option("--image-size", type=int, default=None,

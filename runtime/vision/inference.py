@@ -101,6 +101,7 @@ def evaluate(
     device: str = "auto",
     threshold: float | None = None,
     workers: int | None = None,
+    skip_bad_files: bool = False,
 ) -> dict[str, Any]:
     """Score a checkpoint on a folder-per-class dataset; write metrics and confusion matrix.
 
@@ -124,7 +125,8 @@ def evaluate(
     loaded = load_classifier(checkpoint, stack=stack, device=dev)
     cfg, task = loaded.config, loaded.task
     dataset = labelled_folder(
-        data, image_size=int(cfg["image_size"]), mean=cfg["mean"], std=cfg["std"]
+        data, image_size=int(cfg["image_size"]), mean=cfg["mean"], std=cfg["std"],
+        skip_bad_files=skip_bad_files, log=log,
     )
     if list(dataset.classes) != list(cfg["classes"]):
         raise DatasetError(
@@ -168,6 +170,7 @@ def predict(
     batch_size: int = 64,
     device: str = "auto",
     threshold: float | None = None,
+    skip_bad_files: bool = False,
 ) -> list[Prediction]:
     """Predict the class of every image in `inputs` (files or folders).
 
@@ -178,13 +181,14 @@ def predict(
     from torch.utils.data import DataLoader
 
     from runtime.train.precision import choose_device
-    from runtime.vision.images import ImageFiles, gather_images, image_transform
+    from runtime.vision.images import ImageFiles, checked, gather_images, image_transform
 
     dev = choose_device(device)
     loaded = load_classifier(checkpoint, stack=stack, device=dev)
     cfg = loaded.config
     transform = image_transform(int(cfg["image_size"]), cfg["mean"], cfg["std"])
-    files = ImageFiles(gather_images(inputs), transform)
+    files = ImageFiles(checked(gather_images(inputs), skip_bad_files=skip_bad_files, log=log),
+                       transform)
     classes = list(cfg["classes"])
     results: list[Prediction] = []
     if threshold is None:

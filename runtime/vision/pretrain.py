@@ -61,6 +61,7 @@ class PretrainConfig:
     workers: int | None = None
     max_grad_norm: float | None = 1.0
     progress: bool = True
+    skip_bad_files: bool = False
 
 
 class ZippedLoaders:
@@ -92,7 +93,10 @@ def _split(dataset: Any, val_fraction: float, seed: int, what: str) -> tuple[Any
 
 def _datasets(cfg: PretrainConfig) -> dict[str, tuple[Any, Any]]:
     from runtime.vision.architectures import IMAGENET_MEAN, IMAGENET_STD
-    from runtime.vision.images import ImageFiles, TileSeries, image_transform, list_images
+    from runtime.vision.images import ImageFiles, TileSeries, checked, image_transform, list_images
+
+    def log(text: str) -> None:
+        print(text, file=sys.stderr, flush=True)
 
     wanted = ("masked", "temporal") if cfg.task == "both" else (cfg.task,)
     found: dict[str, tuple[Any, Any]] = {}
@@ -102,6 +106,7 @@ def _datasets(cfg: PretrainConfig) -> dict[str, tuple[Any, Any]]:
         files = list_images(cfg.data)
         if not files:
             raise DatasetError(f"no images found under {cfg.data}")
+        files = checked(files, skip_bad_files=cfg.skip_bad_files, log=log, what="tiles")
         train_tf = image_transform(cfg.image_size, IMAGENET_MEAN, IMAGENET_STD, augment=True)
         tiles = ImageFiles(files, train_tf)
         found["masked"] = _split(tiles, cfg.val_fraction, cfg.seed, str(cfg.data))
@@ -112,7 +117,9 @@ def _datasets(cfg: PretrainConfig) -> dict[str, tuple[Any, Any]]:
             )
         # No flips here: a flip must be the same for every frame of a window.
         tf = image_transform(cfg.image_size, IMAGENET_MEAN, IMAGENET_STD)
-        series = TileSeries(cfg.series, tf, context=cfg.context)
+        frames = list_images(cfg.series)
+        keep = set(checked(frames, skip_bad_files=cfg.skip_bad_files, log=log, what="frames"))
+        series = TileSeries(cfg.series, tf, context=cfg.context, keep=keep)
         found["temporal"] = _split(series, cfg.val_fraction, cfg.seed, str(cfg.series))
     return found
 
@@ -165,6 +172,11 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
 
     if cfg.task not in TASKS:
         raise OptionError(f"--task must be one of {', '.join(TASKS)}, got {cfg.task!r}")
+    if cfg.task != "temporal" and not 0 < cfg.mask_ratio < 1:
+        raise OptionError(
+            f"--mask-ratio {cfg.mask_ratio:g}: the share of patches hidden must be above 0 and "
+            "below 1 (0 hides nothing, so nothing is learnt; 1 leaves nothing to learn from)"
+        )
     multiple = 2 ** (len(cfg.widths) - 1)
     if cfg.image_size % multiple:
         raise OptionError(
@@ -205,16 +217,17 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         optimizer, warmup_steps=int(total_steps * cfg.warmup_fraction), total_steps=total_steps
     )
 
-    empty_masks = 0
+    empty_masks = scored_masks = 0
 
     def compute_loss(model: nn.Module, batch: dict[str, Any]) -> torch.Tensor | None:
-        nonlocal empty_masks
+        nonlocal empty_masks, scored_masks
         losses = []
         if "masked" in batch:
             images = batch["masked"][0]
             loss = masked_step_loss(model, images, patch=cfg.patch_size, ratio=cfg.mask_ratio)
             if loss is not None:
                 losses.append(loss)
+                scored_masks += 1
             else:
                 empty_masks += 1
         if "temporal" in batch:
@@ -281,6 +294,14 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         config=config,
         progress=cfg.progress,
     )
+    if "masked" in tasks and scored_masks == 0:
+        # Every batch was skipped: an encoder.pt now would be the random initial one.
+        raise OptionError(
+            f"no training batch had a masked patch to score in {len(result.history)} epoch(s) "
+            f"(--mask-ratio {cfg.mask_ratio:g}, --patch-size {cfg.patch_size}, --image-size "
+            f"{cfg.image_size}): nothing was learnt and no encoder.pt is written; raise "
+            "--mask-ratio or lower --patch-size"
+        )
     # No best when validation never gave a number (e.g. nothing masked): keep the last.
     kept = result.best_path or result.last_path
     load_checkpoint(kept, model=model)

@@ -55,9 +55,14 @@ def binary_metrics(
 def best_f1_threshold(probabilities: torch.Tensor, targets: torch.Tensor) -> float:
     """The decision threshold with the highest F1 on these (validation) predictions.
 
-    Candidates are the observed probabilities (scikit-learn's precision-recall
-    curve, which calls a sample positive when its score is >= the threshold);
-    0.5 when there is no positive sample to score.
+    The best cut is found among the observed probabilities (scikit-learn's
+    precision-recall curve: a sample is positive when its score is >= the cut). The
+    threshold returned is then the midpoint between that lowest score called positive
+    and the next observed score below it (0 when there is none): the same calls on
+    these predictions, but not sitting on a sample, so that a positive scored a hair
+    lower on new data is not lost (a threshold equal to the lowest validation positive
+    gave recall 0.8-0.94 on the same tiles at ROC-AUC 1.0). 0.5 when there is no
+    positive sample to score.
     """
     import numpy as np
     from sklearn.metrics import precision_recall_curve
@@ -65,11 +70,14 @@ def best_f1_threshold(probabilities: torch.Tensor, targets: torch.Tensor) -> flo
     y = targets.long().cpu().numpy()
     if y.size == 0 or int(y.sum()) == 0:
         return 0.5
-    precision, recall, thresholds = precision_recall_curve(y, probabilities.float().cpu().numpy())
+    scores = probabilities.float().cpu().numpy()
+    precision, recall, thresholds = precision_recall_curve(y, scores)
     # The curve's last point (precision 1, recall 0) has no threshold.
     precision, recall = precision[:-1], recall[:-1]
     f1 = 2 * precision * recall / np.clip(precision + recall, 1e-12, None)
-    return float(thresholds[int(np.argmax(f1))])
+    cut = float(thresholds[int(np.argmax(f1))])
+    below = scores[scores < cut]
+    return (cut + (float(below.max()) if below.size else 0.0)) / 2
 
 
 def binary_confusion(probabilities: torch.Tensor, targets: torch.Tensor, threshold: float):
