@@ -6,6 +6,11 @@ with the best F1 on the validation split; it is stored in the checkpoint and use
 by ``evaluate`` and ``predict`` unless ``--threshold`` is given. Metrics:
 precision, recall, F1, accuracy, ROC-AUC.
 
+Sen1Floods11 as downloaded (``--data v1.1``): ``--task segment`` maps water per pixel
+with the U-Net (IoU, F1, precision, recall per split and on the Bolivia hold-out;
+predict writes GeoTIFF masks with the chip's georeference), ``--task classify``
+labels each chip; ``--bands s1|s2|both``.
+
 Examples:
 
 \b
@@ -14,6 +19,8 @@ Examples:
     bundle run flood evaluate --checkpoint runs/flood/best.pt --data flood_test --out runs/flood/test
     bundle run flood predict --checkpoint runs/flood/best.pt new_tiles/ --json
     bundle run flood attention --checkpoint runs/flood/best.pt new_tiles/x.png --out runs/flood/attn
+    bundle run flood train --task segment --data sen1floods11/v1.1 --out runs/seg
+    bundle run flood predict --checkpoint runs/seg/best.pt v1.1/data/flood_events/HandLabeled/S1Hand --out masks
 """
 
 from __future__ import annotations

@@ -7,8 +7,9 @@ sm_80+, fp16 with a GradScaler below, fp32 on CPU); a batch whose random mask is
 empty skips its optimiser step cleanly. The encoder is saved as ``encoder.pt``
 for ``landcover train --arch unet_cnn --init-encoder``.
 
-Data: ``--data DIR`` any images under DIR; ``--series DIR`` one sub-folder per
-time series, frames in file-name order.
+Data: ``--data DIR`` any images under DIR, or a Sen1Floods11 download (``v1.1``):
+its training chips, ``--bands s1|s2|both``, labels unused; ``--series DIR`` one
+sub-folder per time series, frames in file-name order.
 
 Examples:
 
@@ -18,6 +19,9 @@ Examples:
     bundle run masked-ssl pretrain --task both --data tiles/ --series series/ --out runs/ssl-b
     bundle run landcover train --data EuroSAT_RGB --out runs/cnn --arch unet_cnn \\
       --image-size 64 --init-encoder runs/ssl/encoder.pt
+    bundle run masked-ssl pretrain --data sen1floods11/v1.1 --bands s1 --image-size 128 --out runs/ssl-s1
+    bundle run flood train --data sen1floods11/v1.1 --task segment --init-encoder runs/ssl-s1/encoder.pt \\
+      --out runs/seg
 """
 
 from __future__ import annotations
@@ -118,6 +122,8 @@ def cli() -> None:
     default=None,
     help="DataLoader workers [default: 0 on CPU, 4 with a GPU].",
 )
+@click.option("--bands", type=click.Choice(["s1", "s2", "both"]), default="s1", show_default=True,
+              help="Sen1Floods11 chips (--data v1.1): the bands the encoder learns to read.")
 @click.option(SKIP_OPTION, "skip_bad_files", is_flag=True, help=SKIP_HELP)
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 @click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON.")

@@ -225,11 +225,12 @@ def _build_resnet18(num_outputs: int, image_size: int, pretrained: bool, **_: An
 
 
 def _build_unet_cnn(
-    num_outputs: int, image_size: int, pretrained: bool, widths: tuple[int, ...] | None = None
+    num_outputs: int, image_size: int, pretrained: bool, widths: tuple[int, ...] | None = None,
+    in_channels: int = 3,
 ) -> nn.Module:
     from runtime.vision.unet import DEFAULT_WIDTHS, UNetClassifier
 
-    return UNetClassifier(num_outputs, widths=tuple(widths or DEFAULT_WIDTHS))
+    return UNetClassifier(num_outputs, in_channels=in_channels, widths=tuple(widths or DEFAULT_WIDTHS))
 
 
 register(
@@ -282,6 +283,40 @@ register(
 )
 
 
+#: Where each architecture's first convolution sits (the layer that reads the bands).
+FIRST_CONV = {"vit_b_16": "conv_proj", "mobilenet_v3_small": "features.0.0", "resnet18": "conv1",
+              "unet_cnn": "encoder.stem.layers.0"}
+
+
+def adapt_first_conv(model: nn.Module, arch_name: str, in_channels: int) -> nn.Module:
+    """Make the first convolution read ``in_channels`` bands instead of RGB, in place.
+
+    The rule: every new input channel gets the mean of the three RGB filters, scaled by
+    3 / ``in_channels``. A scene that is the same in every band then gives the same
+    response as a grey RGB image did, so the layers above see inputs on the scale their
+    pretrained weights expect; nothing but this one weight changes.
+    """
+    import torch
+    from torch import nn
+
+    if in_channels == 3:
+        return model
+    path = FIRST_CONV[arch_name]
+    parent_path, _, name = path.rpartition(".")
+    parent = model.get_submodule(parent_path) if parent_path else model
+    old: nn.Conv2d = getattr(parent, name)
+    new = nn.Conv2d(in_channels, old.out_channels, old.kernel_size, stride=old.stride,
+                    padding=old.padding, dilation=old.dilation, groups=old.groups,
+                    bias=old.bias is not None, padding_mode=old.padding_mode)
+    with torch.no_grad():
+        mean_rgb = old.weight.mean(dim=1, keepdim=True)
+        new.weight.copy_(mean_rgb.expand(-1, in_channels, -1, -1) * (3.0 / in_channels))
+        if old.bias is not None:
+            new.bias.copy_(old.bias)
+    setattr(parent, name, new.to(old.weight.device, old.weight.dtype))
+    return model
+
+
 def build_classifier(
     arch_name: str,
     *,
@@ -290,6 +325,7 @@ def build_classifier(
     pretrained: bool,
     init_encoder: Path | None = None,
     widths: tuple[int, ...] | None = None,
+    in_channels: int = 3,
 ) -> nn.Module:
     """Build a classifier with `num_outputs` logits for `image_size` inputs.
 
@@ -302,6 +338,8 @@ def build_classifier(
         init_encoder: a masked-ssl ``encoder.pt``; only for ``unet_cnn``.
         widths: U-Net widths of ``unet_cnn`` (default ``unet.DEFAULT_WIDTHS``, or
             those of `init_encoder`).
+        in_channels: bands of the input (3: RGB); a pretrained first layer is adapted
+            (see :func:`adapt_first_conv`), ``unet_cnn`` is built for them.
 
     Raises:
         UnknownArchitectureError, MissingWeightsError, CheckpointError, OptionError.
@@ -314,14 +352,23 @@ def build_classifier(
         )
     if init_encoder is None:
         use_weights = pretrained and arch.weights is not None
-        return arch.build(num_outputs, image_size, use_weights, widths=widths)
+        if arch.name == "unet_cnn":
+            return arch.build(num_outputs, image_size, False, widths=widths, in_channels=in_channels)
+        return adapt_first_conv(arch.build(num_outputs, image_size, use_weights, widths=widths),
+                                arch.name, in_channels)
     if arch.name != "unet_cnn":
         raise CheckpointError(
             f"--init-encoder {init_encoder}: only --arch unet_cnn can start from a masked-ssl "
             f"encoder, not {arch.name}"
         )
     encoder = load_encoder_file(init_encoder)
-    model = arch.build(num_outputs, image_size, False, widths=encoder["widths"])
+    if encoder["in_channels"] != in_channels:
+        raise CheckpointError(
+            f"--init-encoder {init_encoder} reads {encoder['in_channels']} band(s), the data "
+            f"{in_channels}: pre-train with the same --bands (masked-ssl pretrain --bands ...)"
+        )
+    model = arch.build(num_outputs, image_size, False, widths=encoder["widths"],
+                       in_channels=in_channels)
     model.encoder.load_state_dict(encoder["state_dict"])
     return model
 
@@ -348,4 +395,5 @@ def load_encoder_file(path: Path) -> dict[str, Any]:
             "`masked-ssl pretrain` writes)"
         )
     data["widths"] = tuple(int(w) for w in data["widths"])
+    data["in_channels"] = int(data.get("in_channels", 3))
     return data

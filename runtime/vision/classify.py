@@ -60,6 +60,10 @@ class TrainConfig:
     progress: bool = True
     resume: Path | None = None
     skip_bad_files: bool = False
+    #: Sen1Floods11 chips (--data v1.1): the band set read, and the water share of the
+    #: labelled pixels from which a tile counts as flooded
+    bands: str = "s1"
+    water_fraction: float = 0.1
 
 
 @dataclass
@@ -199,17 +203,22 @@ def train(cfg: TrainConfig, task: Task) -> dict[str, Any]:
 
     arch = get_architecture(cfg.arch)
     image_size = cfg.image_size or arch.default_image_size
-    split = labelled_split(
-        cfg.data,
-        image_size=image_size,
-        mean=IMAGENET_MEAN,
-        std=IMAGENET_STD,
-        val_fraction=cfg.val_fraction,
-        seed=cfg.seed,
-        augment=cfg.augment,
-        skip_bad_files=cfg.skip_bad_files,
-        log=log if ctx.is_main else None,
-    )
+    chips = chip_split(cfg, image_size, log if ctx.is_main else None)
+    if chips is not None:
+        split, mean, std, in_channels, chip_config = chips
+    else:
+        split = labelled_split(
+            cfg.data,
+            image_size=image_size,
+            mean=IMAGENET_MEAN,
+            std=IMAGENET_STD,
+            val_fraction=cfg.val_fraction,
+            seed=cfg.seed,
+            augment=cfg.augment,
+            skip_bad_files=cfg.skip_bad_files,
+            log=log if ctx.is_main else None,
+        )
+        mean, std, in_channels, chip_config = list(IMAGENET_MEAN), list(IMAGENET_STD), 3, {}
     positive = positive_index(split.classes, task, cfg.data) if task.kind == "binary" else None
     num_outputs = 1 if task.kind == "binary" else len(split.classes)
 
@@ -219,6 +228,7 @@ def train(cfg: TrainConfig, task: Task) -> dict[str, Any]:
         image_size=image_size,
         pretrained=cfg.pretrained,
         init_encoder=cfg.init_encoder,
+        in_channels=in_channels,
     ).to(device)
     origin = _provenance(arch.weights if cfg.pretrained else None, cfg.init_encoder)
     if ctx.is_main:
@@ -283,8 +293,10 @@ def train(cfg: TrainConfig, task: Task) -> dict[str, Any]:
         "classes": list(split.classes),
         "positive_class": task.positive_class,
         "num_outputs": num_outputs,
-        "mean": list(IMAGENET_MEAN),
-        "std": list(IMAGENET_STD),
+        "mean": list(mean),
+        "std": list(std),
+        "in_channels": in_channels,
+        **chip_config,
         "widths": list(getattr(unwrap_model(model), "encoder", None).widths)
         if arch.name == "unet_cnn"
         else None,
@@ -338,6 +350,31 @@ def train(cfg: TrainConfig, task: Task) -> dict[str, Any]:
         write_confusion_matrix(counts, labels, cfg.out)
         write_json(Path(cfg.out) / METRICS_NAME, summary)
     return summary
+
+
+def chip_split(cfg: TrainConfig, image_size: int, say: Any) -> tuple | None:
+    """Sen1Floods11 chips as flood / no_flood tiles, or None when --data is not that layout.
+
+    Returns:
+        (LabelledSplit, band means, band stds, channels, config entries for the checkpoint).
+    """
+    from runtime.vision import sen1floods11 as s1f
+    from runtime.vision.images import LabelledSplit
+
+    if s1f.find_root(cfg.data) is None:
+        return None
+    data = s1f.load(cfg.data, bands=cfg.bands, seed=cfg.seed, val_fraction=cfg.val_fraction)
+    if say is not None:
+        say(data.describe())
+        say(f"a chip is 'flood' when >= {cfg.water_fraction:g} of its labelled pixels are water")
+    mean, std = s1f.band_statistics(data.splits["train"], cfg.bands)
+    sets = {name: s1f.TileSet(data.splits[name], cfg.bands, mean, std, image_size=image_size,
+                              threshold=cfg.water_fraction, augment=name == "train" and cfg.augment)
+            for name in ("train", "valid")}
+    config = {"data_layout": "sen1floods11", "bands": cfg.bands,
+              "water_fraction": cfg.water_fraction, "split_source": data.split_source}
+    return (LabelledSplit(sets["train"], sets["valid"], list(s1f.CLASSES)), mean, std,
+            s1f.channels(cfg.bands), config)
 
 
 def _provenance(weights: str | None, init_encoder: Path | None) -> dict[str, Any]:

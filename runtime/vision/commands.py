@@ -132,8 +132,21 @@ def make_train_command(stack: str, task_kind: str, *, default_arch: str,
         "--precision fp16"
     )
 
+    if binary:
+        help_text += (
+            "\n\nSen1Floods11 as downloaded (--data v1.1 or .../HandLabeled): --task segment "
+            "trains the U-Net to map water per pixel (--init-encoder: a masked-ssl encoder.pt "
+            "of the same --bands); --task classify labels each chip flood when at least "
+            "--water-fraction of its labelled pixels are water. --bands s1 (VV, VH), s2 (13) "
+            "or both.\n\n\b\n"
+            f"  bundle run {stack} train --data sen1floods11/v1.1 --task segment --out runs/seg\n"
+            f"  bundle run {stack} train --data sen1floods11/v1.1 --task classify --bands s1 "
+            "--arch mobilenet_v3_small --image-size 128 --out runs/tiles"
+        )
+
     @click.command("train", help=help_text, short_help="Fine-tune a classifier.")
     @train_options(default_arch)
+    @(_chip_options if binary else (lambda f: f))
     @(click.option("--positive-class", default="flood", show_default=True,
                    help="Class folder that counts as positive.") if binary
       else (lambda f: f))
@@ -144,6 +157,13 @@ def make_train_command(stack: str, task_kind: str, *, default_arch: str,
         as_json = kw.pop("as_json")
         no_progress = kw.pop("no_progress")
         positive = kw.pop("positive_class", None)
+        task_choice, crop = kw.pop("task", "classify"), kw.pop("crop", None)
+        if task_choice == "segment":
+            summary = _train_segment(kw, crop=crop, progress=not no_progress)
+            if is_main_process():
+                shown = ", ".join(f"{split} IoU {m['iou']:.4f}" for split, m in summary["splits"].items())
+                emit(summary, as_json, f"best checkpoint {summary['checkpoint']}: {shown}")
+            return
         if kw["pretrained"] and kw["init_encoder"] is None and kw["arch"] != "unet_cnn":
             ensure_activated()
         cfg = classify.TrainConfig(progress=not no_progress, **kw)
@@ -156,6 +176,55 @@ def make_train_command(stack: str, task_kind: str, *, default_arch: str,
         emit(summary, as_json, f"best checkpoint {summary['checkpoint']}: {shown}")
 
     return train
+
+
+def _chip_options(func: Callable) -> Callable:
+    """flood's options for Sen1Floods11 chips."""
+    from runtime.vision.sen1floods11 import BAND_SETS, DEFAULT_WATER_FRACTION
+
+    for opt in reversed([
+        click.option("--task", type=click.Choice(["classify", "segment"]), default="classify",
+                     show_default=True,
+                     help="classify: a label per tile; segment: water per pixel (Sen1Floods11)."),
+        click.option("--bands", type=click.Choice(BAND_SETS), default="s1", show_default=True,
+                     help="Sen1Floods11 bands: s1 (VV, VH in dB), s2 (13 bands) or both."),
+        click.option("--water-fraction", type=click.FloatRange(0, 1, min_open=True),
+                     default=DEFAULT_WATER_FRACTION, show_default=True,
+                     help="--task classify on chips: a chip is 'flood' from this water share "
+                          "of its labelled pixels."),
+        click.option("--crop", type=int, default=256, show_default=True,
+                     help="--task segment: train on random square crops of this side."),
+    ]):
+        func = opt(func)
+    return func
+
+
+def _train_segment(kw: dict[str, Any], *, crop: int, progress: bool) -> dict[str, Any]:
+    from runtime.vision import segment
+    from runtime.vision.errors import OptionError
+
+    source = click.get_current_context().get_parameter_source("arch")
+    if source is not None and source.name != "DEFAULT" and kw["arch"] != "unet_cnn":
+        raise OptionError(f"--task segment trains the U-Net; --arch {kw['arch']} is for --task classify")
+    cfg = segment.SegmentConfig(
+        data=kw["data"], out=kw["out"], bands=kw["bands"], init_encoder=kw["init_encoder"],
+        crop=crop, epochs=kw["epochs"], batch_size=kw["batch_size"], lr=kw["lr"],
+        weight_decay=kw["weight_decay"], precision=kw["precision"], device=kw["device"],
+        seed=kw["seed"], val_fraction=kw["val_fraction"], workers=kw["workers"],
+        accum_steps=kw["accum_steps"], resume=kw["resume"], progress=progress,
+    )
+    return segment.train(cfg)
+
+
+def checkpoint_task(path: Path) -> str | None:
+    """The ``task`` a checkpoint was trained for (None when it cannot be read: the command's
+    own loading then says why)."""
+    from runtime.train.checkpoint import CheckpointError, read_checkpoint
+
+    try:
+        return (read_checkpoint(path).get("config") or {}).get("task")
+    except CheckpointError:
+        return None
 
 
 _checkpoint_option = click.option(
@@ -200,9 +269,20 @@ def make_evaluate_command(stack: str) -> click.Command:
                  batch_size: int, device: str, skip_bad_files: bool, as_json: bool) -> None:
         from runtime.vision import inference
 
-        summary = inference.evaluate(checkpoint, data, out, stack=stack, batch_size=batch_size,
-                                     device=device, threshold=threshold,
-                                     skip_bad_files=skip_bad_files)
+        if checkpoint_task(checkpoint) == "segment":
+            from runtime.vision import segment
+
+            summary = segment.evaluate(checkpoint, data, out, batch_size=batch_size, device=device)
+        else:
+            summary = inference.evaluate(checkpoint, data, out, stack=stack, batch_size=batch_size,
+                                         device=device, threshold=threshold,
+                                         skip_bad_files=skip_bad_files)
+        if "splits" in summary:  # Sen1Floods11: every held-out split
+            text = "; ".join(
+                f"{name}: " + ", ".join(f"{k} {v:.4f}" for k, v in m.items() if isinstance(v, float) and k != "pixels")
+                for name, m in summary["splits"].items())
+            emit(summary, as_json, f"{text}; reports in {out}")
+            return
         shown = ", ".join(f"{k} {v:.4f}" for k, v in summary.items() if isinstance(v, float))
         emit(summary, as_json, f"{summary['samples']} images: {shown}; reports in {out}")
 
@@ -222,8 +302,10 @@ def make_predict_command(stack: str) -> click.Command:
     @click.argument("inputs", nargs=-1, required=True,
                     type=click.Path(exists=True, path_type=Path))
     @_checkpoint_option
-    @click.option("--out", type=click.Path(dir_okay=False, path_type=Path), default=None,
-                  help="Write a CSV: path, label, confidence, one probability per class.")
+    @click.option("--out", type=click.Path(path_type=Path), default=None,
+                  help="Write a CSV: path, label, confidence, one probability per class. For a "
+                       "--task segment checkpoint: the folder for NAME_WaterMask.tif (GeoTIFF, "
+                       "the chip's georeference kept) and NAME_overlay.png [default ./masks].")
     @_scoring_options
     @click.option("--json", "as_json", is_flag=True, help="Print predictions as JSON.")
     @friendly_errors
@@ -232,6 +314,13 @@ def make_predict_command(stack: str) -> click.Command:
                 as_json: bool) -> None:
         from runtime.vision import inference
 
+        if checkpoint_task(checkpoint) == "segment":
+            from runtime.vision import segment
+
+            written = segment.predict(checkpoint, list(inputs), out or Path("masks"), device=device)
+            emit(written, as_json, "\n".join(f"{r['chip']}\twater {r['water_fraction']:.3f}\t"
+                                              f"{r['mask']}" for r in written))
+            return
         preds = inference.predict(checkpoint, inputs, stack=stack, batch_size=batch_size,
                                   device=device, threshold=threshold,
                                   skip_bad_files=skip_bad_files)

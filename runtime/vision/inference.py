@@ -77,6 +77,7 @@ def load_classifier(
         image_size=int(config["image_size"]),
         pretrained=False,
         widths=widths,
+        in_channels=int(config.get("in_channels", 3)),
     )
     try:
         record = load_checkpoint(path, model=model)
@@ -124,6 +125,9 @@ def evaluate(
     dev = choose_device(device)
     loaded = load_classifier(checkpoint, stack=stack, device=dev)
     cfg, task = loaded.config, loaded.task
+    if cfg.get("data_layout") == "sen1floods11":
+        return _evaluate_chips(loaded, data, out, batch_size=batch_size, device=dev,
+                               threshold=threshold)
     dataset = labelled_folder(
         data, image_size=int(cfg["image_size"]), mean=cfg["mean"], std=cfg["std"],
         skip_bad_files=skip_bad_files, log=log,
@@ -145,6 +149,41 @@ def evaluate(
     write_confusion_matrix(counts, report_labels(task, cfg["classes"]), out)
     summary = {"checkpoint": str(Path(checkpoint).resolve()), "data": str(data),
                "samples": len(dataset), **metrics, "provenance": cfg.get("provenance")}
+    write_json(Path(out) / METRICS_NAME, summary)
+    return summary
+
+
+def _evaluate_chips(loaded: LoadedClassifier, data: Path, out: Path, *, batch_size: int,
+                    device: Any, threshold: float | None) -> dict[str, Any]:
+    """A --task classify model of Sen1Floods11 chips, scored on every held-out split."""
+    from torch.utils.data import DataLoader
+
+    from runtime.train.loop import collect_predictions
+    from runtime.train.precision import choose_precision
+    from runtime.vision import sen1floods11 as s1f
+    from runtime.vision.reports import write_confusion_matrix, write_json
+
+    cfg, task = loaded.config, loaded.task
+    dataset = s1f.load(data, bands=cfg["bands"])
+    positive = cfg["classes"].index(task.positive_class)
+    policy = choose_precision(device, "fp32")
+    if threshold is None:
+        threshold = loaded.threshold if loaded.threshold is not None else 0.5
+    splits = {}
+    for name, chips in dataset.splits.items():
+        if name == "train" or not chips:
+            continue
+        tiles = s1f.TileSet(chips, cfg["bands"], cfg["mean"], cfg["std"],
+                            image_size=int(cfg["image_size"]), threshold=cfg["water_fraction"])
+        logits, targets = collect_predictions(
+            loaded.model, DataLoader(tiles, batch_size=batch_size),
+            forward=forward_for(task, positive), policy=policy)
+        metrics, counts = score(task, logits, targets, 1, threshold=threshold)
+        write_confusion_matrix(counts, report_labels(task, cfg["classes"]), Path(out) / name)
+        splits[name] = {"samples": len(tiles), **metrics}
+    summary = {"checkpoint": str(Path(loaded.path).resolve()), "data": str(data),
+               "split_source": dataset.split_source, "splits": splits,
+               "provenance": cfg.get("provenance")}
     write_json(Path(out) / METRICS_NAME, summary)
     return summary
 
@@ -186,18 +225,43 @@ def predict(
     dev = choose_device(device)
     loaded = load_classifier(checkpoint, stack=stack, device=dev)
     cfg = loaded.config
+    if threshold is None:
+        threshold = loaded.threshold
+    if cfg.get("data_layout") == "sen1floods11":
+        return _predict_chips(loaded, inputs, device=dev, threshold=threshold)
     transform = image_transform(int(cfg["image_size"]), cfg["mean"], cfg["std"])
     files = ImageFiles(checked(gather_images(inputs), skip_bad_files=skip_bad_files, log=log),
                        transform)
     classes = list(cfg["classes"])
     results: list[Prediction] = []
-    if threshold is None:
-        threshold = loaded.threshold
     with torch.no_grad():
         for images, paths in DataLoader(files, batch_size=batch_size):
             logits = loaded.model(images.to(dev)).float().cpu()
             for row, path in zip(logits, paths, strict=True):
                 results.append(_prediction(loaded.task, row, path, classes, threshold))
+    return results
+
+
+def _predict_chips(loaded: LoadedClassifier, inputs: Sequence[Path], *, device: Any,
+                   threshold: float | None) -> list[Prediction]:
+    """Flood / no_flood per Sen1Floods11 chip (the band files a chip's name leads to)."""
+    import torch
+    from torch.nn import functional as F
+
+    from runtime.vision import sen1floods11 as s1f
+    from runtime.vision.segment import chip_inputs
+
+    cfg = loaded.config
+    size = int(cfg["image_size"])
+    results = []
+    with torch.no_grad():
+        for files in chip_inputs(list(inputs), cfg["bands"]):
+            x = torch.from_numpy(s1f.normalise(s1f.read_bands(files, cfg["bands"]), cfg["mean"], cfg["std"]))
+            x = F.interpolate(x[None], size=(size, size), mode="bilinear", align_corners=False,
+                              antialias=True)
+            row = loaded.model(x.to(device)).float().cpu()[0]
+            first = files[s1f.sources(cfg["bands"])[0]]
+            results.append(_prediction(loaded.task, row, str(first), list(cfg["classes"]), threshold))
     return results
 
 

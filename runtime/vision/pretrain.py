@@ -62,6 +62,8 @@ class PretrainConfig:
     max_grad_norm: float | None = 1.0
     progress: bool = True
     skip_bad_files: bool = False
+    #: Sen1Floods11 chips (--data v1.1): the band set the encoder learns to read
+    bands: str = "s1"
 
 
 class ZippedLoaders:
@@ -100,6 +102,11 @@ def _datasets(cfg: PretrainConfig) -> dict[str, tuple[Any, Any]]:
 
     wanted = ("masked", "temporal") if cfg.task == "both" else (cfg.task,)
     found: dict[str, tuple[Any, Any]] = {}
+    if cfg.data is not None and (chips := chip_tiles(cfg)) is not None:
+        if wanted != ("masked",):
+            raise DatasetError("Sen1Floods11 chips have no time series: use --task masked with them")
+        found["masked"] = _split(chips, cfg.val_fraction, cfg.seed, str(cfg.data))
+        return found
     if "masked" in wanted:
         if cfg.data is None:
             raise DatasetError(f"--task {cfg.task} needs --data, a folder of unlabelled tiles")
@@ -122,6 +129,24 @@ def _datasets(cfg: PretrainConfig) -> dict[str, tuple[Any, Any]]:
         series = TileSeries(cfg.series, tf, context=cfg.context, keep=keep)
         found["temporal"] = _split(series, cfg.val_fraction, cfg.seed, str(cfg.series))
     return found
+
+
+def chip_tiles(cfg: PretrainConfig) -> Any:
+    """Sen1Floods11's training chips as unlabelled tiles (random --image-size crops, flips,
+    turns), normalised per band; None when --data is not that layout. The band
+    statistics go onto ``cfg`` (``band_mean``/``band_std``) for the checkpoint and
+    encoder.pt, so a segmenter started from it normalises alike."""
+    from runtime.vision import sen1floods11 as s1f
+
+    if s1f.find_root(cfg.data) is None:
+        return None
+    data = s1f.load(cfg.data, bands=cfg.bands, seed=cfg.seed)
+    print(data.describe() + "; pre-training reads the training split, labels unused",
+          file=sys.stderr, flush=True)
+    mean, std = s1f.band_statistics(data.splits["train"], cfg.bands)
+    cfg.band_stats = (mean, std)  # type: ignore[attr-defined]
+    return s1f.ChipSet(data.splits["train"], cfg.bands, mean, std, crop=cfg.image_size,
+                       augment=True, labels=False)
 
 
 def masked_step_loss(
@@ -195,7 +220,10 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
 
     sets = _datasets(cfg)
     tasks = tuple(sets)
-    model = PretrainNet(tasks=tasks, widths=cfg.widths, context_frames=cfg.context).to(device)
+    band_stats = getattr(cfg, "band_stats", None)
+    in_channels = len(band_stats[0]) if band_stats else 3
+    model = PretrainNet(tasks=tasks, in_channels=in_channels, widths=cfg.widths,
+                        context_frames=cfg.context).to(device)
     workers = cfg.workers if cfg.workers is not None else (4 if device.type == "cuda" else 0)
     loaders = {
         name: DataLoader(
@@ -272,8 +300,10 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         "patch_size": cfg.patch_size,
         "mask_ratio": cfg.mask_ratio,
         "context": cfg.context,
-        "mean": list(IMAGENET_MEAN),
-        "std": list(IMAGENET_STD),
+        "mean": list(band_stats[0]) if band_stats else list(IMAGENET_MEAN),
+        "std": list(band_stats[1]) if band_stats else list(IMAGENET_STD),
+        "in_channels": in_channels,
+        "bands": cfg.bands if band_stats else None,
         "precision": policy.name,
         # No pretrained weights: the provenance says so, so no one wonders.
         "provenance": {"model": None},
@@ -336,6 +366,7 @@ def save_encoder(model: nn.Module, path: Path, *, config: dict[str, Any]) -> Pat
         "mean": config["mean"],
         "std": config["std"],
         "task": config["task"],
+        "bands": config.get("bands"),  # the Sen1Floods11 band set, None for RGB tiles
     }
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(data, path)
