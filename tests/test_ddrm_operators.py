@@ -14,7 +14,6 @@ import torch
 import torch.nn.functional as F
 
 from runtime.ddrm.operators import (
-    DEGRADATIONS,
     BicubicSR,
     Deblurring,
     SVDOperator,
@@ -25,6 +24,22 @@ from runtime.ddrm.operators import (
 from tests.torch_helpers import one_thread  # noqa: F401  (a fixture)
 
 F64 = torch.float64
+#: every --deg form, with the N of the patterned ones filled in (sr3 and sr_bicubic2: any
+#: factor that divides the size; cs: any that divides S²)
+CONCRETE = ["deno", "sr2", "sr3", "sr4", "sr8", "sr_bicubic2", "sr_bicubic4", "deblur_uni",
+            "deblur_gauss", "deblur_aniso", "cs2", "cs4", "inp", "color"]
+
+
+def size_for(deg: str) -> int:
+    return {"sr8": 16, "sr_bicubic4": 16, "sr3": 12}.get(deg, 8)
+
+
+def hadamard(n: int) -> torch.Tensor:
+    """The orthonormal Sylvester-Hadamard matrix, built by Kronecker products."""
+    h = torch.ones(1, 1, dtype=F64)
+    while h.shape[0] < n:
+        h = torch.cat([torch.cat([h, h], 1), torch.cat([h, -h], 1)], 0)
+    return h / n**0.5
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -41,14 +56,23 @@ def reference_h(deg: str, op: SVDOperator, size: int) -> torch.Tensor | None:
     basis = torch.eye(d, dtype=F64).reshape(d, 3, size, size)
     if deg == "deno":
         out = basis
-    elif deg in ("sr2", "sr4", "sr8"):
+    elif deg in ("sr2", "sr3", "sr4", "sr8"):
         out = F.avg_pool2d(basis, int(deg[2:]))
     elif deg == "color":
         out = basis.mean(dim=1)
     elif deg.startswith("deblur"):
         k = torch.full((9,), 1 / 9, dtype=F64) if deg == "deblur_uni" else gaussian_kernel(10.0, 2)
-        kernel = torch.outer(k, k)[None, None].repeat(3, 1, 1, 1)
+        k2 = k
+        if deg == "deblur_aniso":  # σ = 1 px down the columns, 20 px along the rows
+            k, k2 = gaussian_kernel(1.0, 4), gaussian_kernel(20.0, 4)
+        kernel = torch.outer(k, k2)[None, None].repeat(3, 1, 1, 1)
         out = F.conv2d(basis, kernel, padding=k.numel() // 2, groups=3)
+    elif deg.startswith("cs"):
+        # y_c = (W x_c)[kept]: the kept coefficients in the operator's order, channel fastest
+        w = hadamard(size * size)
+        kept = op.perm[: size * size // int(deg[2:])]
+        coeffs = basis.reshape(d, 3, -1) @ w.T  # [D, C, S²]
+        out = coeffs[:, :, kept].transpose(1, 2)
     elif deg == "inp":
         mask = op.order[: op.singulars.numel()]  # the kept entries, in image order
         out = basis.reshape(d, -1)[:, torch.sort(mask).values]
@@ -58,6 +82,9 @@ def reference_h(deg: str, op: SVDOperator, size: int) -> torch.Tensor | None:
 
 
 def build(deg: str, size: int, zero_below: float | None = None) -> SVDOperator:
+    if zero_below is not None and deg == "deblur_aniso":
+        return Deblurring(gaussian_kernel(1.0, 4), 3, size, kernel_cols=gaussian_kernel(20.0, 4),
+                          dtype=F64, zero_below=zero_below)
     if zero_below is not None and deg.startswith("deblur"):
         k = torch.full((9,), 1 / 9, dtype=F64) if deg == "deblur_uni" else gaussian_kernel(10.0, 2)
         return Deblurring(k, 3, size, dtype=F64, zero_below=zero_below)
@@ -66,9 +93,9 @@ def build(deg: str, size: int, zero_below: float | None = None) -> SVDOperator:
     return make_operator(deg, image_size=size, dtype=F64, seed=3)
 
 
-@pytest.mark.parametrize("deg", sorted(DEGRADATIONS))
+@pytest.mark.parametrize("deg", CONCRETE)
 def test_svd_pieces_agree_with_dense_matrices(deg: str) -> None:
-    size = 16 if deg in ("sr8", "sr_bicubic4") else 8
+    size = size_for(deg)
     op = build(deg, size, zero_below=0.0)  # exact SVD: nothing treated as zero
     d, m = op.dim, op.singulars.numel()
     h = dense(op.H, d)
@@ -113,18 +140,44 @@ def test_tiny_blur_singulars_are_treated_as_zero_as_in_ddrm() -> None:
 
 
 def test_operators_work_batched_and_on_the_requested_dtype() -> None:
-    for deg in DEGRADATIONS:
-        op = make_operator(deg, image_size=16, dtype=torch.float32)
-        x = torch.randn(5, 3, 16, 16)
+    for deg in CONCRETE:
+        op = make_operator(deg, image_size=12 if deg == "sr3" else 16, dtype=torch.float32)
+        side = op.image_size
+        x = torch.randn(5, 3, side, side)
         y = op.H(x)
         assert y.dtype == torch.float32 and y.shape == (5, op.singulars.numel())
-        assert op.observation_image(y).shape == (5, 3, 16, 16)
+        assert op.observation_image(y).shape == (5, 3, side, side)
         # each batch element is degraded on its own
         torch.testing.assert_close(op.H(x[2:3]), y[2:3], atol=1e-5, rtol=1e-5)
 
 
 def test_unknown_degradation_and_bad_sizes_are_refused_with_the_choices() -> None:
     with pytest.raises(ValueError, match="known: deno"):
+        make_operator("blur9", image_size=32)
+    with pytest.raises(ValueError, match="not divisible"):
         make_operator("sr3", image_size=32)
+    with pytest.raises(ValueError, match="power-of-two"):
+        make_operator("cs4", image_size=24)
     with pytest.raises(ValueError, match="not divisible"):
         make_operator("sr8", image_size=20)
+
+
+@pytest.mark.parametrize("name", ["inp_lolcat", "inp_lorem"])
+def test_ddrm_masks_are_the_reference_masks(name: str) -> None:
+    """The masks DDRM ships (MIT, runtime/ddrm/masks) as it uses them: observed where != 0."""
+    from pathlib import Path
+
+    import numpy as np
+
+    from runtime.ddrm import operators
+
+    op = make_operator(name, image_size=256, dtype=F64)
+    raw = np.load(Path(operators.__file__).with_name("masks") / operators.MASK_FILES[name])
+    observed = int((raw != 0).sum())
+    assert op.singulars.numel() == 3 * observed and 0 < observed < 256 * 256
+    x = torch.randn(1, 3, 256, 256, dtype=F64)
+    y = op.H(x)
+    keep = torch.from_numpy(raw.reshape(-1) != 0)
+    torch.testing.assert_close(y.reshape(3, -1), x.reshape(3, -1)[:, keep])
+    with pytest.raises(ValueError, match="256"):
+        make_operator(name, image_size=64)

@@ -19,7 +19,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from runtime.ddrm.operators import DEGRADATIONS, make_operator, psnr_db
+from runtime.ddrm.operators import make_operator, psnr_db
 from runtime.ddrm.sampler import NoiseSchedule, classifier_guided, ddrm_sample, log_prob_gradient
 from tests.torch_helpers import one_thread  # noqa: F401  (a fixture)
 
@@ -54,7 +54,8 @@ def oracle_eps_fn(op, schedule, truth):
     return eps_fn
 
 
-@pytest.mark.parametrize("deg", sorted(DEGRADATIONS))
+@pytest.mark.parametrize("deg", ["deno", "sr2", "sr4", "sr8", "sr_bicubic2", "sr_bicubic4", "deblur_uni",
+                                 "deblur_gauss", "deblur_aniso", "cs2", "cs4", "inp", "color"])
 def test_each_operator_restores_above_60_db_with_the_oracle_denoiser(deg: str) -> None:
     schedule = NoiseSchedule.linear(1e-12, 0.02, 1000)
     op = make_operator(deg, image_size=SIZE, dtype=F64, seed=0)

@@ -134,6 +134,39 @@ def test_add_verified_from_many_threads_leaves_one_intact_blob(tmp_path: Path) -
     assert not any(s.exists() for s in srcs)
 
 
+def test_a_blob_named_by_one_build_keeps_its_inode_when_another_names_the_same_bytes(tmp_path: Path) -> None:
+    """Two builds verify the same file at once (their commits run outside the download
+    lock); whichever names it second must not replace the first's inode, which a bundle
+    may already link to: every bundle then shares one copy on disk."""
+    store = Store(tmp_path / "store")
+    data = os.urandom(100_000)
+    digest = sha(data)
+    for round_ in range(20):
+        srcs = []
+        for i in range(4):
+            src = store.root / "tmp" / f"r{round_}-{i}"
+            src.write_bytes(data)
+            srcs.append(src)
+        barrier = threading.Barrier(len(srcs))
+        linked: list[int] = []
+
+        def build(src: Path, n: int, barrier: threading.Barrier = barrier, linked: list[int] = linked) -> None:
+            barrier.wait()
+            store.add_verified(src, digest)
+            dest = tmp_path / f"bundle{n}" / "big.bin"
+            store.materialise(digest, dest)
+            linked.append(dest.stat().st_ino)
+
+        threads = [threading.Thread(target=build, args=(s, n)) for n, s in enumerate(srcs)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        assert set(linked) == {store.blob_path(digest).stat().st_ino}, f"round {round_}"
+        store.blob_path(digest).chmod(0o644)
+        store.blob_path(digest).unlink()  # the next round races from an empty store again
+
+
 def test_lock_excludes_other_threads_holding_the_same_key(tmp_path: Path) -> None:
     store = Store(tmp_path / "store")
     inside = 0

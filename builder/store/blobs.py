@@ -166,20 +166,46 @@ class Store:
                 return dest
             os.chmod(src, BLOB_MODE)
             try:
-                replace_making_parent(src, dest)
+                self._name(src, dest, sha256)
             except OSError as exc:
                 if exc.errno != errno.EXDEV:
                     raise
-                # src is on another file system: copy next to the blobs, then rename.
+                # src is on another file system: copy next to the blobs, then name it.
                 tmp = self._copy_to_tmp(src, hash_it=False)[0]
                 os.chmod(tmp, BLOB_MODE)
-                os.replace(tmp, dest)
+                self._name(tmp, dest, sha256)
                 unlink_quietly(src)
         except StoreError:
             raise
         except OSError as exc:
             raise store_os_error(exc, f"moving {src} into the store as {sha256}") from exc
         return dest
+
+    def _name(self, src: Path, dest: Path, sha256: str) -> None:
+        """Give ``src`` the blob name ``dest`` unless a good blob already has it.
+
+        A hard link cannot replace an existing name, so of two builds that verified
+        the same bytes at once (deferred commits run outside the download lock) the
+        first one's inode stays, and bundles that already link to it keep sharing it;
+        the second copy is dropped. Only a damaged blob (wrong size) is replaced.
+        """
+        try:
+            os.link(src, dest)
+        except FileNotFoundError:
+            if not os.path.exists(src):
+                raise
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            return self._name(src, dest, sha256)
+        except FileExistsError:
+            if not self.has(sha256, src.stat().st_size):
+                replace_making_parent(src, dest)
+                return
+        except OSError as exc:
+            if exc.errno not in LINK_REFUSED:
+                raise
+            replace_making_parent(src, dest)  # a file system without hard links: rename
+            return
+        unlink_quietly(src)
 
     def commit(self, pending: list[tuple[Path, str]]) -> list[Path]:
         """Make verified scratch files (``fetch(commit=False)``) durable, then name them.

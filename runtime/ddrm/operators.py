@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -230,6 +231,59 @@ class Colorization(SVDOperator):
         return grey.expand(-1, 3, -1, -1)
 
 
+class WalshHadamardCS(SVDOperator):
+    """Compressed sensing: y holds 1/``ratio`` of the (orthonormal) Walsh–Hadamard
+    coefficients of each channel's flattened image, chosen by a seeded permutation.
+
+    H = P W with W the orthonormal Hadamard matrix of size S² (symmetric, W² = I) and P
+    the selection of the first S²/ratio coefficients of ``perm``: U = I, Σ = I, and
+    spectral coordinate k·C + c is coefficient ``perm[k]`` of channel c (the kept
+    coefficients first). S must be a power of two, as DDRM's ``cs{N}``.
+    """
+
+    def __init__(self, channels: int, image_size: int, ratio: int, perm: torch.Tensor, *,
+                 device=None, dtype=torch.float32) -> None:
+        n = image_size * image_size
+        if n & (n - 1):
+            raise ValueError(f"compressed sensing needs a power-of-two image size, got {image_size}")
+        if n % ratio:
+            raise ValueError(f"{n} coefficients cannot be cut by {ratio}")
+        self.channels, self.image_size, self.ratio = channels, image_size, ratio
+        self.perm = perm.to(device=device, dtype=torch.long)
+        self.inverse = torch.argsort(self.perm)
+        self.singulars = torch.ones(channels * n // ratio, device=device, dtype=dtype)
+
+    def _wht(self, x: torch.Tensor) -> torch.Tensor:
+        """Orthonormal fast Walsh–Hadamard transform along the last axis (its own inverse)."""
+        n = x.shape[-1]
+        out, h = x.clone(), 1
+        while h < n:
+            out = out.reshape(*x.shape[:-1], n // (2 * h), 2, h)
+            a, b = out[..., 0, :], out[..., 1, :]
+            out = torch.stack([a + b, a - b], dim=-2)
+            h *= 2
+        return out.reshape(x.shape) / math.sqrt(n)
+
+    def Vt(self, x):  # noqa: N802
+        b = x.shape[0]
+        coeffs = self._wht(x.reshape(b, self.channels, -1))[:, :, self.perm]  # [B, C, n]
+        return coeffs.transpose(1, 2).reshape(b, -1)
+
+    def V(self, z):  # noqa: N802
+        b = z.shape[0]
+        coeffs = z.reshape(b, -1, self.channels).transpose(1, 2)[:, :, self.inverse]
+        return self._wht(coeffs).reshape(b, -1)
+
+    def Ut(self, y):  # noqa: N802
+        return _flat(y)
+
+    def U(self, w):  # noqa: N802
+        return _flat(w)
+
+    def observation_image(self, y: torch.Tensor) -> torch.Tensor:
+        return self.H_pinv(y).reshape(-1, self.channels, self.image_size, self.image_size)
+
+
 class SeparableOperator(SVDOperator):
     """y = A X Aᵀ per channel, for a 1-D matrix A of shape [m, n] (m ≤ n).
 
@@ -244,14 +298,21 @@ class SeparableOperator(SVDOperator):
     """
 
     def __init__(self, matrix: torch.Tensor, channels: int, *, zero_below: float = ZERO_SINGULAR,
-                 device=None, dtype=torch.float32) -> None:
+                 device=None, dtype=torch.float32, cols: torch.Tensor | None = None) -> None:
         m, n = matrix.shape
         if m > n:
             raise ValueError("the 1-D matrix must not have more rows than columns")
+        if cols is not None and cols.shape != matrix.shape:
+            raise ValueError("the row and column matrices must have the same shape")
         self.channels, self.image_size, self.low = channels, n, m
         u, s, v = _svd(matrix)
         s = torch.where(s < zero_below, torch.zeros_like(s), s)
-        grid = (s[:, None] * s[None, :]).flatten()  # singular value of low-res position (i, j)
+        if cols is None:
+            u2, s2, v2 = u, s, v
+        else:  # y = A X Bᵀ: A blurs the rows, B the columns (anisotropic)
+            u2, s2, v2 = _svd(cols)
+            s2 = torch.where(s2 < zero_below, torch.zeros_like(s2), s2)
+        grid = (s[:, None] * s2[None, :]).flatten()  # singular value of low-res position (i, j)
         self.order = torch.sort(grid, descending=True, stable=True).indices  # over m·m positions
         rows, cols = self.order // m, self.order % m
         in_block = torch.zeros(n, n, dtype=torch.bool)
@@ -262,6 +323,8 @@ class SeparableOperator(SVDOperator):
         self.u_positions = self.order.to(device)
         self.u_1d = u.to(device=device, dtype=dtype)
         self.v_1d = v.to(device=device, dtype=dtype)
+        self.u_cols = u2.to(device=device, dtype=dtype)
+        self.v_cols = v2.to(device=device, dtype=dtype)
         self.singulars = grid[self.order].repeat_interleave(channels).to(device=device, dtype=dtype)
 
     @staticmethod
@@ -283,27 +346,31 @@ class SeparableOperator(SVDOperator):
     def Vt(self, x):  # noqa: N802
         n = self.image_size
         img = x.reshape(x.shape[0], self.channels, n, n)
-        return self._to_spectral(self._sandwich(self.v_1d.T, img, self.v_1d), self.v_positions)
+        return self._to_spectral(self._sandwich(self.v_1d.T, img, self.v_cols), self.v_positions)
 
     def V(self, z):  # noqa: N802
         grid = self._from_spectral(z, self.v_positions, self.image_size)
-        return self._sandwich(self.v_1d, grid, self.v_1d.T).reshape(z.shape[0], -1)
+        return self._sandwich(self.v_1d, grid, self.v_cols.T).reshape(z.shape[0], -1)
 
     def Ut(self, y):  # noqa: N802
         m = self.low
         img = y.reshape(y.shape[0], self.channels, m, m)
-        return self._to_spectral(self._sandwich(self.u_1d.T, img, self.u_1d), self.u_positions)
+        return self._to_spectral(self._sandwich(self.u_1d.T, img, self.u_cols), self.u_positions)
 
     def U(self, w):  # noqa: N802
         grid = self._from_spectral(w, self.u_positions, self.low)
-        return self._sandwich(self.u_1d, grid, self.u_1d.T).reshape(w.shape[0], -1)
+        return self._sandwich(self.u_1d, grid, self.u_cols.T).reshape(w.shape[0], -1)
 
 
 class Deblurring(SeparableOperator):
-    """Blur with a separable, symmetric kernel k ⊗ k and zero padding ('same' size)."""
+    """Blur with a separable kernel and zero padding ('same' size): k ⊗ k, or with
+    ``kernel_cols`` an anisotropic blur (``kernel`` down the columns, i.e. along each
+    column's rows, ``kernel_cols`` along the rows), as DDRM's ``deblur_aniso``."""
 
-    def __init__(self, kernel: torch.Tensor, channels: int, image_size: int, **kw) -> None:
-        super().__init__(blur_matrix(kernel, image_size), channels, **kw)
+    def __init__(self, kernel: torch.Tensor, channels: int, image_size: int, *,
+                 kernel_cols: torch.Tensor | None = None, **kw) -> None:
+        cols = blur_matrix(kernel_cols, image_size) if kernel_cols is not None else None
+        super().__init__(blur_matrix(kernel, image_size), channels, cols=cols, **kw)
 
     def observation_image(self, y: torch.Tensor) -> torch.Tensor:
         # The blurred image itself is the natural picture of y.
@@ -388,18 +455,39 @@ def random_pixel_mask(image_size: int, missing_fraction: float, generator: torch
     return mask.reshape(image_size, image_size)
 
 
-#: --deg name -> what it does (for --help and errors)
+#: --deg name -> what it does (for --help and errors); N: any factor that fits the size
 DEGRADATIONS: dict[str, str] = {
     "deno": "denoising only (H = I)",
-    "sr2": "super-resolution ×2, block averaging",
-    "sr4": "super-resolution ×4, block averaging",
-    "sr8": "super-resolution ×8, block averaging",
-    "sr_bicubic4": "super-resolution ×4, bicubic down-sampling",
+    "srN": "super-resolution ×N, N×N block averaging (sr2, sr4, sr8, ...; N divides the size)",
+    "sr_bicubicN": "super-resolution ×N, bicubic down-sampling (sr_bicubic4, ...)",
     "deblur_uni": "deblurring, 9×9 uniform kernel",
     "deblur_gauss": "deblurring, 5×5 Gaussian kernel (σ = 10 px, as DDRM)",
+    "deblur_aniso": "deblurring, anisotropic Gaussian 9×9 (σ = 1 px down, 20 px across, as DDRM)",
+    "csN": "compressed sensing: 1/N of the Walsh–Hadamard coefficients (cs2, cs4, ...; seeded)",
     "inp": "inpainting, half of the pixels missing at random (or --mask)",
+    "inp_lolcat": "inpainting, DDRM's lolcat mask (256×256)",
+    "inp_lorem": "inpainting, DDRM's lorem-ipsum text mask (256×256)",
     "color": "colourisation from the grey-scale image",
 }
+#: DDRM's inpainting masks (MIT, from its inp_masks/; see runtime/ddrm/masks/LICENSE)
+MASK_FILES = {"inp_lolcat": "lolcat_extra.npy", "inp_lorem": "lorem3.npy"}
+
+
+def ddrm_mask(name: str, image_size: int) -> torch.Tensor:
+    """DDRM's named mask as [S, S] bool (true = observed); only at its own 256×256."""
+    import numpy as np
+
+    path = Path(__file__).with_name("masks") / MASK_FILES[name]
+    data = np.load(path, allow_pickle=False)
+    side = int(round(data.size ** 0.5))
+    if side != image_size:
+        raise ValueError(f"{name} is a {side}×{side} mask; this network works at {image_size}×{image_size}")
+    return torch.from_numpy(data.reshape(side, side) != 0)
+
+
+def _factor(deg: str, prefix: str) -> int | None:
+    tail = deg[len(prefix):]
+    return int(tail) if deg.startswith(prefix) and tail.isdigit() and int(tail) >= 1 else None
 
 
 def make_operator(
@@ -415,34 +503,41 @@ def make_operator(
     """Build the operator that ``--deg`` names.
 
     Args:
-        deg: one of ``DEGRADATIONS``.
+        deg: one of ``DEGRADATIONS`` (N replaced by a number).
         mask: for ``inp``, an [S, S] bool mask (true = observed); random half if None.
-        seed: for the random inpainting mask.
+        seed: for the random inpainting mask and the compressed-sensing permutation.
 
     Raises:
         ValueError: unknown name, or an image size the operator cannot take.
     """
     kw = {"device": device, "dtype": dtype}
-    builders: dict[str, Callable[[], SVDOperator]] = {
+    fixed: dict[str, Callable[[], SVDOperator]] = {
         "deno": lambda: Denoising(channels, image_size, **kw),
-        "sr2": lambda: BlockAverageSR(channels, image_size, 2, **kw),
-        "sr4": lambda: BlockAverageSR(channels, image_size, 4, **kw),
-        "sr8": lambda: BlockAverageSR(channels, image_size, 8, **kw),
-        "sr_bicubic4": lambda: BicubicSR(channels, image_size, 4, **kw),
         "deblur_uni": lambda: Deblurring(torch.full((9,), 1 / 9, dtype=torch.float64), channels, image_size, **kw),
         "deblur_gauss": lambda: Deblurring(gaussian_kernel(10.0, 2), channels, image_size, **kw),
+        "deblur_aniso": lambda: Deblurring(gaussian_kernel(1.0, 4), channels, image_size,
+                                           kernel_cols=gaussian_kernel(20.0, 4), **kw),
         "inp": lambda: Inpainting(
             channels,
             mask if mask is not None else random_pixel_mask(image_size, 0.5, torch.Generator().manual_seed(seed)),
             **kw,
         ),
+        "inp_lolcat": lambda: Inpainting(channels, ddrm_mask("inp_lolcat", image_size), **kw),
+        "inp_lorem": lambda: Inpainting(channels, ddrm_mask("inp_lorem", image_size), **kw),
         "color": lambda: Colorization(image_size, **kw),
     }
-    if deg not in builders:
-        raise ValueError(f"unknown degradation {deg!r}; known: {', '.join(builders)}")
     if deg == "color" and channels != 3:
         raise ValueError("colourisation needs 3-channel images")
-    return builders[deg]()
+    if deg in fixed:
+        return fixed[deg]()
+    if (n := _factor(deg, "sr_bicubic")) is not None:
+        return BicubicSR(channels, image_size, n, **kw)
+    if (n := _factor(deg, "sr")) is not None:
+        return BlockAverageSR(channels, image_size, n, **kw)
+    if (n := _factor(deg, "cs")) is not None:
+        perm = torch.randperm(image_size * image_size, generator=torch.Generator().manual_seed(seed))
+        return WalshHadamardCS(channels, image_size, n, perm, **kw)
+    raise ValueError(f"unknown degradation {deg!r}; known: {', '.join(DEGRADATIONS)} (N a number)")
 
 
 def psnr_db(a: torch.Tensor, b: torch.Tensor, data_range: float = 1.0) -> float:

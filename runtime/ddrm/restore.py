@@ -64,6 +64,8 @@ class RestoreRequest:
     labels_csv: Path | None = None
     mask: Path | None = None
     progress: bool = True
+    #: compute what DDRM's reference code computes (runtime.ddrm.reference)
+    reference_compat: bool = False
 
 
 @dataclass
@@ -88,6 +90,8 @@ class Networks:
     make_guided: Callable[[torch.Tensor], EpsFn] | None = field(default=None)
     #: {"model": record, "classifier": record}: what was loaded (runtime.provenance)
     provenance: dict[str, Any] = field(default_factory=dict)
+    #: class-conditional configs: (labels) -> (ε(x, t), scale·∇ log p(y | x, t)), apart
+    make_parts: Callable[[torch.Tensor], tuple[EpsFn, EpsFn]] | None = field(default=None)
 
 
 def pick_device(name: str) -> torch.device:
@@ -106,9 +110,42 @@ def load_networks(cfg: RestoreConfig, req: RestoreRequest, device: torch.device,
     import runtime
 
     model_id = req.model_artifact or cfg.model_artifact
-    resolved = runtime.resolve_with_provenance(model_id)
-    model_path = resolved.path
-    origin: dict[str, Any] = {"model": resolved.provenance}
+    if req.model_artifact and Path(req.model_artifact).expanduser().exists():
+        # A file of the user's own (a Kaggle dataset with celeba_hq.ckpt, say): used as it is,
+        # its sha256 on record.
+        from runtime.provenance import of_local
+
+        model_path = Path(req.model_artifact).expanduser()
+        origin: dict[str, Any] = {"model": of_local(model_path)}
+    else:
+        resolved = runtime.resolve_with_provenance(model_id)
+        model_path = resolved.path
+        origin = {"model": resolved.provenance}
+    if cfg.network == "diffusers" and model_path.is_file():
+        # DDRM's own celeba_hq.ckpt (models/diffusion.py Model), recognised by its keys.
+        from runtime.ddrm.ddrm_model import (
+            DDPMModel,
+            config_from_state_dict,
+            is_ddpm_state_dict,
+            strip_wrappers,
+        )
+
+        state = strip_wrappers(load_state_dict(model_path, artifact=model_id))
+        if not is_ddpm_state_dict(state):
+            raise RestoreError(
+                f"--config {cfg.name}: {model_path} is a state dict, but not of DDRM's "
+                "models/diffusion.py Model (no temb.dense / down.0.block keys; first keys: "
+                f"{', '.join(list(state)[:3])}); pass DDRM's celeba_hq.ckpt or a diffusers "
+                "UNet2DModel snapshot (google/ddpm-celebahq-256)"
+            )
+        arch = config_from_state_dict(state, resolution=cfg_image_size(cfg))
+        model = build_and_load(lambda: DDPMModel(arch), state, artifact=model_id, path=model_path,
+                               hint="DDRM's celeba_hq.yml network was expected").to(device)
+        if half:
+            model.half()
+        schedule = NoiseSchedule.linear(cfg.beta_start, cfg.beta_end, cfg.num_timesteps)
+        return Networks(eps_fn=model, schedule=schedule, image_size=arch.resolution,
+                        provenance=origin)
     if cfg.network == "diffusers":
         from runtime.ddrm.ddpm import ddpm_schedule, load_ddpm
 
@@ -153,8 +190,19 @@ def load_networks(cfg: RestoreConfig, req: RestoreRequest, device: torch.device,
     def make_guided(labels: torch.Tensor) -> EpsFn:
         return classifier_guided(unet, classifier, labels, schedule=schedule, scale=cfg.classifier_scale)
 
+    def make_parts(labels: torch.Tensor) -> tuple[EpsFn, EpsFn]:
+        from runtime.ddrm.sampler import log_prob_gradient
+
+        return (lambda x, t: unet(x, t, labels),
+                lambda x, t: cfg.classifier_scale * log_prob_gradient(classifier, x, t, labels))
+
     return Networks(eps_fn=None, schedule=schedule, image_size=arch.image_size,
-                    make_guided=make_guided, provenance=origin)
+                    make_guided=make_guided, provenance=origin, make_parts=make_parts)
+
+
+def cfg_image_size(cfg: RestoreConfig) -> int:
+    """The resolution of a configuration's network (DDRM's configs: 256 for all three)."""
+    return int(cfg.model_flags.get("image_size", 256))
 
 
 def list_images(folder: Path) -> list[Path]:
@@ -267,7 +315,10 @@ def restore(req: RestoreRequest) -> list[ImageResult]:
     size = nets.image_size
     mask = read_mask(req.mask, size) if req.mask is not None else None
     try:
-        operator = make_operator(req.deg, image_size=size, device=device, mask=mask, seed=req.seed)
+        if req.reference_compat:
+            operator = _reference_operator(req, size, device, mask)
+        else:
+            operator = make_operator(req.deg, image_size=size, device=device, mask=mask, seed=req.seed)
     except ValueError as exc:
         raise RestoreError(f"--deg {req.deg}: {exc}") from None
 
@@ -286,11 +337,15 @@ def restore(req: RestoreRequest) -> list[ImageResult]:
             eps_fn = nets.make_guided(torch.tensor(labels[first : first + len(batch)], device=device))
         else:
             eps_fn = nets.eps_fn
-        with torch.no_grad():
-            restored = ddrm_sample(
-                eps_fn, operator, y, schedule=nets.schedule, sigma_0=sigma_0, steps=req.steps,
-                eta=req.eta, eta_b=req.eta_b, generator=generator, progress=req.progress,
-            )
+        if req.reference_compat:
+            restored = _reference_restore(req, nets, operator, y, batch_index, labels, sigma_0,
+                                          generator)
+        else:
+            with torch.no_grad():
+                restored = ddrm_sample(
+                    eps_fn, operator, y, schedule=nets.schedule, sigma_0=sigma_0, steps=req.steps,
+                    eta=req.eta, eta_b=req.eta_b, generator=generator, progress=req.progress,
+                )
         degraded = operator.observation_image(y)
         seconds = (time.perf_counter() - start) / len(batch)
         for i, f in enumerate(batch):
@@ -308,6 +363,42 @@ def restore(req: RestoreRequest) -> list[ImageResult]:
     return results
 
 
+def _reference_operator(req: RestoreRequest, size: int, device: torch.device,
+                        mask: torch.Tensor | None) -> Any:
+    """The reference's operator (runtime.ddrm.reference); a --mask is laid out as the
+    reference lays out its mask files (every missing R index, then G, then B)."""
+    from runtime.ddrm.reference import make_reference_operator
+
+    missing = None
+    if mask is not None and req.deg == "inp":
+        missing_r = torch.nonzero(~mask.reshape(-1)).flatten().to(device) * 3
+        missing = torch.cat([missing_r, missing_r + 1, missing_r + 2])
+    return make_reference_operator(req.deg, image_size=size, device=device, missing=missing,
+                                   generator=torch.Generator().manual_seed(req.seed))
+
+
+def _reference_restore(req: RestoreRequest, nets: Networks, operator: Any, y: torch.Tensor,
+                       batch_index: int, labels: list[int] | None, sigma_0: float,
+                       generator: torch.Generator) -> torch.Tensor:
+    """One batch the reference's way: its x_T noise drawn after y's, its sampler."""
+    from runtime.ddrm.reference import reference_alphas, reference_sample
+
+    b = y.shape[0]
+    x_init = torch.randn(b, operator.channels, operator.image_size, operator.image_size,
+                         device=y.device, generator=generator)
+    alphas = nets.schedule.alphas_cumprod.float().to(y.device)
+    if nets.schedule.num_timesteps == 1000 and torch.allclose(alphas.cpu(), reference_alphas()):
+        alphas = reference_alphas(device=y.device)  # the very float32 values of the reference
+    guidance = None
+    eps_fn = nets.eps_fn
+    if nets.make_parts is not None:
+        first = batch_index * req.batch_size
+        eps_fn, guidance = nets.make_parts(torch.tensor(labels[first:first + b], device=y.device))
+    return reference_sample(eps_fn, operator, y, x_init, alphas_cumprod=alphas, sigma_0=sigma_0,
+                            steps=req.steps, eta=req.eta, eta_b=req.eta_b, generator=generator,
+                            guidance=guidance)
+
+
 def write_summary(req: RestoreRequest, cfg: Any, results: list[ImageResult],
                   origin: dict[str, Any], path: Path) -> None:
     """summary.json: the run's settings, the mean metrics and what the weights were."""
@@ -316,6 +407,7 @@ def write_summary(req: RestoreRequest, cfg: Any, results: list[ImageResult],
     names = [k for k in asdict(results[0]) if k != "image"]
     summary = {
         "config": cfg.name, "deg": req.deg, "sigma_0": req.sigma_0, "steps": req.steps,
+        "reference_compat": req.reference_compat,
         "eta": req.eta, "eta_b": req.eta_b, "seed": req.seed, "images": len(results),
         "mean": {k: sum(getattr(r, k) for r in results) / len(results) for k in names},
         "metrics_csv": str(path.with_name(CSV_NAME)),

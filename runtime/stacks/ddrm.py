@@ -39,17 +39,20 @@ NEEDS_ANY_OPTIONAL = True
 ARTIFACTS = (ADM_UNCOND, ADM_COND, ADM_CLASSIFIER, CELEBA_DDPM)
 
 CONFIG_NAMES = ("celeba", "imagenet-uncond", "imagenet-cond")
-DEG_NAMES = (
-    "sr4",
-    "sr2",
-    "sr8",
-    "sr_bicubic4",
-    "deblur_uni",
-    "deblur_gauss",
-    "inp",
-    "color",
-    "deno",
-)
+#: --deg forms (N: any factor the size allows); the operator module checks the rest
+DEG_HELP = ("Degradation: srN (N×N block-average SR: sr2, sr4, sr8, ...), sr_bicubicN, "
+            "deblur_uni (9x9), deblur_gauss, deblur_aniso, csN (Walsh-Hadamard compressed "
+            "sensing, 1/N of the coefficients), inp (half the pixels or --mask), inp_lolcat, "
+            "inp_lorem (DDRM's masks), color, deno.")
+
+
+def _deg(ctx: click.Context, param: click.Parameter, value: str) -> str:
+    import re
+
+    if value in ("deblur_uni", "deblur_gauss", "deblur_aniso", "inp", "inp_lolcat", "inp_lorem",
+                 "color", "deno") or re.fullmatch(r"(sr|sr_bicubic|cs)[1-9][0-9]*", value):
+        return value
+    raise click.BadParameter(f"{value!r} is not a degradation. {DEG_HELP}")
 
 
 @click.group(STACK, help=__doc__)
@@ -65,13 +68,7 @@ def cli() -> None:
     required=True,
     help="Which published model.",
 )
-@click.option(
-    "--deg",
-    type=click.Choice(DEG_NAMES),
-    required=True,
-    help="Degradation: sr2/sr4/sr8 block-average SR, sr_bicubic4, deblur_uni (9x9), "
-    "deblur_gauss, inp (half the pixels or --mask), color, deno.",
-)
+@click.option("--deg", required=True, callback=_deg, help=DEG_HELP)
 @click.option(
     "--images",
     type=click.Path(path_type=Path, file_okay=False),
@@ -131,6 +128,11 @@ def cli() -> None:
     "--classifier-artifact", default=None, help="Artifact id or ref of other classifier weights."
 )
 @click.option(
+    "--reference-compat", "reference_compat", is_flag=True,
+    help="Compute what DDRM's reference code computes, quirks included (to reproduce the "
+    "paper's numbers; docs/ddrm.md lists the differences). Default: the correct algorithm.",
+)
+@click.option(
     "--json", "as_json", is_flag=True, help="Print the per-image metrics as JSON on stdout."
 )
 @click.option("--quiet", is_flag=True, help="No progress on stderr.")
@@ -141,9 +143,14 @@ def restore_command(as_json: bool, quiet: bool, **options) -> None:
     OUT/metrics.csv (psnr, ssim of the restored and of the degraded picture,
     seconds per image; last row: means). Weights come from the attached bundles.
 
+    --config celeba takes the diffusers port (google/ddpm-celebahq-256) or DDRM's own
+    celeba_hq.ckpt (--model-artifact ARTIFACT_ID, or a path to the file).
+
     \b
     Examples:
       bundle run ddrm restore --config celeba --deg sr4 --images faces/ --out out/sr4
+      bundle run ddrm restore --config celeba --model-artifact /kaggle/input/ddrm/celeba_hq.ckpt \\
+          --deg deblur_gauss --sigma-0 0.1 --reference-compat --images faces/ --out out/blur
       bundle run ddrm restore --config imagenet-cond --deg color --class-label 1 \\
           --images goldfish/ --out out/color --steps 20 --device cuda
     """

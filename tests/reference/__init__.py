@@ -1,0 +1,1 @@
+"""Reference implementations the tests compare against (each with its licence)."""

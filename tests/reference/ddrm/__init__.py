@@ -1,0 +1,1 @@
+"""DDRM's reference code (MIT), vendored as test fixtures: see LICENSE and each file's header."""

@@ -1,0 +1,1 @@
+"""guided-diffusion's networks (MIT), vendored as test fixtures: see LICENSE and each file's header."""
