@@ -20,6 +20,8 @@ import click
 #: command name -> ("module:attribute", one-line help shown by `bundle --help`)
 COMMANDS: dict[str, tuple[str, str]] = {
     "build": ("builder.cli:build_command", "Snapshot every model a spec names into a verified bundle folder."),
+    "capture": ("builder.capture:capture_command",
+                "Run a command once online; write the spec (and --build the bundle) of what it fetched."),
     "verify": ("builder.cli:verify_command", "Check every file of a bundle folder against its bundle.json."),
     "ls": ("builder.cli:ls_command", "List the artifacts of a bundle folder or a spec."),
     "publish": ("builder.publish.kaggle:publish_command", "Upload a bundle as a (new version of a) Kaggle dataset."),

@@ -27,21 +27,11 @@ import os
 import re
 from collections.abc import Iterable, Mapping
 from pathlib import Path, PurePosixPath
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 from builder.errors import BuildError
+from runtime.redact import REDACTED, redact_url
 
-#: Query keys whose values are secrets or tie a URL to one (signed URLs: S3, GCS,
-#: Azure SAS, CloudFront, the Hub's CDN): their values are never written.
-SENSITIVE_QUERY_RE = re.compile(
-    r"token|sig|signature|key|credential|auth|password|passwd|secret|session|policy"
-    r"|expires?|expiry|x-amz-|x-goog-",
-    re.I,
-)
-#: Azure SAS parameters with names too short for the pattern above.
-_SAS_KEYS = frozenset({"se", "st", "sp", "sv", "sr", "ss", "srt", "skoid", "sktid", "skt", "ske",
-                       "sks", "skv", "sip", "spr"})
-REDACTED = "***"
 _ENV_REF_RE = re.compile(r"^env:([A-Za-z_][A-Za-z0-9_]*)\Z")
 #: Environment variables whose values count as secrets for the scan.
 _SECRET_NAME_RE = re.compile(r"TOKEN|KEY|SECRET|PASSWORD|PASSWD|CREDENTIAL", re.I)
@@ -58,30 +48,6 @@ class CredentialError(BuildError):
 
 
 # --- URLs --------------------------------------------------------------------------
-
-
-def _sensitive_key(key: str) -> bool:
-    return bool(SENSITIVE_QUERY_RE.search(key)) or key.lower() in _SAS_KEYS
-
-
-def redact_url(url: str) -> str:
-    """``url`` fit for files, messages and logs: no user:password, no secret query values.
-
-    Sensitive values are replaced by ``***`` (the mark that a URL was redacted);
-    the other parameters keep their values, so the URL still says what it names.
-    """
-    try:
-        parts = urlsplit(url)
-    except ValueError:
-        return "<unparsable url>"
-    netloc = parts.netloc.rpartition("@")[2]
-    query = parts.query
-    if query:
-        pairs = parse_qsl(query, keep_blank_values=True)
-        query = urlencode(
-            [(k, REDACTED if _sensitive_key(k) else v) for k, v in pairs], safe="*/:"
-        )
-    return urlunsplit((parts.scheme, netloc, parts.path, query, ""))
 
 
 def is_redacted(url: str) -> bool:

@@ -306,6 +306,8 @@ def activate(strict: bool | None = None, verify: str | None = None,
         BundleIntegrityWarning: a listed file is missing or has the wrong size.
         NoBundleWarning: no bundle was found at all.
     """
+    if os.environ.get(constants.ENV_CAPTURE_LOG):
+        return _capture_mode()
     if strict is None:
         strict = constants.env_flag(constants.ENV_STRICT)
     if verify is None:
@@ -319,6 +321,19 @@ def activate(strict: bool | None = None, verify: str | None = None,
         require_bundle = strict and os.environ.get(constants.ENV_REQUIRE_BUNDLE, "").strip() != "0"
     with _LOCK:
         return _activate(strict, verify, require_bundle)
+
+
+def _capture_mode() -> Activation:
+    """Under ``bundle capture``: attach nothing and leave the network on, so that the run
+    fetches (and the capture records) everything it needs, bundles or not."""
+    act = state.current()
+    if act is None:
+        note = ("bundle capture is recording this run: runtime.activate() attaches no bundle "
+                "and leaves the network on")
+        log_warning(f"runtime.activate(): {note}")
+        act = Activation(bundles=[], view=None, env={}, strict=False, notes=[note])
+        state.set_current(act)
+    return act
 
 
 def _verify_full(bundles: list[AttachedBundle], problems: list[Problem]) -> None:

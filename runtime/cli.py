@@ -295,8 +295,8 @@ class _RunCommand(click.Command):
 )
 @click.option("--strict", is_flag=True,
               help="Refuse every non-loopback network connection (runtime.activate(strict=True)); "
-                   "with -- COMMAND, Python children that call runtime.activate() are strict too "
-                   "(OFFLINE_BUNDLE_STRICT=1).")
+                   "with -- COMMAND, every Python process of the command is strict from its "
+                   "first line, whether or not it calls runtime.activate().")
 @click.option("--no-network", is_flag=True,
               help="Run in a private network namespace with loopback only (Linux; root, or "
                    "unprivileged user namespaces): child processes and native code cannot reach "
@@ -375,7 +375,13 @@ def _run_external(command: list[str], *, strict: bool, no_network: bool) -> int:
     activate_reporting(runtime, strict)
     env = dict(os.environ)  # activate() set the offline variables, HF_HUB_CACHE and TORCH_HOME
     if strict:
+        from runtime.child import with_startup_hook
+
+        # Every Python process of the command is strict from its first line, whether
+        # or not it calls runtime.activate() (runtime/_site/sitecustomize.py).
         env[constants.ENV_STRICT] = "1"
+        env[constants.ENV_STRICT_CHILD] = "1"
+        env = with_startup_hook(env)
     try:
         return subprocess.run(command, env=env).returncode
     except KeyboardInterrupt:

@@ -27,6 +27,13 @@ ENV_ALLOW_HOSTS = "OFFLINE_BUNDLE_ALLOW_HOSTS"
 #: "1" makes `runtime.activate()` strict when its caller passes no `strict`
 #: (`bundle run --strict` sets it for the processes it starts; torchrun ranks).
 ENV_STRICT = "OFFLINE_BUNDLE_STRICT"
+#: set by `bundle run --strict -- COMMAND`: every Python child activates strict mode
+#: at start-up (runtime/_site/sitecustomize.py), whether or not it calls activate()
+ENV_STRICT_CHILD = "OFFLINE_BUNDLE_STRICT_CHILD"
+#: set by `bundle capture`: the file runtime.netlog records into; activate() attaches
+#: nothing and leaves the network on while it is set
+ENV_CAPTURE_LOG = "OFFLINE_BUNDLE_CAPTURE_LOG"
+ENV_CAPTURE_MIRRORS = "OFFLINE_BUNDLE_CAPTURE_MIRRORS"
 
 #: "0" lets `runtime.activate(strict=True)` go on when no bundle is found (a warning
 #: instead of NoBundleError), for notebooks that mix online and offline cells.

@@ -14,6 +14,10 @@ stack (e.g. a Rust download helper). For those, ``bundle run --no-network``
 runs the whole command in a network namespace with loopback only, where the
 operating system allows one (runtime.netns).
 
+Recording mode (:func:`record`, for ``bundle capture``): the same hook reports each
+connection to a non-local host and each program started (``subprocess.Popen``) to a
+callback instead of refusing it; runtime.netlog writes them down.
+
 Audit hooks cannot be removed, so the hook stays installed and `uninstall()`
 switches it off. It returns at once for every non-socket event.
 """
@@ -40,6 +44,8 @@ class _State:
     hook_installed = False
     hint: HintFn | None = None
     allowed: frozenset[str] = frozenset()
+    #: recording mode: (kind, detail) for "connect" (host, port) and "exec" (program,)
+    recorder: Callable[[str, tuple], None] | None = None
 
 
 def is_local_host(host: object, allowed: frozenset[str] = frozenset()) -> bool:
@@ -113,6 +119,8 @@ def _violation(host: str, port: int | None) -> OfflineViolation:
 
 def _hook(event: str, args: tuple) -> None:
     # Called for every audit event in the process (open, import, exec, ...): stay cheap.
+    if _State.recorder is not None and (event == "subprocess.Popen" or event == "socket.connect"):
+        _record(event, args)
     if not _State.active or not event.startswith("socket."):
         return
     if event == "socket.getaddrinfo":
@@ -138,6 +146,30 @@ def _hook(event: str, args: tuple) -> None:
     if isinstance(host, (bytes, bytearray)):
         host = bytes(host).decode("ascii", "replace")
     raise _violation(str(host), port if isinstance(port, int) else None)
+
+
+def _record(event: str, args: tuple) -> None:
+    recorder = _State.recorder
+    try:
+        if event == "subprocess.Popen":
+            recorder("exec", (args[0],))
+            return
+        sock, address = args[0], args[1]
+        if getattr(sock, "family", None) in _INET_FAMILIES and isinstance(address, tuple):
+            host = address[0]
+            if not is_local_host(host):
+                recorder("connect", (host, address[1] if len(address) > 1 else None))
+    except Exception:  # recording must never break the program it watches
+        pass
+
+
+def record(recorder: Callable[[str, tuple], None] | None) -> None:
+    """Recording mode: report connections to non-local hosts and started programs to
+    ``recorder(kind, detail)`` (None stops it). Independent of strict mode."""
+    _State.recorder = recorder
+    if recorder is not None and not _State.hook_installed:
+        sys.addaudithook(_hook)
+        _State.hook_installed = True
 
 
 def install(hint: HintFn | None = None) -> None:

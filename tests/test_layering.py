@@ -27,7 +27,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("builder sources, spec, bundle folder, extras",
      ("builder.sources", "builder.spec", "builder.layout", "builder.verify", "builder.extras")),
     ("builder build", ("builder.build",)),
-    ("builder publish and image", ("builder.publish", "builder.image")),
+    ("builder publish, image and capture", ("builder.publish", "builder.image", "builder.capture")),
     ("builder command line", ("builder.cli", "builder.__main__")),
 ]
 

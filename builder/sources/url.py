@@ -1,6 +1,9 @@
 """``source = "url"``: one file from a URL, pinned by sha256.
 
-Goes to ``files/ID/FILENAME``. The sha256 is required: a URL can start serving
+Goes to ``files/ID/FILENAME``; with ``torch_hub = true`` to
+``torch/hub/checkpoints/FILENAME`` instead, where ``torch.hub.load_state_dict_from_url``
+looks for it (a checkpoint no registry publishes; ``bundle capture`` writes these).
+The sha256 is required: a URL can start serving
 different bytes at any time (or vanish: one seed notebook lost its checkpoint to a
 deleted bucket). ``bundle build --trust-on-first-use`` takes whatever the first
 download gives, records its hash in bundle.json and warns.
@@ -21,7 +24,7 @@ from builder.sources import (
     Source,
     register_source,
 )
-from runtime.constants import FILES_DIR
+from runtime.constants import FILES_DIR, TORCH_CHECKPOINTS_DIR
 
 if TYPE_CHECKING:
     from builder.artifact import ArtifactSpec
@@ -54,6 +57,8 @@ class UrlSource(Source):
         "mirrors": FieldSpec(list, help="other URLs serving the same bytes, tried in order"),
         "headers": FieldSpec(dict, help='request headers for the url\'s host, values from the '
                              'environment: { Authorization = "env:MY_TOKEN" }'),
+        "torch_hub": FieldSpec(bool, help="keep the file in torch/hub/checkpoints/ (where "
+                               "torch.hub.load_state_dict_from_url(url) finds it offline)"),
     }
 
     def check(self, options: dict) -> str | None:
@@ -79,7 +84,14 @@ class UrlSource(Source):
                 "the hash of whatever the server sends is recorded in bundle.json; pin it in the spec"
             )
         filename = artifact.get("filename") or url_filename(url)
-        path = f"{FILES_DIR}/{artifact.id}/{filename}"
+        if artifact.get("torch_hub"):
+            # The very name torch.hub gives the download (the URL's last segment, not unquoted).
+            from urllib.parse import urlsplit
+
+            filename = artifact.get("filename") or posixpath.basename(urlsplit(url).path)
+            path = f"{TORCH_CHECKPOINTS_DIR}/{filename}"
+        else:
+            path = f"{FILES_DIR}/{artifact.id}/{filename}"
         # What bundle.json, the README and the notebooks show: a signed URL's secret
         # values as ***; runtime.resolve() also finds it by the URL without its query.
         ref = redact_url(url)
