@@ -256,6 +256,10 @@ def readme_text(manifest: Manifest, *, kaggle: str | None) -> str:
             f"/kaggle/input/datasets/OWNER/{slug})",
             "!pip install --no-index --find-links "
             f"/kaggle/input/{slug}/{WHEELS_DIR} offline-bundle",
+            "# Attached as a Kaggle Model instead (bundle publish --as model): "
+            f"/kaggle/input/{slug}/FRAMEWORK/VARIATION/VERSION",
+            f"# !pip install --no-index --find-links $(ls -d /kaggle/input/{slug}/*/*/*/{WHEELS_DIR} "
+            f"/kaggle/input/models/*/{slug}/*/*/*/{WHEELS_DIR} 2>/dev/null | tail -1) offline-bundle",
         ]
     else:
         lines.append("# pip install offline-bundle   # if the runtime is not installed yet")

@@ -160,7 +160,7 @@ def doctor_report(fallbacks_fail: bool = False) -> dict[str, Any]:
             since `bundle run` succeeds on it.
     """
     from runtime.catalog import attach_all
-    from runtime.locate import locate
+    from runtime.locate import kaggle_model_of, locate
 
     bundles, problems = attach_all(locate())
     stacks = _stack_reports(bundles)
@@ -181,7 +181,7 @@ def doctor_report(fallbacks_fail: bool = False) -> dict[str, Any]:
         "bundles": [
             {"name": b.name, "version": b.version, "path": str(b.path),
              "artifacts": [a.id for a in b.manifest.artifacts], "size": b.manifest.size,
-             "stacks": list(b.manifest.stacks)}
+             "stacks": list(b.manifest.stacks), "kaggle_model": kaggle_model_of(b.path)}
             for b in bundles
         ],
         "problems": [str(p) for p in problems],
@@ -204,6 +204,10 @@ def _print_report(report: dict[str, Any]) -> None:
     for b in report["bundles"]:
         echo(f"  {b['name']} {b['version']}  {b['path']}  "
              f"({len(b['artifacts'])} artifacts, {b['size'] / 1e6:.1f} MB)")
+        if km := b.get("kaggle_model"):
+            others = [v for v in km["attached"] if v != km["version"]]
+            also = f"; also attached: version {', '.join(map(str, others))}, not used" if others else ""
+            echo(f"    Kaggle Model {km['handle']}, version {km['version']} (the highest attached){also}")
     if not report["bundles"]:
         echo("  none: attach the bundle (Kaggle: Add Input) or set BUNDLE_PATH=/path/to/bundle")
     for p in report["problems"]:

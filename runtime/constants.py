@@ -79,9 +79,25 @@ NOTEBOOKS_DIR = "notebooks"
 
 # --- Default search roots, in the order of DESIGN.md -----------------------
 
+#: Kaggle Models' framework folders (/kaggle/input/MODEL/FRAMEWORK/VARIATION/VERSION/):
+#: kagglesdk's ModelFramework names, lower case, without underscores
+KAGGLE_MODEL_FRAMEWORKS = (
+    "pytorch", "transformers", "other", "keras", "tensorflow2", "tensorflow1", "jax", "flax",
+    "tflite", "tfjs", "onnx", "gguf", "ggml", "scikitlearn", "gemmacpp", "maxtext", "pax",
+    "triton", "tensorrtllm", "vllm", "coral", "mxnet", "api",
+)
+#: A search root whose last part is this glob names version folders: of the versions
+#: found under one parent, only the highest that holds a bundle is used (Kaggle Models).
+VERSION_GLOB = "[0-9]*"
+
 DEFAULT_SEARCH_ROOTS = (
     "/kaggle/input/*",  # older Kaggle mount: /kaggle/input/SLUG/
     "/kaggle/input/datasets/*/*",  # newer Kaggle mount: /kaggle/input/datasets/OWNER/SLUG/
+    # Kaggle Models, newer mount: /kaggle/input/models/OWNER/MODEL/FRAMEWORK/VARIATION/VERSION/
+    f"/kaggle/input/models/*/*/*/*/{VERSION_GLOB}",
+    # Kaggle Models: /kaggle/input/MODEL/FRAMEWORK/VARIATION/VERSION/ (a literal framework
+    # keeps the glob from listing every folder of a competition's data)
+    *(f"/kaggle/input/*/{fw}/*/{VERSION_GLOB}" for fw in KAGGLE_MODEL_FRAMEWORKS),
     "/opt/bundles/*",  # Docker image
     "/content/drive/MyDrive/bundles/*",  # Colab Drive
     "./bundles-dist/*",  # `bundle build` default output

@@ -59,8 +59,23 @@ def find_bundles(
             candidates += bundles_in(os.path.abspath(os.path.expanduser(entry)))
     for pattern in search_roots:
         # sorted: glob order is file-system order, and the first bundle wins a name clash.
-        for match in sorted(glob.glob(os.path.expanduser(pattern))):
-            candidates += bundles_in(os.path.abspath(match))
+        matches = sorted(glob.glob(os.path.expanduser(pattern)))
+        if os.path.basename(pattern) != "[0-9]*":
+            for match in matches:
+                candidates += bundles_in(os.path.abspath(match))
+            continue
+        # Version folders (Kaggle Models: .../VARIATION/VERSION/): under each parent, the
+        # highest version that holds a bundle (a notebook may attach more than one).
+        best = {}
+        for match in matches:
+            name = os.path.basename(match)
+            parent = os.path.dirname(os.path.abspath(match))
+            if name.isdigit() and (parent not in best or int(name) > best[parent][0]):
+                here = bundles_in(os.path.abspath(match))
+                if here:
+                    best[parent] = (int(name), here)
+        for parent in sorted(best):
+            candidates += best[parent][1]
     found, seen = [], set()
     for folder, st in candidates:
         if (st.st_dev, st.st_ino) not in seen:
@@ -88,3 +103,31 @@ def locate() -> list[Path]:
         symlink or overlapping roots) is listed once, where it was first found.
     """
     return [folder for folder, _ in locate_with_stats()]
+
+
+def kaggle_model_of(folder: str | os.PathLike) -> dict[str, object] | None:
+    """Which Kaggle Model version ``folder`` is mounted as, and the versions attached.
+
+    ``{"handle": "[OWNER/]MODEL/FRAMEWORK/VARIATION", "version": 3, "attached": [2, 3]}``
+    for ``.../kaggle/input/MODEL/FRAMEWORK/VARIATION/3[/SUB]`` or
+    ``.../kaggle/input/models/OWNER/MODEL/FRAMEWORK/VARIATION/3[/SUB]``; None otherwise.
+    """
+    parts = Path(folder).parts
+    anchors = [k for k in range(1, len(parts)) if parts[k] == "input" and parts[k - 1] == "kaggle"]
+    if not anchors:
+        return None
+    k = anchors[-1]
+    rest = parts[k + 1:]
+    frameworks = constants.KAGGLE_MODEL_FRAMEWORKS
+    if len(rest) >= 6 and rest[0] == "models" and rest[3] in frameworks and rest[5].isdigit():
+        names, depth = rest[1:5], 6
+    elif len(rest) >= 4 and rest[1] in frameworks and rest[3].isdigit():
+        names, depth = rest[0:3], 4
+    else:
+        return None
+    version_dir = Path(*parts[: k + 1 + depth])
+    try:
+        attached = sorted(int(p.name) for p in version_dir.parent.iterdir() if p.name.isdigit() and p.is_dir())
+    except OSError:
+        attached = []
+    return {"handle": "/".join(names), "version": int(version_dir.name), "attached": attached}

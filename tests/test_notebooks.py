@@ -121,3 +121,26 @@ def test_starter_notebook_runs_offline_from_the_wheelhouse(bundle_factory, kerne
     assert "mnv3 -> " in text
     assert "mobilenet_v3_small-047dcff4.pth" in text
     assert "train" in text  # `bundle run flood --help` listed the stack's commands
+
+
+@pytest.mark.parametrize("layout", ["MODEL/pytorch/default", "models/alice/MODEL/pytorch/default"])
+def test_the_find_cell_uses_the_highest_attached_version_of_a_kaggle_model(tmp_path, monkeypatch, layout):
+    from runtime.constants import DEFAULT_SEARCH_ROOTS
+
+    spec = SimpleNamespace(name="tiny", version="1.0.0", title="Tiny", stacks=["flood"], artifacts=[])
+    nb = __import__("nbformat").read(tmp_path / "nb" / write_notebooks(spec, tmp_path / "nb")[0], as_version=4)
+    base = tmp_path / "kaggle" / "input"
+    variation = base / layout.replace("MODEL", "tiny-models")
+    for version in ("2", "10"):
+        (variation / version).mkdir(parents=True)
+        (variation / version / "bundle.json").write_text(json.dumps({"name": "tiny"}))
+    (variation / "11").mkdir()  # a version folder without a bundle is not a version of it
+    (base / "competition-data" / "train").mkdir(parents=True)  # a competition's data, never a bundle
+    # The notebook's own default roots, re-rooted under tmp_path.
+    roots = os.pathsep.join(str(tmp_path) + r for r in DEFAULT_SEARCH_ROOTS if r.startswith("/kaggle/input"))
+    monkeypatch.setenv("OFFLINE_BUNDLE_SEARCH_ROOTS", roots)
+    monkeypatch.setenv("BUNDLE_PATH", "")
+    scope: dict = {}
+    exec(nb.cells[1].source, scope)  # the first code cell, as the kernel runs it
+    # Versions compare as numbers (10 > 2), not as strings.
+    assert scope["found"] == [str(variation / "10")] and scope["BUNDLE"] == str(variation / "10")

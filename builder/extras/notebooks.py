@@ -40,7 +40,8 @@ Bundle **{name} {version}** ({title}). This notebook needs no internet:
 """
 
 _FIND = """\
-# Find the bundle: $BUNDLE_PATH first, then Kaggle (both mount styles), Docker, Colab Drive,
+# Find the bundle: $BUNDLE_PATH first, then Kaggle (datasets, both mount styles; Kaggle Models
+# at MODEL/FRAMEWORK/VARIATION/VERSION, the highest version attached), Docker, Colab Drive,
 # local builds; each place and one folder below it. find_bundles() is runtime.locate's own
 # function, copied here: offline-bundle is not installed yet.
 import glob, json, os
@@ -67,7 +68,7 @@ def _bundle_name(folder):
 found = [d for d, _ in find_bundles(BUNDLE_PATH, SEARCH_ROOTS, {manifest!r}) if _bundle_name(d) == BUNDLE_NAME]
 if not found:
     raise FileNotFoundError(
-        f"bundle {{BUNDLE_NAME!r}} not found. On Kaggle: Add Input > your dataset; on Colab: mount "
+        f"bundle {{BUNDLE_NAME!r}} not found. On Kaggle: Add Input > your dataset (or your model); on Colab: mount "
         f"Drive and unpack it into MyDrive/bundles/; elsewhere set {env_path}. Searched: "
         f"{env_path}={{BUNDLE_PATH!r}}, then {{SEARCH_ROOTS}}"
         + (" (from {env_roots})" if _roots is not None else ""))

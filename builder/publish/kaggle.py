@@ -27,14 +27,19 @@ import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 
 import click
 
 from builder.extras.runtime_wheels import missing_runtime_wheel
 from builder.publish.checks import PublishError
-from builder.publish.kaggle_client import calling, check_reply, make_api, remote_state
+from builder.publish.kaggle_client import (
+    calling,
+    check_reply,
+    make_api,
+    private_tempdir,
+    remote_state,
+)
 from builder.publish.kaggle_plan import KaggleAuthError, PublishPlan, PublishResult, plan_publish
 from runtime.constants import KAGGLE_METADATA_NAME
 
@@ -50,20 +55,6 @@ def _stage(plan: PublishPlan, owner: str, work: Path) -> Path:
     meta = dict(plan.metadata, id=f"{owner}/{plan.slug}")
     (stage / KAGGLE_METADATA_NAME).write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     return stage
-
-
-@contextlib.contextmanager
-def _private_tempdir(work: Path) -> Iterator[None]:
-    """The client writes its folder archives and upload-resume records under
-    tempfile.gettempdir(); keep them in our private (0700) folder."""
-    tmp = work / "tmp"
-    tmp.mkdir()
-    saved = tempfile.tempdir
-    tempfile.tempdir = str(tmp)
-    try:
-        yield
-    finally:
-        tempfile.tempdir = saved
 
 
 def publish(
@@ -131,7 +122,7 @@ def publish(
     try:
         stage = _stage(plan, owner, work)
         # The client prints progress with print(); keep stdout for our report.
-        with _private_tempdir(work), contextlib.redirect_stdout(sys.stderr):
+        with private_tempdir(work), contextlib.redirect_stdout(sys.stderr):
             if remote.exists:
                 with calling("CreateDatasetVersion"):
                     response = api.dataset_create_version(
@@ -151,16 +142,28 @@ def publish(
 
 @click.command("publish")
 @click.argument("bundle_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--as", "target", type=click.Choice(["dataset", "model"]), default="dataset", show_default=True,
+              help="Publish as a Kaggle dataset, or as a Kaggle Model variation (one version per digest).")
 @click.option("--dataset", metavar="OWNER/SLUG",
               help="Kaggle dataset id (default: dataset-metadata.json, else YOU/BUNDLE-NAME).")
+@click.option("--handle", metavar="OWNER/MODEL/FRAMEWORK/VARIATION",
+              help="With --as model: the Kaggle Model variation [default: YOU/BUNDLE-NAME/pytorch/default].")
+@click.option("--license", "license_name", metavar="NAME",
+              help="With --as model: Kaggle's license name (default: the spec's, e.g. other -> Other).")
 @click.option("--message", "-m", metavar="TEXT", help="Version notes (the digest is appended).")
 @click.option("--public", is_flag=True, help="Create the dataset public (default: private).")
 @click.option("--dry-run", is_flag=True, help="Check and list what would be sent; upload nothing.")
 @click.option("--full-verify", is_flag=True, help="Hash every file first (default: sizes only).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
-def publish_command(bundle_dir: Path, dataset: str | None, message: str | None, public: bool,
+def publish_command(bundle_dir: Path, target: str, dataset: str | None, handle: str | None,
+                    license_name: str | None, message: str | None, public: bool,
                     dry_run: bool, full_verify: bool, as_json: bool) -> None:
     """Publish BUNDLE_DIR as a Kaggle dataset: create it, add a version, or nothing if unchanged.
+
+    With --as model, as a Kaggle Model variation instead: the model and the variation
+    are created when missing, else a new version; an unchanged bundle uploads nothing.
+    Notebooks attach it at /kaggle/input/MODEL/FRAMEWORK/VARIATION/VERSION/, where
+    runtime.activate() finds it.
 
     Credentials come from the kaggle client's usual places: KAGGLE_USERNAME +
     KAGGLE_KEY, KAGGLE_API_TOKEN, or ~/.kaggle/kaggle.json. They are never
@@ -171,14 +174,26 @@ def publish_command(bundle_dir: Path, dataset: str | None, message: str | None, 
       bundle publish bundles-dist/emotion-vit --dry-run
       bundle publish bundles-dist/emotion-vit --dataset alice/emotion-vit-bundle
       bundle publish bundles-dist/emotion-vit -m "add AST weights" --json
+      bundle publish bundles-dist/emotion-vit --as model --handle alice/emotion-vit/pytorch/default
 
     \b
     In a notebook the dataset appears at /kaggle/input/SLUG/ (or
     /kaggle/input/datasets/OWNER/SLUG/) with the bundle's folder tree.
     """
+    if target == "model" and dataset:
+        raise click.UsageError("--dataset names a dataset; with --as model use --handle")
+    if target == "dataset" and (handle or license_name):
+        raise click.UsageError("--handle and --license go with --as model")
     try:
-        result = publish(bundle_dir, dataset=dataset, message=message, public=public,
-                         dry_run=dry_run, full_verify=full_verify, quiet=as_json)
+        if target == "model":
+            from builder.publish.kaggle_models import publish_model
+
+            result = publish_model(bundle_dir, handle=handle, message=message, public=public,
+                                   dry_run=dry_run, full_verify=full_verify, quiet=as_json,
+                                   license_name=license_name)
+        else:
+            result = publish(bundle_dir, dataset=dataset, message=message, public=public,
+                             dry_run=dry_run, full_verify=full_verify, quiet=as_json)
     except PublishError as e:
         raise click.ClickException(str(e)) from None
     from builder.layout import human_size
@@ -202,7 +217,8 @@ def publish_command(bundle_dir: Path, dataset: str | None, message: str | None, 
         click.echo(f"total {human_size(result.total_size)} in {sum(u.files for u in result.units)} files")
         click.echo(f"version notes: {result.version_notes}")
         return
-    verb = "created" if result.action == "create" else "added a version to"
+    verb = {"create": "created", "create variation": "created the variation",
+            "version": "added a version to"}.get(result.action, result.action)
     click.echo(f"{verb} {result.dataset}: {len(result.uploaded)} uploads, "
                f"{human_size(result.total_size)}, digest {result.digest[:12]}"
                + (f"; {result.url}" if result.url else ""))

@@ -155,6 +155,22 @@ def check_reply(method: str, response: Any) -> None:
                                 server_message=msg)
 
 
+@contextlib.contextmanager
+def private_tempdir(work: Any) -> Iterator[None]:
+    """The client writes its folder archives and upload-resume records under
+    tempfile.gettempdir(); keep them in our private (0700) folder ``work/tmp``."""
+    import tempfile
+
+    tmp = work / "tmp"
+    tmp.mkdir()
+    saved = tempfile.tempdir
+    tempfile.tempdir = str(tmp)
+    try:
+        yield
+    finally:
+        tempfile.tempdir = saved
+
+
 @dataclass
 class RemoteDataset:
     exists: bool

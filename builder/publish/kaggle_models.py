@@ -1,0 +1,262 @@
+"""`bundle publish --as model`: a bundle as a Kaggle Model variation, one version per digest.
+
+Kaggle Models have a model (``OWNER/MODEL``), variations per framework
+(``OWNER/MODEL/FRAMEWORK/VARIATION``, "instances" in the API) and numbered
+versions. A notebook attaches one version at
+``/kaggle/input/MODEL/FRAMEWORK/VARIATION/VERSION/`` (or under
+``/kaggle/input/models/OWNER/...``), which runtime.locate() finds.
+
+Publishing: the model is created when missing (title and description from the
+bundle), then the variation (its first version carries the files), else a new
+version whose notes carry the bundle digest. The variation's overview also ends
+with the digest line, because Kaggle's API lists versions without their notes:
+that is where a rerun reads what the latest version holds, and an unchanged
+bundle uploads nothing. Files are sent as for datasets (top-level files as they
+are, folders as NAME.zip, which Kaggle unpacks), through the official client
+(``KaggleApi.model_create_new`` / ``model_instance_create`` /
+``model_instance_version_create`` / ``model_instance_update``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import shutil
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from builder.credentials import CredentialError, refuse_secrets
+from builder.publish.checks import BundleCheckError, bundle_files_to_send
+from builder.publish.kaggle_plan import (
+    DIGEST_RE,
+    KaggleAuthError,
+    KaggleMetadataError,
+    KaggleServerError,
+    PublishPlan,
+    PublishResult,
+    plan_publish,
+)
+from runtime.constants import KAGGLE_MODEL_FRAMEWORKS
+
+MODEL_METADATA = "model-metadata.json"
+INSTANCE_METADATA = "model-instance-metadata.json"
+DEFAULT_FRAMEWORK = "pytorch"
+DEFAULT_VARIATION = "default"
+_SLUG_RE = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)*\Z")
+_OWNER_RE = re.compile(r"^[a-z0-9]+(?:[_-][a-z0-9]+)*\Z")
+#: the spec's (dataset-style) license names -> Kaggle Models' names; others pass as they are
+MODEL_LICENSES = {"apache-2.0": "Apache 2.0", "mit": "MIT", "cc0-1.0": "CC0: Public Domain",
+                  "cc-by-4.0": "CC BY 4.0", "cc-by-sa-4.0": "CC BY-SA 4.0",
+                  "cc-by-nc-sa-4.0": "CC BY-NC-SA 4.0", "gpl-3.0": "GPL 3", "other": "Other"}
+
+
+@dataclass
+class Handle:
+    owner: str | None  # None: the logged-in user
+    model: str
+    framework: str  # the folder name Kaggle mounts it under (pytorch, transformers, ...)
+    variation: str
+
+    def __str__(self) -> str:
+        return f"{self.owner or '<your-kaggle-username>'}/{self.model}/{self.framework}/{self.variation}"
+
+
+def parse_handle(text: str | None, plan: PublishPlan) -> Handle:
+    """``--handle OWNER/MODEL/FRAMEWORK/VARIATION`` (a shorter one keeps the defaults:
+    the dataset id's owner and slug, framework pytorch, variation default)."""
+    owner, model = plan.owner, plan.slug
+    framework, variation = DEFAULT_FRAMEWORK, DEFAULT_VARIATION
+    if text:
+        parts = text.split("/")
+        if len(parts) not in (2, 4) or not all(parts):
+            raise KaggleMetadataError(
+                f"--handle: {text!r} is not OWNER/MODEL or OWNER/MODEL/FRAMEWORK/VARIATION "
+                "(e.g. alice/emotion-vit/pytorch/default)")
+        owner, model = parts[0], parts[1]
+        if len(parts) == 4:
+            framework, variation = parts[2].lower(), parts[3]
+    if owner is not None and not _OWNER_RE.match(owner):
+        raise KaggleMetadataError(f"--handle: owner {owner!r} is not a Kaggle user name (lowercase)")
+    for what, slug in (("model", model), ("variation", variation)):
+        if not _SLUG_RE.match(slug):
+            raise KaggleMetadataError(
+                f"--handle: {what} slug {slug!r} may hold only lowercase letters, digits and single "
+                "'-' (not at the start or end)")
+    if framework not in KAGGLE_MODEL_FRAMEWORKS:
+        raise KaggleMetadataError(f"--handle: framework {framework!r} is not one of Kaggle's: "
+                                  f"{', '.join(KAGGLE_MODEL_FRAMEWORKS)}")
+    return Handle(owner, model, framework, variation)
+
+
+def usage_text(handle: Handle) -> str:
+    """The first cell for a notebook that attaches this model (the variation's usage)."""
+    return (
+        "```python\n"
+        "# Kaggle, internet off, this model attached (Add Input > Models): install the runtime from it\n"
+        "import glob, subprocess, sys\n"
+        f'found = sorted(glob.glob("/kaggle/input/{handle.model}/{handle.framework}/{handle.variation}/*/wheels")\n'
+        f'               + glob.glob("/kaggle/input/models/*/{handle.model}/{handle.framework}/{handle.variation}/*/wheels"),\n'
+        "               key=lambda w: int(w.split('/')[-2]))  # the highest version last\n"
+        "subprocess.run([sys.executable, '-m', 'pip', 'install', '--no-index', '--find-links', found[-1],\n"
+        "                'offline-bundle'], check=True)\n"
+        "import runtime\n"
+        "runtime.activate(strict=True)  # finds the attached version; your unmodified loading code follows\n"
+        "```\n"
+    )
+
+
+@dataclass
+class RemoteModel:
+    model_exists: bool
+    instance_exists: bool = False
+    version: int | None = None
+    digest: str | None = None
+    url: str | None = None
+
+
+def _status_of(exc: Exception) -> int | None:
+    return getattr(getattr(exc, "response", None), "status_code", None)
+
+
+def remote_model_state(api: Any, handle: Handle) -> RemoteModel:
+    """Whether the model and the variation exist, and the digest the latest version holds."""
+    from builder.publish.kaggle_client import calling
+
+    with calling("GetModel"):
+        try:
+            api.model_get(f"{handle.owner}/{handle.model}")
+        except Exception as e:
+            if _status_of(e) == 404:
+                return RemoteModel(model_exists=False)
+            raise
+    with calling("GetModelInstance"):
+        try:
+            info = api.model_instance_get(str(handle))
+        except Exception as e:
+            if _status_of(e) == 404:
+                return RemoteModel(model_exists=True)
+            raise
+    found = DIGEST_RE.search(getattr(info, "overview", "") or "")
+    return RemoteModel(True, True, getattr(info, "version_number", None) or None,
+                       found.group(1) if found else None, getattr(info, "url", None) or None)
+
+
+def check_model_reply(method: str, response: Any) -> None:
+    """Models' create calls answer 200 with ``error`` set when refused (no ``status``)."""
+    error = getattr(response, "error", None) if response is not None else "no reply"
+    if error or not getattr(response, "ref", None):
+        msg = error or "no reference to what was made"
+        raise KaggleServerError(f"Kaggle refused {method}: {msg}", method=method, status=200,
+                                server_message=msg)
+
+
+def _metadata(plan: PublishPlan, handle: Handle, owner: str, license_name: str | None) -> tuple[dict, dict]:
+    spec_license = (plan.metadata.get("licenses") or [{"name": "other"}])[0].get("name", "other")
+    license_name = license_name or MODEL_LICENSES.get(str(spec_license).lower(), str(spec_license))
+    model = {"ownerSlug": owner, "slug": handle.model, "title": plan.metadata["title"],
+             "isPrivate": plan.metadata["isPrivate"], "description": plan.metadata["description"]}
+    if plan.metadata.get("subtitle"):
+        model["subtitle"] = plan.metadata["subtitle"]
+    instance = {"ownerSlug": owner, "modelSlug": handle.model, "instanceSlug": handle.variation,
+                "framework": handle.framework, "overview": plan.metadata["description"],
+                "usage": usage_text(handle), "licenseName": license_name, "fineTunable": False,
+                "trainingData": [], "modelInstanceType": "Unspecified", "baseModelInstance": "",
+                "externalBaseModelUrl": ""}
+    return model, instance
+
+
+def publish_model(bundle_dir: str | os.PathLike, *, handle: str | None = None, message: str | None = None,
+                  public: bool = False, dry_run: bool = False, full_verify: bool = False,
+                  quiet: bool = False, license_name: str | None = None) -> PublishResult:
+    """Publish a bundle folder as a Kaggle Model variation: create, add a version, or nothing.
+
+    Raises:
+        BundleCheckError, KaggleMetadataError, KaggleAuthError (not for a dry run),
+        KaggleServerError: as for datasets; the message is the server's.
+    """
+    from builder.extras.runtime_wheels import missing_runtime_wheel
+    from builder.publish.kaggle_client import calling, make_api, private_tempdir
+
+    plan = plan_publish(bundle_dir, message=message, public=public, full_verify=full_verify)
+    where = parse_handle(handle, plan)
+    result = PublishResult(
+        dataset=str(where), action="create or version", digest=plan.manifest.digest,
+        bundle_version=plan.manifest.version, units=plan.units, total_size=plan.total_size,
+        dry_run=dry_run, version_notes=plan.version_notes,
+    )
+    if (problem := missing_runtime_wheel(plan.manifest)) is not None:
+        result.warnings.append(problem)
+    try:
+        api = make_api()
+    except KaggleAuthError:
+        if dry_run:
+            return result
+        raise
+    owner = where.owner or str(api.config_values.get("username") or "").lower()
+    if not owner:
+        raise KaggleAuthError("cannot tell your Kaggle user name; pass --handle OWNER/MODEL/FRAMEWORK/VARIATION")
+    where.owner = owner
+    result.dataset = str(where)
+    model_meta, instance_meta = _metadata(plan, where, owner, license_name)
+    try:
+        refuse_secrets([("the model metadata", json.dumps([model_meta, instance_meta]).encode()),
+                        *bundle_files_to_send(plan.bundle_dir, plan.manifest)],
+                       action="nothing was published")
+    except CredentialError as e:
+        raise BundleCheckError(str(e)) from None
+    remote = remote_model_state(api, where)
+    result.remote_version, result.url = remote.version, remote.url
+    if remote.instance_exists and remote.digest == plan.manifest.digest:
+        result.action = "unchanged"
+        return result
+    result.action = ("version" if remote.instance_exists else
+                     "create variation" if remote.model_exists else "create")
+    if dry_run:
+        return result
+    work = Path(tempfile.mkdtemp(prefix="bundle-publish-model-"))
+    try:
+        stage = _stage(plan, work, model_meta, instance_meta)
+        with private_tempdir(work), contextlib.redirect_stdout(sys.stderr):
+            if not remote.model_exists:
+                with calling("CreateModel"):
+                    response = api.model_create_new(str(stage))
+                check_model_reply("CreateModel", response)
+            if remote.instance_exists:
+                with calling("CreateModelInstanceVersion"):
+                    response = api.model_instance_version_create(
+                        str(where), str(stage), plan.version_notes, quiet=quiet, dir_mode="zip")
+                check_model_reply("CreateModelInstanceVersion", response)
+                # Where the next publish reads the digest (versions are listed without notes).
+                with calling("UpdateModelInstance"):
+                    updated = api.model_instance_update(str(work / "update"))
+                check_model_reply("UpdateModelInstance", updated)
+            else:
+                with calling("CreateModelInstance"):
+                    response = api.model_instance_create(str(stage), quiet=quiet, dir_mode="zip")
+                check_model_reply("CreateModelInstance", response)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    result.uploaded = list(api.uploaded_names)
+    result.url = getattr(response, "url", None) or result.url
+    return result
+
+
+def _stage(plan: PublishPlan, work: Path, model_meta: dict, instance_meta: dict) -> Path:
+    """Links to the bundle's top-level entries, and the two metadata files the client reads."""
+    stage = work / "stage" / plan.slug
+    stage.mkdir(parents=True)
+    for unit in plan.units:
+        os.symlink(plan.bundle_dir / unit.path, stage / unit.path)
+    (stage / MODEL_METADATA).write_text(json.dumps(model_meta, indent=2) + "\n", encoding="utf-8")
+    update_only = {k: instance_meta[k] for k in ("ownerSlug", "modelSlug", "instanceSlug", "framework",
+                                                  "overview")}
+    # model_instance_create reads every field; model_instance_update sends only the ones present.
+    (stage / INSTANCE_METADATA).write_text(json.dumps(instance_meta, indent=2) + "\n", encoding="utf-8")
+    (work / "update").mkdir()
+    (work / "update" / INSTANCE_METADATA).write_text(json.dumps(update_only, indent=2) + "\n")
+    return stage
