@@ -48,6 +48,13 @@ def _readme_first_cell() -> str:
     return cell.split("\nimport runtime", 1)[0]  # the install part (activation needs a bundle of models)
 
 
+def _readme_models_cell() -> str:
+    readme = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```python\n(.*?)```", readme, re.S)
+    cell = next(b for b in blocks if "attached as a Kaggle Model" in b)
+    return cell.split("\nimport runtime", 1)[0]
+
+
 @pytest.fixture(scope="module")
 def pip_venv(tmp_path_factory) -> Path:
     """A clean venv (no system site-packages, no offline-bundle) with pip from the local mirror."""
@@ -115,6 +122,48 @@ sha256 = "{hashlib.sha256(data).hexdigest()}"
         assert str(pip_venv) in probe.stdout
         subprocess.run([str(python), "-m", "pip", "uninstall", "-y", "-q", "offline-bundle", "click"],
                        check=True, env=_offline_env(), capture_output=True)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("layout", ["MODEL/pytorch/default", "models/alice/MODEL/pytorch/default"])
+def test_the_readme_models_cell_installs_from_the_highest_attached_version(
+    file_server, pip_venv, tmp_path, monkeypatch, layout
+):
+    import shutil
+
+    monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
+    data = b"the one small artifact of the models cell test"
+    url = file_server.add("/models/readme.txt", data)
+    spec = tmp_path / "spec.toml"
+    spec.write_text(f'''
+[bundle]
+name = "km-flood"
+version = "1.0.0"
+stacks = ["flood"]
+
+[[artifact]]
+id = "note"
+source = "url"
+url = "{url}"
+sha256 = "{hashlib.sha256(data).hexdigest()}"
+''')
+    bundle = build_bundle(spec, out_dir=tmp_path / "out", store_dir=tmp_path / "store", progress=False)
+    kaggle_input = tmp_path / "kaggle" / "input"
+    variation = kaggle_input / layout.replace("MODEL", "km-flood")
+    for version in ("2", "10"):  # numbers, not strings: 10 is the highest
+        shutil.copytree(bundle, variation / version)
+    python = pip_venv / "bin" / "python"
+    run = subprocess.run([str(python), "-c", _readme_models_cell().replace("/kaggle/input", str(kaggle_input))],
+                         capture_output=True, text=True, env=_offline_env(), cwd=tmp_path)
+    try:
+        assert run.returncode == 0, f"{run.stdout}\n{run.stderr}"
+        assert f"Looking in links: {variation / '10' / 'wheels'}" in run.stdout
+        probe = subprocess.run([str(python), "-c", "import runtime; print(runtime.__file__)"],
+                               capture_output=True, text=True, env=_offline_env(), cwd=tmp_path)
+        assert probe.returncode == 0 and str(pip_venv) in probe.stdout, probe.stderr
+    finally:
+        subprocess.run([str(python), "-m", "pip", "uninstall", "-y", "-q", "offline-bundle", "click"],
+                       env=_offline_env(), capture_output=True)
 
 
 def test_a_bundle_with_stacks_and_no_runtime_wheel_is_warned_about_by_build_and_publish(
