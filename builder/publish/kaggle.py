@@ -151,7 +151,7 @@ def publish(
 @click.option("--license", "license_name", metavar="NAME",
               help="With --as model: Kaggle's license name (default: the spec's, e.g. other -> Other).")
 @click.option("--message", "-m", metavar="TEXT", help="Version notes (the digest is appended).")
-@click.option("--public", is_flag=True, help="Create the dataset public (default: private).")
+@click.option("--public", is_flag=True, help="Create the dataset (or model) public (default: private).")
 @click.option("--dry-run", is_flag=True, help="Check and list what would be sent; upload nothing.")
 @click.option("--full-verify", is_flag=True, help="Hash every file first (default: sizes only).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON on stdout.")
