@@ -131,6 +131,8 @@ def test_the_readme_models_cell_installs_from_the_highest_attached_version(
 ):
     import shutil
 
+    from builder.publish.kaggle_models import Handle, usage_text
+
     monkeypatch.setenv("PIP_CONFIG_FILE", os.devnull)
     data = b"the one small artifact of the models cell test"
     url = file_server.add("/models/readme.txt", data)
@@ -153,17 +155,21 @@ sha256 = "{hashlib.sha256(data).hexdigest()}"
     for version in ("2", "10"):  # numbers, not strings: 10 is the highest
         shutil.copytree(bundle, variation / version)
     python = pip_venv / "bin" / "python"
-    run = subprocess.run([str(python), "-c", _readme_models_cell().replace("/kaggle/input", str(kaggle_input))],
-                         capture_output=True, text=True, env=_offline_env(), cwd=tmp_path)
-    try:
-        assert run.returncode == 0, f"{run.stdout}\n{run.stderr}"
-        assert f"Looking in links: {variation / '10' / 'wheels'}" in run.stdout
-        probe = subprocess.run([str(python), "-c", "import runtime; print(runtime.__file__)"],
-                               capture_output=True, text=True, env=_offline_env(), cwd=tmp_path)
-        assert probe.returncode == 0 and str(pip_venv) in probe.stdout, probe.stderr
-    finally:
-        subprocess.run([str(python), "-m", "pip", "uninstall", "-y", "-q", "offline-bundle", "click"],
-                       env=_offline_env(), capture_output=True)
+    # The README's cell, and the variation's Usage that `publish --as model` writes.
+    usage = usage_text(Handle("alice", "km-flood", "pytorch", "default"))
+    usage = usage.split("```python\n", 1)[1].split("\nimport runtime", 1)[0]
+    for cell in (_readme_models_cell(), usage):
+        run = subprocess.run([str(python), "-c", cell.replace("/kaggle/input", str(kaggle_input))],
+                             capture_output=True, text=True, env=_offline_env(), cwd=tmp_path)
+        try:
+            assert run.returncode == 0, f"{run.stdout}\n{run.stderr}"
+            assert f"Looking in links: {variation / '10' / 'wheels'}" in run.stdout
+            probe = subprocess.run([str(python), "-c", "import runtime; print(runtime.__file__)"],
+                                   capture_output=True, text=True, env=_offline_env(), cwd=tmp_path)
+            assert probe.returncode == 0 and str(pip_venv) in probe.stdout, probe.stderr
+        finally:
+            subprocess.run([str(python), "-m", "pip", "uninstall", "-y", "-q", "offline-bundle", "click"],
+                           env=_offline_env(), capture_output=True)
 
 
 def test_a_bundle_with_stacks_and_no_runtime_wheel_is_warned_about_by_build_and_publish(

@@ -102,6 +102,9 @@ def usage_text(handle: Handle) -> str:
         f'found = sorted(glob.glob("/kaggle/input/{handle.model}/{handle.framework}/{handle.variation}/*/wheels")\n'
         f'               + glob.glob("/kaggle/input/models/*/{handle.model}/{handle.framework}/{handle.variation}/*/wheels"),\n'
         "               key=lambda w: int(w.split('/')[-2]))  # the highest version last\n"
+        "if not found:\n"
+        f"    raise FileNotFoundError('no version of {handle.model}/{handle.framework}/{handle.variation} "
+        "with wheels/ is attached: Add Input > Models')\n"
         "subprocess.run([sys.executable, '-m', 'pip', 'install', '--no-index', '--find-links', found[-1],\n"
         "                'offline-bundle'], check=True)\n"
         "import runtime\n"
