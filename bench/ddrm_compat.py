@@ -76,7 +76,7 @@ def psnr(a, b) -> float:
 def measure(deg: str, size: int, n: int, sigma_0: float, steps: int, seed: int) -> dict:
     import torch
 
-    from runtime.ddrm.operators import make_operator
+    from runtime.ddrm.degradations import make_operator
     from runtime.ddrm.reference import make_reference_operator, reference_alphas, reference_sample
     from runtime.ddrm.sampler import NoiseSchedule, ddrm_sample
     from tests.reference.ddrm import denoising as ref_denoising

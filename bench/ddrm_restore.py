@@ -24,7 +24,7 @@ import torch.nn.functional as F
 
 from runtime.ddrm.classifier import EncoderUNetModel
 from runtime.ddrm.configs import CONFIGS, adm_config_from_flags, classifier_config_from_flags
-from runtime.ddrm.operators import make_operator
+from runtime.ddrm.degradations import make_operator
 from runtime.ddrm.restore import pick_device
 from runtime.ddrm.sampler import NoiseSchedule, classifier_guided, ddrm_sample
 from runtime.ddrm.unet import UNetModel

@@ -13,13 +13,12 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+from runtime.ddrm.degradations import gaussian_kernel, make_operator
 from runtime.ddrm.operators import (
     BicubicSR,
     Deblurring,
     SVDOperator,
     bicubic_matrix,
-    gaussian_kernel,
-    make_operator,
 )
 from tests.torch_helpers import one_thread  # noqa: F401  (a fixture)
 
@@ -169,10 +168,10 @@ def test_ddrm_masks_are_the_reference_masks(name: str) -> None:
 
     import numpy as np
 
-    from runtime.ddrm import operators
+    from runtime.ddrm import degradations
 
     op = make_operator(name, image_size=256, dtype=F64)
-    raw = np.load(Path(operators.__file__).with_name("masks") / operators.MASK_FILES[name])
+    raw = np.load(Path(degradations.__file__).with_name("masks") / degradations.MASK_FILES[name])
     observed = int((raw != 0).sum())
     assert op.singulars.numel() == 3 * observed and 0 < observed < 256 * 256
     x = torch.randn(1, 3, 256, 256, dtype=F64)

@@ -123,7 +123,7 @@ def test_reference_operators_compute_what_the_reference_computes(deg: str) -> No
 
 
 def test_reference_inpainting_with_ddrms_masks_keeps_what_the_mask_keeps() -> None:
-    from runtime.ddrm.operators import ddrm_mask
+    from runtime.ddrm.degradations import ddrm_mask
 
     for name in ("inp_lolcat", "inp_lorem"):
         observed = ddrm_mask(name, 256)
@@ -176,7 +176,7 @@ def test_compat_sampler_reproduces_the_reference_sample(tiny_model, deg: str) ->
 def test_default_and_compat_differ_where_the_reference_misaligns_blur_singulars(tiny_model) -> None:
     """The point of the flag: on deblur_gauss with noise the two algorithms do not agree
     (the reference pairs each blur coordinate with another coordinate's singular value)."""
-    from runtime.ddrm.operators import make_operator
+    from runtime.ddrm.degradations import make_operator
     from runtime.ddrm.sampler import NoiseSchedule, ddrm_sample
 
     sigma_0, seed = 0.1, 5

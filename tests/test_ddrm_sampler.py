@@ -19,7 +19,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from runtime.ddrm.operators import make_operator, psnr_db
+from runtime.ddrm.degradations import make_operator
+from runtime.ddrm.operators import psnr_db
 from runtime.ddrm.sampler import NoiseSchedule, classifier_guided, ddrm_sample, log_prob_gradient
 from tests.torch_helpers import one_thread  # noqa: F401  (a fixture)
 

@@ -30,7 +30,7 @@ from collections.abc import Callable
 
 import torch
 
-from runtime.ddrm.operators import MASK_FILES, ddrm_mask
+from runtime.ddrm.degradations import MASK_FILES, ddrm_mask
 
 ZERO = 3e-2
 

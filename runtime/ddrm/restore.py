@@ -28,7 +28,7 @@ from runtime.ddrm.configs import (
     get_config,
     parse_flags,
 )
-from runtime.ddrm.operators import make_operator
+from runtime.ddrm.degradations import make_operator
 from runtime.ddrm.sampler import EpsFn, NoiseSchedule, classifier_guided, ddrm_sample
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
