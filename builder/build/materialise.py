@@ -61,31 +61,14 @@ def _wheelhouse(
     if spec.wheels is None:
         return _runtime_wheelhouse(spec, staging, store, lock, new_lock, report) if spec.stacks else []
     fingerprint = _wheels_fingerprint(spec)
-    locked = lock.get(WHEELS_LOCK_KEY)
-    if isinstance(locked, dict) and locked.get("fingerprint") == fingerprint:
-        try:
-            files = [FileEntry(f["path"], f["size"], f["sha256"]) for f in locked["files"]]
-        except (KeyError, TypeError):
-            files = []
-        if files and all(store.has(f.sha256, f.size) for f in files):
-            for f in files:
-                store.materialise(f.sha256, staging / f.path)
-            new_lock[WHEELS_LOCK_KEY] = locked
-            return files
+    if (files := _locked_wheels(fingerprint, staging, store, lock, new_lock)) is not None:
+        return files
     build_wheelhouse = _import_optional("builder.extras.wheels", "build_wheelhouse")
     if build_wheelhouse is None:
         report.warnings.append(f"{spec.path}: [wheels] skipped: builder.extras.wheels is not installed")
         return []
-    entries = []
-    for rel in sorted(set(build_wheelhouse(spec, staging))):
-        size = (staging / rel).stat().st_size
-        sha256 = store.add_file(staging / rel)  # hashes and moves it into the store
-        store.materialise(sha256, staging / rel)
-        entries.append(FileEntry(rel, size, sha256))
-    new_lock[WHEELS_LOCK_KEY] = {
-        "fingerprint": fingerprint, "files": [e.to_json() for e in entries],
-    }
-    return entries
+    rels = sorted(set(build_wheelhouse(spec, staging)))
+    return _store_wheels(rels, fingerprint, staging, store, new_lock)
 
 
 def _runtime_wheelhouse(
@@ -108,17 +91,8 @@ def _runtime_wheelhouse(
         "project": source_fingerprint(source) if source else None,
         "installed": _installed_versions(),
     }, sort_keys=True).encode()).hexdigest()
-    locked = lock.get(WHEELS_LOCK_KEY)
-    if isinstance(locked, dict) and locked.get("fingerprint") == fingerprint:
-        try:
-            files = [FileEntry(f["path"], f["size"], f["sha256"]) for f in locked["files"]]
-        except (KeyError, TypeError):
-            files = []
-        if files and all(store.has(f.sha256, f.size) for f in files):
-            for f in files:
-                store.materialise(f.sha256, staging / f.path)
-            new_lock[WHEELS_LOCK_KEY] = locked
-            return files
+    if (files := _locked_wheels(fingerprint, staging, store, lock, new_lock)) is not None:
+        return files
     wheels_dir = staging / WHEELS_DIR
     try:
         collect_runtime_wheels(wheels_dir, bundle_wheels=[])
@@ -127,11 +101,37 @@ def _runtime_wheelhouse(
         report.warnings.append(f"{spec.path}: the runtime wheel could not be made: {e}")
         shutil.rmtree(wheels_dir, ignore_errors=True)
         return []
+    rels = [f"{WHEELS_DIR}/{wheel.name}" for wheel in sorted(wheels_dir.glob("*.whl"))]
+    return _store_wheels(rels, fingerprint, staging, store, new_lock)
+
+
+def _locked_wheels(fingerprint: str, staging: Path, store: Store, lock: dict[str, Any],
+                   new_lock: dict[str, Any]) -> list[FileEntry] | None:
+    """The lock's wheels/ files, materialised from the store, when the lock was made for
+    this fingerprint and the store still holds every file; else None (build them)."""
+    locked = lock.get(WHEELS_LOCK_KEY)
+    if not (isinstance(locked, dict) and locked.get("fingerprint") == fingerprint):
+        return None
+    try:
+        files = [FileEntry(f["path"], f["size"], f["sha256"]) for f in locked["files"]]
+    except (KeyError, TypeError):
+        return None
+    if not files or not all(store.has(f.sha256, f.size) for f in files):
+        return None
+    for f in files:
+        store.materialise(f.sha256, staging / f.path)
+    new_lock[WHEELS_LOCK_KEY] = locked
+    return files
+
+
+def _store_wheels(rels: list[str], fingerprint: str, staging: Path, store: Store,
+                  new_lock: dict[str, Any]) -> list[FileEntry]:
+    """Move freshly made wheels (paths under staging) into the store, link them back, and
+    record them in the lock under ``fingerprint``."""
     entries = []
-    for wheel in sorted(wheels_dir.glob("*.whl")):
-        rel = f"{WHEELS_DIR}/{wheel.name}"
-        size = wheel.stat().st_size
-        sha256 = store.add_file(wheel)
+    for rel in rels:
+        size = (staging / rel).stat().st_size
+        sha256 = store.add_file(staging / rel)  # hashes and moves it into the store
         store.materialise(sha256, staging / rel)
         entries.append(FileEntry(rel, size, sha256))
     new_lock[WHEELS_LOCK_KEY] = {"fingerprint": fingerprint, "files": [e.to_json() for e in entries]}
