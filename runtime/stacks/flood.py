@@ -28,6 +28,7 @@ from __future__ import annotations
 import click
 
 from runtime.vision.commands import (
+    backbone_needs,
     make_attention_command,
     make_evaluate_command,
     make_predict_command,
@@ -38,13 +39,7 @@ STACK = "flood"
 
 #: What `bundle doctor` checks: the weights of the default --arch (vit_b_16); the CNN
 #: baselines' weights are optional (--arch unet_cnn needs none).
-NEEDS = {"vit_b_16 backbone": ("ViT_B_16_Weights.IMAGENET1K_V1",)}
-OPTIONAL_NEEDS = {
-    "mobilenet_v3_small backbone (--arch mobilenet_v3_small)": ("MobileNet_V3_Small_Weights.IMAGENET1K_V1",),
-    "resnet18 backbone (--arch resnet18)": ("ResNet18_Weights.IMAGENET1K_V1",),
-}
-ARTIFACTS = ("ViT_B_16_Weights.IMAGENET1K_V1", "MobileNet_V3_Small_Weights.IMAGENET1K_V1",
-             "ResNet18_Weights.IMAGENET1K_V1")
+NEEDS, OPTIONAL_NEEDS, ARTIFACTS = backbone_needs("vit_b_16")
 
 
 @click.group(STACK, help=__doc__)

@@ -31,6 +31,19 @@ from runtime.vision.reports import nan_as_null  # stdlib only at import
 ARCH_NAMES = tuple(ARCHITECTURES)
 
 
+def backbone_needs(default_arch: str) -> tuple[dict[str, tuple[str, ...]], dict[str, tuple[str, ...]],
+                                                tuple[str, ...]]:
+    """What `bundle doctor` checks for a stack whose --arch picks from ARCHITECTURES:
+    the default architecture's weights (needed), the other architectures' weights
+    (optional; an architecture without pretrained weights needs none), and every
+    weights name the stack may load (its ARTIFACTS)."""
+    needs = {f"{default_arch} backbone": (ARCHITECTURES[default_arch].weights,)}
+    optional = {f"{name} backbone (--arch {name})": (arch.weights,)
+                for name, arch in ARCHITECTURES.items() if name != default_arch and arch.weights}
+    artifacts = tuple(arch.weights for arch in ARCHITECTURES.values() if arch.weights)
+    return needs, optional, artifacts
+
+
 def friendly_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     """Turn the errors a user can fix into one-line CLI errors (no traceback, exit 1)."""
 
