@@ -433,10 +433,11 @@ def _warn_about_versions() -> None:
 
 def _warn_about(act: Activation) -> None:
     if not act.bundles and not act.problems:
-        roots = ", ".join(constants.search_roots()) or "no search roots"
+        from runtime.missing import search_roots_brief
+
         message = (
-            f"runtime.activate(): no bundle found (searched $BUNDLE_PATH and {roots}); "
-            "libraries are offline with an empty cache. Attach the bundle dataset or set BUNDLE_PATH."
+            f"runtime.activate(): no bundle found (looked in {search_roots_brief()}); "
+            "libraries are offline with an empty cache. Attach the bundle or set BUNDLE_PATH."
         )
         log_warning(message)
         warnings.warn(message, NoBundleWarning, stacklevel=4)

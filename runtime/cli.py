@@ -15,8 +15,8 @@ from typing import Any
 
 import click
 
-from runtime.stacks import STACKS, UnknownStackError, load_stack
-from runtime.stacks.main import activate_reporting
+from runtime.stacks import UnknownStackError, get_stack, list_stacks
+from runtime.stacks.launch import activate_reporting, prepare_run
 
 #: Libraries whose versions doctor reports (distribution names).
 LIBRARIES = (
@@ -120,8 +120,6 @@ def _role_report(role: str, names: tuple[str, ...], required: bool, bundles: lis
 
 
 def _stack_reports(bundles: list[Any]) -> list[StackReport]:
-    from runtime.stacks import stack_needs
-
     declared: list[str] = []
     for bundle in bundles:
         for name in bundle.manifest.stacks:
@@ -130,18 +128,18 @@ def _stack_reports(bundles: list[Any]) -> list[StackReport]:
     reports = []
     for name in declared:
         try:
-            module = load_stack(name)
+            stack = get_stack(name)
         except UnknownStackError:
             reports.append(StackReport(name, "unknown", detail="not a stack this runtime knows"))
             continue
         except ImportError as e:
             reports.append(StackReport(name, "unknown", detail=f"cannot import its module: {e}"))
             continue
-        required, optional, any_optional = stack_needs(module)
+        required, optional = stack.roles()
         roles = [_role_report(r, n, True, bundles) for r, n in required.items()]
         roles += [_role_report(r, n, False, bundles) for r, n in optional.items()]
         missing = [r.role for r in roles if r.required and r.status == "missing"]
-        if any_optional and not any(r.status != "missing" for r in roles if not r.required):
+        if stack.one_of_optional and not any(r.status != "missing" for r in roles if not r.required):
             missing.append("one of: " + ", ".join(optional))
         status = "missing" if missing else (
             "fallback" if any(r.status == "fallback" for r in roles) else "ok")
@@ -295,7 +293,7 @@ class _RunCommand(click.Command):
     cls=_RunCommand,
     context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
                       "allow_interspersed_args": False},
-    epilog="Known stacks: " + ", ".join(sorted(STACKS)),
+    epilog="Known stacks: " + ", ".join(list_stacks()),
 )
 @click.option("--strict", is_flag=True,
               help="Refuse every non-loopback network connection (runtime.activate(strict=True)); "
@@ -330,26 +328,23 @@ def run_command(ctx: click.Context, strict: bool, no_network: bool, stack: str |
     if ctx.meta.get("run_external"):
         sys.exit(_run_external([stack, *args], strict=strict, no_network=no_network))
     try:
-        module = load_stack(stack)
+        record = get_stack(stack)
     except UnknownStackError as e:
         raise click.UsageError(str(e), ctx) from None
     except ImportError as e:
-        # Registered but not importable: a missing optional dependency, or not written yet.
+        # Its module exists and cannot be imported: a missing optional dependency.
         raise click.ClickException(
             f"stack {stack!r} cannot be loaded ({e}); install the stacks extra: "
             "pip install 'offline-bundle[stacks]'"
         ) from None
-    import runtime
-
-    group: click.Command = module.cli
+    group: click.Command = record.cli
     # No parent context: click would print the usage as "bundle run [STACK] [ARGS]... STACK".
     sub_ctx = group.make_context(f"bundle run {stack}", list(args))
-    if _runs_a_command(group, sub_ctx, args):
-        if no_network:
-            _isolate()
-        # A stack that needs no artifact (masked-ssl) runs strict without a bundle.
-        activate_reporting(runtime, strict,
-                            require_bundle=None if getattr(module, "ARTIFACTS", ()) else False)
+    if not ({"--help", "-h"} & set(args)) and no_network:
+        _isolate()
+    # The stack's own options are checked first; then the bundles are activated as this
+    # command needs them (none at all for a run that loads nothing from a bundle).
+    prepare_run(record, sub_ctx, args, strict=strict or None, label=f"bundle run {stack}")
     with sub_ctx:
         return group.invoke(sub_ctx)
 
@@ -369,14 +364,13 @@ def _run_external(command: list[str], *, strict: bool, no_network: bool) -> int:
     import shutil
     import subprocess
 
-    import runtime
     from runtime import constants
 
     if shutil.which(command[0]) is None:
         raise click.ClickException(f"command not found: {command[0]!r} (bundle run -- COMMAND ...)")
     if no_network:
         _isolate()
-    activate_reporting(runtime, strict)
+    activate_reporting(strict=strict)
     env = dict(os.environ)  # activate() set the offline variables, HF_HUB_CACHE and TORCH_HOME
     if strict:
         from runtime.child import with_startup_hook
@@ -390,14 +384,3 @@ def _run_external(command: list[str], *, strict: bool, no_network: bool) -> int:
         return subprocess.run(command, env=env).returncode
     except KeyboardInterrupt:
         return 130
-
-
-def _runs_a_command(group: click.Command, ctx: click.Context, args: tuple[str, ...]) -> bool:
-    """False for `--help` anywhere and for an unknown sub-command: click answers those
-    alone, so the bundles are not activated (no warning about a missing bundle)."""
-    if {"--help", "-h"} & set(args):
-        return False
-    # Only a leading name is surely the sub-command (a group option's value could come first).
-    if isinstance(group, click.Group) and args and not args[0].startswith("-"):
-        return group.get_command(ctx, args[0]) is not None
-    return True

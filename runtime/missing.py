@@ -30,10 +30,32 @@ def search_roots_text() -> str:
             f"{', '.join(roots) if roots else 'no search roots ($OFFLINE_BUNDLE_SEARCH_ROOTS is empty)'}")
 
 
+def search_roots_brief() -> str:
+    """Where activate() looked, in a few words: $BUNDLE_PATH and the folders the search
+    roots start from (``/kaggle/input`` for its 28 dataset and model patterns); the full
+    list is in ``bundle doctor`` and :func:`search_roots_text`."""
+    entries = [str(p) for p in constants.bundle_path_entries()]
+    tops: list[str] = []
+    for pattern in constants.search_roots():
+        parts = []
+        for part in pattern.split("/"):
+            if any(ch in part for ch in "*?["):
+                break
+            parts.append(part)
+        top = "/".join(parts) or pattern
+        if top not in tops:
+            tops.append(top)
+    # /kaggle/input/datasets is inside /kaggle/input: say the outer folder once.
+    tops = [t for t in tops if not any(t.startswith(other + "/") for other in tops)]
+    where = ", ".join(tops) if tops else "no search roots ($OFFLINE_BUNDLE_SEARCH_ROOTS is empty)"
+    return f"$BUNDLE_PATH ({', '.join(entries) if entries else 'unset'}), {where}"
+
+
 def no_bundle_text() -> str:
-    return (f"no bundle is attached: none was found in {search_roots_text()}. Attach the bundle "
-            "(Kaggle: Add Input > your bundle dataset; Docker: /opt/bundles; elsewhere: "
-            "BUNDLE_PATH=/path/to/bundle) and run runtime.activate() again")
+    return (f"no bundle is attached (looked in {search_roots_brief()}; `bundle doctor` lists "
+            "every place). Attach the bundle (Kaggle: Add Input > the dataset or model `bundle "
+            "publish` made; Docker: /opt/bundles; elsewhere: BUNDLE_PATH=/path/to/bundle) and "
+            "run runtime.activate() again")
 
 
 def _listing(bundles: list[AttachedBundle]) -> str:

@@ -183,7 +183,7 @@ def test_restore_celeba_from_a_hub_snapshot_in_a_strict_offline_bundle(bundle_fa
 def test_bundle_spec_declares_every_artifact_the_ddrm_configs_resolve() -> None:
     from builder.spec import load_spec
     from runtime.ddrm.configs import CONFIGS
-    from runtime.stacks.ddrm import ARTIFACTS
+    from runtime.stacks import get_stack
 
     spec = load_spec(Path(__file__).parent.parent / "bundles" / "ddrm.toml")
     refs = {a.get("url") or a.get("repo") for a in spec.artifacts}
@@ -191,7 +191,7 @@ def test_bundle_spec_declares_every_artifact_the_ddrm_configs_resolve() -> None:
         c.classifier_artifact for c in CONFIGS.values() if c.classifier_artifact
     }
     # The configs name refs (URL, Hub repo), so any artifact id in a user's spec matches.
-    assert needed == set(ARTIFACTS) == refs
+    assert needed == set(get_stack("ddrm").artifacts) == refs
     assert spec.artifact("adm-256-uncond").get("url").endswith("/jul-2021/256x256_diffusion_uncond.pt")
     celeba = spec.artifact("ddpm-celebahq-256")
     assert celeba.source == "hf" and celeba.get("repo") == "google/ddpm-celebahq-256"

@@ -15,7 +15,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from runtime.stacks import emotion_distill, emotion_vit
+from runtime.stacks import emotion_distill, emotion_vit, get_stack
 from runtime.train.checkpoint import read_checkpoint
 from tests import test_emotion_stacks as emotion_stacks_tests
 from tests.fixtures.bundles import activated
@@ -352,10 +352,11 @@ def test_shipped_spec_declares_what_the_default_commands_load():
     spec = load_spec(Path(__file__).parent.parent / "bundles" / "emotion-distill.toml")
     by_id = {a.id: a for a in spec.artifacts}
     refs = {a.get("repo") or a.get("model") for a in spec.artifacts}
-    assert set(emotion_distill.ARTIFACTS) | set(emotion_vit.ARTIFACTS) <= refs
+    distill_needs = get_stack("emotion-distill").artifacts
+    assert set(distill_needs) | set(get_stack("emotion-vit").artifacts) <= refs
     assert {"emotion-vit", "emotion-distill"} <= set(spec.stacks)
     # `distill` without --student resolves exactly the timm weights the spec declares.
     (student,) = [a for a in spec.artifacts if a.source == "timm"]
-    assert student.get("model") in emotion_distill.ARTIFACTS
+    assert student.get("model") in distill_needs
     assert student.get("model") == full_model_name(emotion_distill.DEFAULT_STUDENT)
     assert by_id["vit-base-in21k"].fallbacks == ["vit-base"]

@@ -18,6 +18,8 @@ ROOT = Path(__file__).resolve().parents[1]
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("runtime core", ("runtime",)),
     ("runtime training core and data", ("runtime.train", "runtime.data")),
+    # The stack record (click and the standard library): shared recipes declare their needs in it.
+    ("runtime stack record", ("runtime.stacks.record",)),
     ("runtime shared recipes", ("runtime.vision", "runtime.ddrm", "runtime.emotion")),
     ("runtime distillation (an emotion-vit teacher)", ("runtime.distill",)),
     ("runtime stacks", ("runtime.stacks",)),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
 
 import click
 import pytest
@@ -12,12 +11,12 @@ from click.testing import CliRunner
 import runtime
 from builder.cli import main
 from runtime import constants
-from runtime.stacks import STACKS
+from runtime.stacks import Need, Stack
+from runtime.stacks.record import registered
 from tests.test_runtime_support import hf_art, make_bundle
 
-# This module doubles as a stack (registered under "demo-stack" by the fixture below):
-# a stack is a module with `cli` and `ARTIFACTS`.
-ARTIFACTS = ["vit-tiny"]
+# This module doubles as a stack, "demo-stack": `hello` loads vit-tiny from a bundle,
+# `offline-hello` loads nothing.
 
 
 @click.group()
@@ -33,9 +32,18 @@ def hello(name: str) -> None:
     click.echo(f"hello {name}; activated={act is not None}; vit={runtime.resolve('vit-tiny').name}")
 
 
+@cli.command("offline-hello")
+def offline_hello() -> None:
+    """Say hello; load nothing."""
+    click.echo(f"hello; activated={runtime.current() is not None}")
+
+
+DEMO = Stack("demo-stack", cli, "a demo", needs=(Need("vit-tiny", ("vit-tiny",), ("hello",)),))
+
+
 @pytest.fixture
 def attached(tmp_path, monkeypatch):
-    monkeypatch.setitem(STACKS, "demo-stack", __name__)
+    monkeypatch.setitem(registered(), "demo-stack", DEMO)
     monkeypatch.setenv(constants.ENV_SEARCH_ROOTS, "")
     monkeypatch.setenv(constants.ENV_VIEW_DIR, str(tmp_path / "views"))
 
@@ -124,8 +132,14 @@ def test_run_lists_known_stacks_and_refuses_unknown_ones(attached):
     assert "unknown stack 'no-such-stack'" in result.output and "landcover" in result.output
 
 
-def test_run_says_how_to_fix_a_stack_that_cannot_be_imported(attached, monkeypatch):
-    monkeypatch.setitem(STACKS, "half-installed", "tests.no_such_stack_module")
+def test_run_says_how_to_fix_a_stack_that_cannot_be_imported(attached, monkeypatch, tmp_path):
+    import runtime.stacks
+
+    # A stack module whose library is not installed, found where stack modules are.
+    extra = tmp_path / "more_stacks"
+    extra.mkdir()
+    (extra / "half_installed.py").write_text("import no_such_library_for_offline_bundle\n")
+    monkeypatch.setattr(runtime.stacks, "__path__", [*runtime.stacks.__path__, str(extra)])
     result = CliRunner().invoke(main, ["run", "half-installed", "train"])
     assert result.exit_code == 1
     assert "stack 'half-installed' cannot be loaded" in result.output
@@ -134,7 +148,10 @@ def test_run_says_how_to_fix_a_stack_that_cannot_be_imported(attached, monkeypat
 
 
 def test_doctor_accepts_any_one_of_a_group_of_alternatives(attached, monkeypatch):
-    monkeypatch.setattr(sys.modules[__name__], "ARTIFACTS", [("vit-large", "vit-tiny"), ("x", "y")])
+    group = Stack("demo-stack", cli, "a demo", needs=(
+        Need("vit-large | vit-tiny", ("vit-large", "vit-tiny"), ("hello",)),
+        Need("x | y", ("x", "y"), ("hello",))))
+    monkeypatch.setitem(registered(), "demo-stack", group)
     attached([VIT], ["demo-stack"])
     result = CliRunner().invoke(main, ["doctor", "--json"])
     stack = json.loads(result.output)["stacks"][0]
@@ -174,3 +191,41 @@ def test_doctor_fails_where_a_run_would_fail_a_damaged_artifact_without_fallback
     result = CliRunner().invoke(main, ["doctor"])
     assert result.exit_code == 1
     assert "MISSING" in result.output and "incomplete and no declared fallback" in result.output
+
+
+def test_run_strict_without_a_bundle_is_fine_for_a_command_that_loads_nothing(attached, monkeypatch):
+    monkeypatch.delenv(constants.ENV_BUNDLE_PATH, raising=False)
+    result = CliRunner().invoke(main, ["run", "--strict", "demo-stack", "offline-hello"])
+    assert result.exit_code == 0, result.output
+    assert "hello; activated=True" in result.output
+    assert runtime.current().strict
+    assert "no bundle" not in result.stderr  # nothing to warn about: nothing is loaded
+
+
+def test_run_without_a_bundle_names_what_the_command_loads_the_spec_and_where_it_looked(
+        attached, monkeypatch):
+    monkeypatch.delenv(constants.ENV_BUNDLE_PATH, raising=False)
+    result = CliRunner().invoke(main, ["run", "--strict", "demo-stack", "hello"])
+    assert result.exit_code == 1
+    message = result.stderr.strip()
+    assert message.count("\n") == 0, message  # one line
+    assert ": bundle run demo-stack hello loads vit-tiny (vit-tiny) from a bundle" in message
+    assert "bundle build bundles/demo-stack.toml" in message
+    assert "$BUNDLE_PATH (unset)" in message
+    assert len(message) < 500
+
+
+def test_run_names_an_artifact_the_attached_bundles_lack_before_the_command_starts(attached):
+    attached([hf_art("other", "org/other", {"config.json": b"{}"})], ["demo-stack"])
+    result = CliRunner().invoke(main, ["run", "demo-stack", "hello"])
+    assert result.exit_code == 1
+    assert "loads vit-tiny (vit-tiny), which none of the attached bundles holds (demo 1.0.0" in result.stderr
+    assert "activated=" not in result.output  # the command never ran
+
+
+def test_run_checks_the_stack_options_before_activating(attached, monkeypatch):
+    monkeypatch.delenv(constants.ENV_BUNDLE_PATH, raising=False)
+    result = CliRunner().invoke(main, ["run", "--strict", "demo-stack", "hello", "--nmae", "x"])
+    assert result.exit_code == 2 and "--nmae" in result.stderr
+    assert "Usage: bundle run demo-stack hello" in result.stderr
+    assert runtime.current() is None  # nothing was activated

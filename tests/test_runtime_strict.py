@@ -159,9 +159,17 @@ def test_strict_activate_with_no_bundle_raises_naming_the_search_roots_used(tmp_
     with pytest.raises(NoBundleError) as err:
         runtime.activate(strict=True)
     assert str(tmp_path / "nothing-here") in str(err.value)
-    assert str(tmp_path / "input/*") in str(err.value)
+    # The roots in brief (the folder each pattern starts from); bundle doctor lists them all.
+    assert f"{tmp_path / 'input'}; `bundle doctor` lists every place" in str(err.value)
     assert "require_bundle=False" in str(err.value) and "OFFLINE_BUNDLE_REQUIRE_BUNDLE=0" in str(err.value)
     assert runtime.current() is None  # nothing was activated
+    # With the built-in roots (28 patterns under /kaggle/input, and four more places) too.
+    monkeypatch.delenv("OFFLINE_BUNDLE_SEARCH_ROOTS")
+    with pytest.raises(NoBundleError) as err:
+        runtime.activate(strict=True)
+    assert "/kaggle/input, /opt/bundles, /content/drive/MyDrive/bundles, ./bundles-dist" in str(err.value)
+    assert len(str(err.value)) < 800
+    monkeypatch.setenv("OFFLINE_BUNDLE_SEARCH_ROOTS", str(tmp_path / "input/*"))
     # The documented switches keep the old behaviour: a warning, then strict offline.
     for kwargs, env in (({"require_bundle": False}, None), ({}, "0")):
         if env is not None:

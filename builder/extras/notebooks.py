@@ -128,16 +128,14 @@ sh(BUNDLE_CLI, "run", STACK, "--help")
 
 
 def _stack_artifacts(stack: str, spec: Any) -> list[str]:
-    """What the notebook shows: the stack's own needs (runtime.stacks.STACK.ARTIFACTS,
-    so a missing one is reported right there), then every other artifact the bundle carries."""
+    """What the notebook shows: everything the stack may load (its record's needs, so a
+    missing one is reported right there), then every other artifact the bundle carries."""
     names: list[str] = []
     try:
-        from runtime.stacks import load_stack
+        from runtime.stacks import UnknownStackError, get_stack
 
-        for need in getattr(load_stack(stack), "ARTIFACTS", ()):
-            # A tuple entry means "any one of these"; show each alternative.
-            names += [str(n) for n in need] if isinstance(need, (tuple, list)) else [str(need)]
-    except (ImportError, KeyError):
+        names += get_stack(stack).artifacts
+    except (ImportError, UnknownStackError):
         pass  # a stack without a module yet: the bundle's own list below still helps
     for art in getattr(spec, "artifacts", []):
         if art.id not in names:

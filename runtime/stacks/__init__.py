@@ -1,67 +1,62 @@
-"""Training and inference stacks, one module per stack, registered by name.
+"""Training and inference stacks: one module per stack, each registering one record.
 
-A stack module imports nothing heavy at import time beyond `click`; torch and
-friends are imported inside the commands. Each module defines:
+A stack module imports nothing heavy at import time beyond ``click``; torch and friends
+are imported inside the commands. It decorates its click group with
+:func:`~runtime.stacks.record.register_stack`, giving the stack's name, a summary and
+its needs (what each command loads from a bundle, as data: see
+:class:`~runtime.stacks.record.Need`). ``bundle run``, ``python -m runtime.stacks.NAME``,
+``bundle doctor`` and the starter notebooks all read that record.
 
-- ``cli``: a ``click.Group`` whose commands are what ``bundle run STACK COMMAND`` runs;
-- ``NEEDS``: role -> names the stack's default run loads from the bundle (any one
-  name of the tuple; refs such as a Hub repo id or a torchvision weights enum, so
-  that any artifact id in a user's spec matches);
-- ``OPTIONAL_NEEDS`` (optional): roles only other options need (``--arch``,
-  ``--config``); with ``NEEDS_ANY_OPTIONAL = True`` at least one of them must be
-  usable (a stack whose every run picks one, e.g. ddrm's ``--config``);
-- ``ARTIFACTS``: the names of ``NEEDS`` and ``OPTIONAL_NEEDS`` in one list (what the
-  starter notebooks resolve).
-
-``bundle doctor`` reports every role: the artifact a run would use, a declared
-fallback it would take instead (a warning), or nothing (an error only where a
-run would fail).
-
-Adding a stack is adding a module and one line to ``STACKS``.
+Adding a stack is adding a module here: ``runtime/stacks/NAME.py`` (``-`` in the stack's
+name is ``_`` in the module's) is found by :func:`get_stack` and :func:`list_stacks`.
 """
 
 from __future__ import annotations
 
 import importlib
-from types import ModuleType
+import pkgutil
 
-#: stack name -> module path (imported lazily)
-STACKS: dict[str, str] = {
-    "emotion-vit": "runtime.stacks.emotion_vit",
-    "emotion-ast": "runtime.stacks.emotion_ast",
-    "emotion-distill": "runtime.stacks.emotion_distill",
-    "landcover": "runtime.stacks.landcover",
-    "flood": "runtime.stacks.flood",
-    "masked-ssl": "runtime.stacks.masked_ssl",
-    "ddrm": "runtime.stacks.ddrm",
-}
+from runtime.stacks.record import Need, Stack, Use, register_stack, registered
+
+__all__ = ["Need", "Stack", "Use", "UnknownStackError", "get_stack", "list_stacks",
+           "register_stack"]
+
+#: modules of this package that are not stacks
+_NOT_STACKS = frozenset({"main", "record", "launch"})
 
 
 class UnknownStackError(KeyError):
     def __str__(self) -> str:
-        return f"unknown stack {self.args[0]!r}; known stacks: {', '.join(sorted(STACKS))}"
+        return f"unknown stack {self.args[0]!r}; known stacks: {', '.join(sorted(list_stacks()))}"
 
 
-def load_stack(name: str) -> ModuleType:
-    """Import the module of stack `name`."""
+def _module_names() -> list[str]:
+    return sorted(m.name for m in pkgutil.iter_modules(__path__)
+                  if not m.name.startswith("_") and m.name not in _NOT_STACKS)
+
+
+def get_stack(name: str) -> Stack:
+    """The record of stack ``name``, importing its module when needed.
+
+    Raises:
+        UnknownStackError: no module registers that name.
+        ImportError: the stack's module exists but cannot be imported (a missing extra).
+    """
+    if name not in registered():
+        module = name.replace("-", "_")
+        if module in _module_names():
+            importlib.import_module(f"{__name__}.{module}")
     try:
-        module_path = STACKS[name]
+        return registered()[name]
     except KeyError:
         raise UnknownStackError(name) from None
-    return importlib.import_module(module_path)
 
 
-def stack_needs(module: ModuleType) -> tuple[dict[str, tuple[str, ...]], dict[str, tuple[str, ...]], bool]:
-    """(required roles, optional roles, whether one optional role must be usable) of a stack.
-
-    A module with only the older ``ARTIFACTS`` list gets one required role per entry
-    (a tuple entry: any one of its names).
-    """
-    required = getattr(module, "NEEDS", None)
-    if required is None:
-        required = {}
-        for need in getattr(module, "ARTIFACTS", ()):
-            names = tuple(str(n) for n in need) if isinstance(need, (tuple, list)) else (str(need),)
-            required[" | ".join(names)] = names
-    optional = dict(getattr(module, "OPTIONAL_NEEDS", {}))
-    return dict(required), optional, bool(getattr(module, "NEEDS_ANY_OPTIONAL", False))
+def list_stacks() -> dict[str, Stack]:
+    """Every stack this runtime has, by name (imports each stack module: click only)."""
+    for module in _module_names():
+        try:
+            importlib.import_module(f"{__name__}.{module}")
+        except ImportError:
+            continue  # listed by name only where it is asked for (get_stack says why)
+    return dict(sorted(registered().items()))

@@ -21,22 +21,25 @@ from pathlib import Path
 import click
 
 from runtime.ddrm.configs import ADM_CLASSIFIER, ADM_COND, ADM_UNCOND, CELEBA_DDPM
+from runtime.stacks.record import Need, register_stack
 from runtime.train.options import device_option, one_line_errors
 
 STACK = "ddrm"
 
 #: What each --config loads from the bundle, by ref (the URL or Hub repo; bundles/ddrm.toml
-#: names them adm-256-uncond, adm-256-cond, adm-256-classifier, ddpm-celebahq-256). Every
-#: run picks one --config, so one complete configuration is enough.
-NEEDS: dict[str, tuple[str, ...]] = {}
-OPTIONAL_NEEDS = {
-    "celeba model": (CELEBA_DDPM,),
-    "imagenet-uncond model": (ADM_UNCOND,),
-    "imagenet-cond model": (ADM_COND,),
-    "imagenet-cond classifier": (ADM_CLASSIFIER,),
-}
-NEEDS_ANY_OPTIONAL = True
-ARTIFACTS = (ADM_UNCOND, ADM_COND, ADM_CLASSIFIER, CELEBA_DDPM)
+#: names them adm-256-uncond, adm-256-cond, adm-256-classifier, ddpm-celebahq-256).
+#: --model-artifact / --classifier-artifact name other artifacts, or files on disk. Every
+#: run picks one --config, so for `bundle doctor` one complete configuration is enough.
+NEEDS = (
+    Need("celeba model", (CELEBA_DDPM,), ("restore",), when={"config": ("celeba",)},
+         option="model_artifact", default=False),
+    Need("imagenet-uncond model", (ADM_UNCOND,), ("restore",), when={"config": ("imagenet-uncond",)},
+         option="model_artifact", default=False),
+    Need("imagenet-cond model", (ADM_COND,), ("restore",), when={"config": ("imagenet-cond",)},
+         option="model_artifact", default=False),
+    Need("imagenet-cond classifier", (ADM_CLASSIFIER,), ("restore",),
+         when={"config": ("imagenet-cond",)}, option="classifier_artifact", default=False),
+)
 
 CONFIG_NAMES = ("celeba", "imagenet-uncond", "imagenet-cond")
 #: --deg forms (N: any factor the size allows); the operator module checks the rest
@@ -55,6 +58,8 @@ def _deg(ctx: click.Context, param: click.Parameter, value: str) -> str:
     raise click.BadParameter(f"{value!r} is not a degradation. {DEG_HELP}")
 
 
+@register_stack(STACK, summary="DDRM image restoration from bundled diffusion checkpoints",
+                needs=NEEDS, one_of_optional=True, docs="docs/ddrm.md")
 @click.group(STACK, help=__doc__)
 def cli() -> None:
     pass

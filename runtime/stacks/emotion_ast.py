@@ -15,11 +15,15 @@ from __future__ import annotations
 
 from runtime.emotion.audio_transformer import DEFAULT_MODEL, STACK
 from runtime.emotion.commands import make_cli
+from runtime.stacks.record import Need, register_stack
 
-NEEDS = {"backbone": (DEFAULT_MODEL,)}
-ARTIFACTS = [DEFAULT_MODEL]
-
-cli = make_cli(STACK, doc=__doc__.split("\n\n")[0])
+cli = register_stack(
+    STACK.name, summary="16 kHz audio -> Audio Spectrogram Transformer -> valence/arousal regression",
+    # train loads the backbone (--model: another artifact, or a local folder); evaluate and
+    # predict rebuild the model from the checkpoint.
+    needs=(Need("backbone", (DEFAULT_MODEL,), ("train",), option="model"),),
+    docs="docs/emotion.md",
+)(make_cli(STACK, doc=__doc__.split("\n\n")[0]))
 
 if __name__ == "__main__":  # torchrun --nproc_per_node N -m runtime.stacks.emotion_ast [--strict] train ...
     from runtime.stacks.main import module_main

@@ -34,14 +34,20 @@ from runtime.distill.augment import train_gan
 from runtime.distill.common import STACK_NAME, DistillConfigError
 from runtime.distill.run import distill, evaluate
 from runtime.emotion.commands import compute_options, run_command
+from runtime.stacks.record import Need, register_stack
 from runtime.train.options import is_main_process
 
 #: The student's pretrained weights, by timm name (bundles/emotion-distill.toml calls
 #: the artifact mobilevit-s). The teacher checkpoint carries all its weights; the ViT
 #: backbones in that spec are there to train the teacher with emotion-vit.
 DEFAULT_STUDENT = "mobilevit_s"
-NEEDS = {"student": ("mobilevit_s.cvnets_in1k",)}
-ARTIFACTS = ["mobilevit_s.cvnets_in1k"]
+#: distill loads the default student's weights (another --student is looked up by the
+#: command itself, which knows timm's default tags); train-gan and evaluate read only
+#: the teacher and student checkpoints.
+NEEDS = (
+    Need("student", ("mobilevit_s.cvnets_in1k",), ("distill",),
+         when={"student": (DEFAULT_STUDENT, "mobilevit_s.cvnets_in1k"), "pretrained_student": (True,)}),
+)
 
 
 # --- the commands ------------------------------------------------------------------
@@ -95,6 +101,8 @@ Example:
 """
 
 
+@register_stack(STACK_NAME, summary="spectrogram GAN augmentation, emotion-vit teacher -> MobileViT student",
+                needs=NEEDS, docs="docs/distill.md")
 @click.group(name=STACK_NAME, help=GROUP_HELP)
 def cli() -> None:
     pass

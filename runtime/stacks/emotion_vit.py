@@ -16,11 +16,15 @@ from __future__ import annotations
 
 from runtime.emotion.commands import make_cli
 from runtime.emotion.vit import DEFAULT_MODEL, STACK
+from runtime.stacks.record import Need, register_stack
 
-NEEDS = {"backbone": (DEFAULT_MODEL,)}
-ARTIFACTS = [DEFAULT_MODEL]
-
-cli = make_cli(STACK, doc=__doc__.split("\n\n")[0])
+cli = register_stack(
+    STACK.name, summary="log-mel spectrogram -> ViT -> valence/arousal regression",
+    # train loads the backbone (--model: another artifact, or a local folder); evaluate and
+    # predict rebuild the model from the checkpoint.
+    needs=(Need("backbone", (DEFAULT_MODEL,), ("train",), option="model"),),
+    docs="docs/emotion.md",
+)(make_cli(STACK, doc=__doc__.split("\n\n")[0]))
 
 if __name__ == "__main__":  # torchrun --nproc_per_node N -m runtime.stacks.emotion_vit [--strict] train ...
     from runtime.stacks.main import module_main

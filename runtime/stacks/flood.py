@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import click
 
+from runtime.stacks.record import register_stack
 from runtime.vision.commands import (
     backbone_needs,
     make_attention_command,
@@ -37,11 +38,8 @@ from runtime.vision.commands import (
 
 STACK = "flood"
 
-#: What `bundle doctor` checks: the weights of the default --arch (vit_b_16); the CNN
-#: baselines' weights are optional (--arch unet_cnn needs none).
-NEEDS, OPTIONAL_NEEDS, ARTIFACTS = backbone_needs("vit_b_16")
-
-
+@register_stack(STACK, summary="binary flood detection on tiles, and Sen1Floods11 water maps and chip labels",
+                needs=backbone_needs("vit_b_16", tasks=True), docs="docs/vision.md")
 @click.group(STACK, help=__doc__)
 def cli() -> None:
     pass

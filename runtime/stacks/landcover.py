@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import click
 
+from runtime.stacks.record import register_stack
 from runtime.vision.commands import (
     backbone_needs,
     make_attention_command,
@@ -30,11 +31,8 @@ from runtime.vision.commands import (
 
 STACK = "landcover"
 
-#: What `bundle doctor` checks: the weights of the default --arch (vit_b_16); the CNN
-#: baselines' weights are optional (--arch unet_cnn needs none).
-NEEDS, OPTIONAL_NEEDS, ARTIFACTS = backbone_needs("vit_b_16")
-
-
+@register_stack(STACK, summary="10-class land-cover classification with attention maps",
+                needs=backbone_needs("vit_b_16"), docs="docs/vision.md")
 @click.group(STACK, help=__doc__)
 def cli() -> None:
     pass

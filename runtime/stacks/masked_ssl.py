@@ -31,14 +31,12 @@ from pathlib import Path
 import click
 
 from runtime.data.badfiles import SKIP_HELP, SKIP_OPTION
+from runtime.stacks.record import register_stack
 from runtime.train.options import device_option, precision_option
 from runtime.vision.commands import emit, friendly_errors
 
 STACK = "masked-ssl"
 
-#: Trained from scratch: nothing to load from the bundle.
-NEEDS: dict[str, tuple[str, ...]] = {}
-ARTIFACTS: tuple[str, ...] = ()
 
 
 def _widths(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[int, ...]:
@@ -53,6 +51,9 @@ def _widths(_ctx: click.Context, _param: click.Parameter, value: str) -> tuple[i
     return widths
 
 
+# Trained from scratch: nothing is loaded from a bundle.
+@register_stack(STACK, summary="masked-image-modelling U-Net pre-training on satellite tiles",
+                docs="docs/vision.md")
 @click.group(STACK, help=__doc__)
 def cli() -> None:
     pass

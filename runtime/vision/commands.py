@@ -17,6 +17,7 @@ from typing import Any
 import click
 
 from runtime.data.badfiles import SKIP_HELP, SKIP_OPTION
+from runtime.stacks.record import Need
 from runtime.train.options import (
     device_option,
     is_main_process,
@@ -31,17 +32,25 @@ from runtime.vision.reports import nan_as_null  # stdlib only at import
 ARCH_NAMES = tuple(ARCHITECTURES)
 
 
-def backbone_needs(default_arch: str) -> tuple[dict[str, tuple[str, ...]], dict[str, tuple[str, ...]],
-                                                tuple[str, ...]]:
-    """What `bundle doctor` checks for a stack whose --arch picks from ARCHITECTURES:
-    the default architecture's weights (needed), the other architectures' weights
-    (optional; an architecture without pretrained weights needs none), and every
-    weights name the stack may load (its ARTIFACTS)."""
-    needs = {f"{default_arch} backbone": (ARCHITECTURES[default_arch].weights,)}
-    optional = {f"{name} backbone (--arch {name})": (arch.weights,)
-                for name, arch in ARCHITECTURES.items() if name != default_arch and arch.weights}
-    artifacts = tuple(arch.weights for arch in ARCHITECTURES.values() if arch.weights)
-    return needs, optional, artifacts
+def backbone_needs(default_arch: str, *, tasks: bool = False) -> tuple[Need, ...]:
+    """What a stack whose ``--arch`` picks from ARCHITECTURES loads from a bundle: ``train``
+    the chosen architecture's weights (with ``--pretrained``; with ``tasks``, only for
+    ``--task classify``: the segment U-Net starts from scratch or ``--init-encoder``), and
+    ``attention`` without ``--checkpoint`` the pretrained ViT-B/16. ``evaluate`` and
+    ``predict`` rebuild the model from the checkpoint and load nothing. The default
+    architecture's weights are what ``bundle doctor`` requires; the others are optional."""
+    needs = []
+    for name, arch in ARCHITECTURES.items():
+        if not arch.weights:
+            continue
+        when: dict[str, tuple] = {"arch": (name,), "pretrained": (True,)}
+        if tasks:
+            when["task"] = ("classify",)
+        needs.append(Need(f"{name} backbone", (arch.weights,), ("train",), when=when,
+                          default=name == default_arch))
+    needs.append(Need("vit_b_16 backbone", (ARCHITECTURES["vit_b_16"].weights,), ("attention",),
+                      when={"checkpoint": (None,)}, default=default_arch == "vit_b_16"))
+    return tuple(needs)
 
 
 def friendly_errors(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -225,6 +234,7 @@ def _train_segment(kw: dict[str, Any], *, crop: int, progress: bool) -> dict[str
         weight_decay=kw["weight_decay"], precision=kw["precision"], device=kw["device"],
         seed=kw["seed"], val_fraction=kw["val_fraction"], workers=kw["workers"],
         accum_steps=kw["accum_steps"], resume=kw["resume"], progress=progress,
+        skip_bad_files=kw["skip_bad_files"],
     )
     return segment.train(cfg)
 
@@ -249,9 +259,10 @@ _checkpoint_option = click.option(
 def _scoring_options(func: Callable) -> Callable:
     """What evaluate and predict take to score a checkpoint: threshold, batch size, device."""
     for opt in reversed([
-        click.option("--threshold", type=float, default=None,
+        click.option("--threshold", type=click.FloatRange(0, 1), default=None,
                      help="Binary stacks: decision threshold [default: the one chosen on "
-                          "validation]."),
+                          "validation]; --task segment: the water probability from which a "
+                          "pixel is water [default: 0.5]."),
         click.option("--batch-size", type=int, default=64, show_default=True),
         device_option(),
         click.option(SKIP_OPTION, "skip_bad_files", is_flag=True, help=SKIP_HELP),
@@ -285,7 +296,8 @@ def make_evaluate_command(stack: str) -> click.Command:
         if checkpoint_task(checkpoint) == "segment":
             from runtime.vision import segment
 
-            summary = segment.evaluate(checkpoint, data, out, batch_size=batch_size, device=device)
+            summary = segment.evaluate(checkpoint, data, out, batch_size=batch_size, device=device,
+                                       threshold=threshold, skip_bad_files=skip_bad_files)
         else:
             summary = inference.evaluate(checkpoint, data, out, stack=stack, batch_size=batch_size,
                                          device=device, threshold=threshold,
@@ -330,7 +342,8 @@ def make_predict_command(stack: str) -> click.Command:
         if checkpoint_task(checkpoint) == "segment":
             from runtime.vision import segment
 
-            written = segment.predict(checkpoint, list(inputs), out or Path("masks"), device=device)
+            written = segment.predict(checkpoint, list(inputs), out or Path("masks"), device=device,
+                                      threshold=threshold, skip_bad_files=skip_bad_files)
             emit(written, as_json, "\n".join(f"{r['chip']}\twater {r['water_fraction']:.3f}\t"
                                               f"{r['mask']}" for r in written))
             return
