@@ -3,8 +3,9 @@
 ``make_sen1floods11(root)`` writes ``root/v1.1/...`` as the public bucket holds it:
 S1Hand chips (2 bands, float32 dB, with a few NaN pixels), S2Hand chips (13 bands,
 uint16), LabelHand masks (int16: -1 no data, 0 dry, 1 water) and the split CSVs of
-``splits/flood_handlabeled`` (Bolivia held out), every TIFF with real GeoTIFF tags
-(pixel scale, tie point, GeoKeyDirectory of EPSG:32633), written by tifffile.
+``splits/flood_handlabeled`` (Bolivia held out), every file a GeoTIFF written by
+rasterio (GDAL) with a CRS (EPSG:32633) and a 10 m transform; ``compress`` (None,
+"lzw", "deflate") and ``tiled`` write the variants GeoTIFF distributions use.
 
 Water is learnable from the bands as it is in the real data: open water is dark in
 SAR (VV about -20 dB against -9 dB on land, VH -27 against -16) and in Sentinel-2's
@@ -17,19 +18,27 @@ import csv
 from pathlib import Path
 
 import numpy as np
-import tifffile
+import rasterio
+from affine import Affine
 
 EVENTS = ("Ghana", "India", "Mekong", "Paraguay", "USA", "Bolivia")
 HANDLABELED = Path("v1.1/data/flood_events/HandLabeled")
 SPLITS = Path("v1.1/splits/flood_handlabeled")
 
 
-def geo_tags(x0: float, y0: float) -> list[tuple]:
-    return [
-        (33550, "d", 3, (10.0, 10.0, 0.0), True),
-        (33922, "d", 6, (0.0, 0.0, 0.0, x0, y0, 0.0), True),
-        (34735, "H", 16, (1, 1, 0, 3, 1024, 0, 1, 1, 1025, 0, 1, 1, 3072, 0, 1, 32633), True),
-    ]
+def write_geotiff(path: Path, data: np.ndarray, x0: float, y0: float, *,
+                  compress: str | None = None, tiled: bool = False) -> None:
+    """(bands, H, W) or (H, W) as a GeoTIFF placed at (x0, y0) in EPSG:32633, 10 m pixels."""
+    data = data if data.ndim == 3 else data[None]
+    profile = {"driver": "GTiff", "dtype": data.dtype.name, "count": data.shape[0],
+               "height": data.shape[1], "width": data.shape[2], "crs": "EPSG:32633",
+               "transform": Affine(10.0, 0.0, x0, 0.0, -10.0, y0)}
+    if compress:
+        profile["compress"] = compress
+    if tiled:
+        profile.update(tiled=True, blockxsize=16, blockysize=16)
+    with rasterio.open(path, "w", **profile) as dst:
+        dst.write(data)
 
 
 def _water(rng: np.random.Generator, size: int) -> np.ndarray:
@@ -43,7 +52,8 @@ def _water(rng: np.random.Generator, size: int) -> np.ndarray:
 
 
 def make_sen1floods11(root: str | Path, *, size: int = 32, per_event: int = 5, seed: int = 0,
-                      s2: bool = True, splits: bool = True) -> Path:
+                      s2: bool = True, splits: bool = True, compress: str | None = None,
+                      tiled: bool = False) -> Path:
     """Write the download under ``root``; returns ``root/v1.1``."""
     root = Path(root)
     rng = np.random.default_rng(seed)
@@ -65,18 +75,16 @@ def make_sen1floods11(root: str | Path, *, size: int = 32, per_event: int = 5, s
             holes = rng.random((size, size)) < 0.01
             s1[:, holes] = np.nan  # SAR gaps, unlabelled as well
             label[holes] = -1
-            tags = geo_tags(500000.0 + 1000 * e + 320 * k, 4000000.0 - 320 * k)
-            tifffile.imwrite(folders["S1Hand"] / f"{name}_S1Hand.tif", s1, photometric="minisblack",
-                             planarconfig="separate", extratags=tags)
-            tifffile.imwrite(folders["LabelHand"] / f"{name}_LabelHand.tif", label,
-                             photometric="minisblack", extratags=tags)
+            x0, y0 = 500000.0 + 1000 * e + 320 * k, 4000000.0 - 320 * k
+            options = {"compress": compress, "tiled": tiled}
+            write_geotiff(folders["S1Hand"] / f"{name}_S1Hand.tif", s1, x0, y0, **options)
+            write_geotiff(folders["LabelHand"] / f"{name}_LabelHand.tif", label, x0, y0, **options)
             if s2:
                 optical = rng.normal(1200, 150, (13, size, size))
                 for band in (7, 10, 11):  # NIR (B8) and SWIR (B11, B12): water absorbs
                     optical[band] = np.where(water, 250, 3000) + rng.normal(0, 100, (size, size))
-                tifffile.imwrite(folders["S2Hand"] / f"{name}_S2Hand.tif",
-                                 np.clip(optical, 0, 10000).astype(np.uint16),
-                                 photometric="minisblack", planarconfig="separate", extratags=tags)
+                write_geotiff(folders["S2Hand"] / f"{name}_S2Hand.tif",
+                              np.clip(optical, 0, 10000).astype(np.uint16), x0, y0, **options)
             split = ("bolivia" if event == "Bolivia" else
                      "valid" if k == 0 else "test" if k == 1 else "train")
             rows[split].append((f"{name}_S1Hand.tif", f"{name}_LabelHand.tif"))

@@ -18,12 +18,14 @@ SKIP_HELP = ("Leave out data files that cannot be read (named in a warning) inst
 SHOWN = 5
 
 
-def summary(bad: list[tuple[Path, str]], total: int, what: str, *, skipped: bool = False) -> str:
-    """One message for all unreadable files: count, the first names with their reasons, what to do."""
+def summary(bad: list[tuple[Path, str]], total: int, what: str, *, skipped: bool = False,
+            action: str = "train") -> str:
+    """One message for all unreadable files: count, the first names with their reasons, what to
+    do (``action``: what --skip-bad-files lets the run do without them)."""
     shown = "; ".join(f"{path}: {reason}" for path, reason in bad[:SHOWN])
     more = f"; and {len(bad) - SHOWN} more" if len(bad) > SHOWN else ""
     if skipped:
         return (f"leaving out {len(bad)} of {total} {what} that cannot be read "
                 f"({SKIP_OPTION}): {shown}{more}")
     return (f"{len(bad)} of {total} {what} cannot be read: {shown}{more}. Replace or remove "
-            f"them, or pass {SKIP_OPTION} to train without them")
+            f"them, or pass {SKIP_OPTION} to {action} without them")

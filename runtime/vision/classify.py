@@ -361,14 +361,16 @@ def chip_split(cfg: TrainConfig, image_size: int, say: Any) -> tuple | None:
     from runtime.vision import sen1floods11 as s1f
     from runtime.vision.images import LabelledSplit
 
-    if s1f.find_root(cfg.data) is None:
+    if s1f.find_root(cfg.data) is None and s1f.missing_labels(cfg.data) is None:
         return None
     data = s1f.load(cfg.data, bands=cfg.bands, seed=cfg.seed, val_fraction=cfg.val_fraction)
     if say is not None:
         say(data.describe())
         say(f"a chip is 'flood' when >= {cfg.water_fraction:g} of its labelled pixels are water")
-    mean, std = s1f.band_statistics(data.splits["train"], cfg.bands)
-    sets = {name: s1f.TileSet(data.splits[name], cfg.bands, mean, std, image_size=image_size,
+    # Every split is read now: a bad test chip must not surface after training.
+    chips = s1f.screen(data.splits, cfg.bands, skip_bad_files=cfg.skip_bad_files, log=say).splits
+    mean, std = s1f.band_statistics(chips["train"], cfg.bands)
+    sets = {name: s1f.TileSet(chips[name], cfg.bands, mean, std, image_size=image_size,
                               threshold=cfg.water_fraction, augment=name == "train" and cfg.augment)
             for name in ("train", "valid")}
     config = {"data_layout": "sen1floods11", "bands": cfg.bands,

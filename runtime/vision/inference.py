@@ -127,7 +127,7 @@ def evaluate(
     cfg, task = loaded.config, loaded.task
     if cfg.get("data_layout") == "sen1floods11":
         return _evaluate_chips(loaded, data, out, batch_size=batch_size, device=dev,
-                               threshold=threshold)
+                               threshold=threshold, skip_bad_files=skip_bad_files)
     dataset = labelled_folder(
         data, image_size=int(cfg["image_size"]), mean=cfg["mean"], std=cfg["std"],
         skip_bad_files=skip_bad_files, log=log,
@@ -154,7 +154,7 @@ def evaluate(
 
 
 def _evaluate_chips(loaded: LoadedClassifier, data: Path, out: Path, *, batch_size: int,
-                    device: Any, threshold: float | None) -> dict[str, Any]:
+                    device: Any, threshold: float | None, skip_bad_files: bool) -> dict[str, Any]:
     """A --task classify model of Sen1Floods11 chips, scored on every held-out split."""
     from torch.utils.data import DataLoader
 
@@ -165,13 +165,15 @@ def _evaluate_chips(loaded: LoadedClassifier, data: Path, out: Path, *, batch_si
 
     cfg, task = loaded.config, loaded.task
     dataset = s1f.load(data, bands=cfg["bands"])
+    held_out = {name: chips for name, chips in dataset.splits.items() if name != "train" and chips}
+    held_out = s1f.screen(held_out, cfg["bands"], skip_bad_files=skip_bad_files, log=log).splits
     positive = cfg["classes"].index(task.positive_class)
     policy = choose_precision(device, "fp32")
     if threshold is None:
         threshold = loaded.threshold if loaded.threshold is not None else 0.5
     splits = {}
-    for name, chips in dataset.splits.items():
-        if name == "train" or not chips:
+    for name, chips in held_out.items():
+        if not chips:
             continue
         tiles = s1f.TileSet(chips, cfg["bands"], cfg["mean"], cfg["std"],
                             image_size=int(cfg["image_size"]), threshold=cfg["water_fraction"])
@@ -228,7 +230,8 @@ def predict(
     if threshold is None:
         threshold = loaded.threshold
     if cfg.get("data_layout") == "sen1floods11":
-        return _predict_chips(loaded, inputs, device=dev, threshold=threshold)
+        return _predict_chips(loaded, inputs, device=dev, threshold=threshold,
+                              skip_bad_files=skip_bad_files)
     transform = image_transform(int(cfg["image_size"]), cfg["mean"], cfg["std"])
     files = ImageFiles(checked(gather_images(inputs), skip_bad_files=skip_bad_files, log=log),
                        transform)
@@ -243,19 +246,20 @@ def predict(
 
 
 def _predict_chips(loaded: LoadedClassifier, inputs: Sequence[Path], *, device: Any,
-                   threshold: float | None) -> list[Prediction]:
-    """Flood / no_flood per Sen1Floods11 chip (the band files a chip's name leads to)."""
+                   threshold: float | None, skip_bad_files: bool) -> list[Prediction]:
+    """Flood / no_flood per Sen1Floods11 chip (the band files a chip's name leads to); every
+    chip is read first, an unreadable one refused (or left out with ``skip_bad_files``)."""
     import torch
     from torch.nn import functional as F
 
     from runtime.vision import sen1floods11 as s1f
-    from runtime.vision.segment import chip_inputs
+    from runtime.vision.segment import readable_chips
 
     cfg = loaded.config
     size = int(cfg["image_size"])
     results = []
     with torch.no_grad():
-        for files in chip_inputs(list(inputs), cfg["bands"]):
+        for files in readable_chips(list(inputs), cfg["bands"], skip_bad_files=skip_bad_files):
             x = torch.from_numpy(s1f.normalise(s1f.read_bands(files, cfg["bands"]), cfg["mean"], cfg["std"]))
             x = F.interpolate(x[None], size=(size, size), mode="bilinear", align_corners=False,
                               antialias=True)

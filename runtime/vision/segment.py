@@ -4,10 +4,16 @@ The model is the U-Net of masked-ssl (``runtime.vision.unet``): its encoder, sta
 from scratch or from a masked-ssl ``encoder.pt`` pre-trained on the same band set
 (``--init-encoder``), and a decoder with one output channel, the water logit of each
 pixel. Loss: binary cross-entropy over the labelled pixels (label -1 counts nowhere).
-A pixel is water when its probability is >= 0.5.
+A pixel is water when its probability is >= the threshold (0.5 unless ``--threshold``).
+
+Before the first epoch every chip of every split is read once (``sen1floods11.screen``):
+an unreadable chip stops the run naming it (``--skip-bad-files`` leaves it out), a chip
+with no valid pixel is named in a warning, and a training or validation split without a
+water pixel is refused.
 
 Metrics, over the labelled pixels of a whole split: IoU of water, F1, precision,
-recall and accuracy. ``best.pt`` is the epoch with the best validation IoU;
+recall and accuracy at the checkpoint's threshold (0.5; ``--threshold`` for evaluate and
+predict). ``best.pt`` is the epoch with the best validation IoU;
 ``evaluate`` scores every held-out split the download has (valid, test, and the
 Bolivia event), and ``predict`` writes a mask per chip as a GeoTIFF that keeps the
 chip's georeference (1 water, 0 dry, 255 no data) and a PNG overlay.
@@ -22,13 +28,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runtime.vision.errors import CheckpointError, DatasetError
+from runtime.vision.geotiff import MASK_NODATA
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
 
 #: Mask values written by predict.
-WATER, DRY, NO_DATA = 1, 0, 255
+WATER, DRY, NO_DATA = 1, 0, MASK_NODATA
 METRICS_NAME = "metrics.json"
 
 
@@ -57,6 +64,7 @@ class SegmentConfig:
     augment: bool = True
     progress: bool = True
     resume: Path | None = None
+    skip_bad_files: bool = False
 
 
 def log(line: str) -> None:
@@ -114,8 +122,10 @@ def metrics_from_counts(counts: list[float]) -> dict[str, float]:
             "accuracy": ratio(tp + tn, tp + fp + fn + tn), "pixels": float(tp + fp + fn + tn)}
 
 
-def score_split(model: nn.Module, loader: Any, policy: Any, ctx: Any) -> dict[str, float]:
-    """Pixel metrics of a whole split (summed over every rank's share)."""
+def score_split(model: nn.Module, loader: Any, policy: Any, ctx: Any,
+                threshold: float = 0.5) -> dict[str, float]:
+    """Pixel metrics of a whole split (summed over every rank's share); a pixel is water when
+    its probability is >= ``threshold``."""
     import torch
 
     from runtime.train.distributed import all_reduce_sum
@@ -129,7 +139,7 @@ def score_split(model: nn.Module, loader: Any, policy: Any, ctx: Any) -> dict[st
             x, y = move_to_device(batch, policy.device)
             with policy.autocast():
                 logits = model(x)
-            counts = [a + b for a, b in zip(counts, pixel_counts(logits, y), strict=True)]
+            counts = [a + b for a, b in zip(counts, pixel_counts(logits, y, threshold), strict=True)]
             loss = pixel_loss(logits, y)
             if loss is not None:
                 n = float((y >= 0).sum())
@@ -173,9 +183,13 @@ def train(cfg: SegmentConfig) -> dict[str, Any]:
 
     data = s1f.load(cfg.data, bands=cfg.bands, seed=cfg.seed, val_fraction=cfg.val_fraction)
     say(data.describe())
-    if not data.splits.get("train") or not data.splits.get("valid"):
+    # Every chip of every split is read now: a bad test chip must not surface after training.
+    splits = s1f.screen(data.splits, cfg.bands, skip_bad_files=cfg.skip_bad_files, log=say)
+    if not splits.splits.get("train") or not splits.splits.get("valid"):
         raise DatasetError(f"{data.root}: a training and a validation split are both needed")
-    mean, std = s1f.band_statistics(data.splits["train"], cfg.bands)
+    s1f.require_water(splits, "train", "valid")
+    chips_of = splits.splits
+    mean, std = s1f.band_statistics(chips_of["train"], cfg.bands)
     in_channels = s1f.channels(cfg.bands)
 
     widths = tuple(cfg.widths or DEFAULT_WIDTHS)
@@ -190,7 +204,7 @@ def train(cfg: SegmentConfig) -> dict[str, Any]:
             )
         widths = tuple(encoder["widths"])
     multiple = 2 ** (len(widths) - 1)
-    chip_side = _chip_side(data.splits["train"][0], cfg.bands)
+    chip_side = _chip_side(chips_of["train"][0], cfg.bands)
     crop = cfg.crop if cfg.crop and cfg.crop < chip_side else None
     for side, what in ((crop or chip_side, "--crop"), (chip_side, "the chips' size")):
         if side % multiple:
@@ -213,8 +227,8 @@ def train(cfg: SegmentConfig) -> dict[str, Any]:
                             weight_decay=cfg.weight_decay)
     model = wrap_model(model, ctx, device)
 
-    train_set = s1f.ChipSet(data.splits["train"], cfg.bands, mean, std, crop=crop, augment=cfg.augment)
-    val_set = s1f.ChipSet(data.splits["valid"], cfg.bands, mean, std)
+    train_set = s1f.ChipSet(chips_of["train"], cfg.bands, mean, std, crop=crop, augment=cfg.augment)
+    val_set = s1f.ChipSet(chips_of["valid"], cfg.bands, mean, std)
     workers = cfg.workers if cfg.workers is not None else (min(8, _cpus()) if device.type == "cuda" else 0)
     sampler = train_sampler(train_set, ctx, seed=cfg.seed)
     train_loader = DataLoader(train_set, batch_size=cfg.batch_size, shuffle=sampler is None,
@@ -246,10 +260,10 @@ def train(cfg: SegmentConfig) -> dict[str, Any]:
     record = load_checkpoint(best, model=unwrap_model(model))
     splits = {name: score_split(model, _loader(chips, cfg.bands, mean, std, cfg.batch_size, ctx),
                                 policy, ctx)
-              for name, chips in data.splits.items() if name != "train" and chips}
+              for name, chips in chips_of.items() if name != "train" and chips}
     summary = {"checkpoint": str(best), "epochs": record.epoch, "task": "segment",
-               "bands": cfg.bands, "precision": policy.name,
-               "train_chips": len(data.splits["train"]), "splits": splits, "provenance": origin}
+               "bands": cfg.bands, "precision": policy.name, "threshold": 0.5,
+               "train_chips": len(chips_of["train"]), "splits": splits, "provenance": origin}
     if ctx.is_main:
         write_json(Path(cfg.out) / METRICS_NAME, summary)
     return summary
@@ -302,9 +316,23 @@ def load_segmenter(checkpoint: Path, device: Any = None) -> tuple[nn.Module, dic
     return model, config
 
 
+def _threshold(config: dict[str, Any], threshold: float | None) -> float:
+    """``--threshold``, else the checkpoint's (0.5)."""
+    value = config.get("threshold", 0.5) if threshold is None else threshold
+    if not 0.0 <= value <= 1.0:
+        raise DatasetError(f"--threshold {value}: a water probability, between 0 and 1")
+    return float(value)
+
+
 def evaluate(checkpoint: Path, data: Path, out: Path, *, batch_size: int = 4,
-             device: str = "auto") -> dict[str, Any]:
-    """Pixel metrics of a segment checkpoint on every held-out split of ``data``."""
+             device: str = "auto", threshold: float | None = None,
+             skip_bad_files: bool = False) -> dict[str, Any]:
+    """Pixel metrics of a segment checkpoint on every held-out split of ``data``: a pixel is
+    water when its probability is >= ``threshold`` (default: the checkpoint's, 0.5).
+
+    Raises:
+        CheckpointError, DatasetError (unreadable chips, unless ``skip_bad_files``).
+    """
     from runtime.train.distributed import SINGLE_PROCESS
     from runtime.train.precision import choose_device, choose_precision
     from runtime.vision import sen1floods11 as s1f
@@ -312,15 +340,17 @@ def evaluate(checkpoint: Path, data: Path, out: Path, *, batch_size: int = 4,
 
     dev = choose_device(device)
     model, config = load_segmenter(checkpoint, dev)
+    cut = _threshold(config, threshold)
     dataset = s1f.load(data, bands=config["bands"])
-    policy = choose_precision(dev, "fp32")
     held_out = {name: chips for name, chips in dataset.splits.items() if name != "train" and chips}
+    held_out = s1f.screen(held_out, config["bands"], skip_bad_files=skip_bad_files, log=log).splits
+    policy = choose_precision(dev, "fp32")
     splits = {name: score_split(model, _loader(chips, config["bands"], config["band_mean"],
                                                config["band_std"], batch_size, SINGLE_PROCESS),
-                                policy, SINGLE_PROCESS)
-              for name, chips in held_out.items()}
+                                policy, SINGLE_PROCESS, cut)
+              for name, chips in held_out.items() if chips}
     summary = {"checkpoint": str(Path(checkpoint).resolve()), "data": str(data),
-               "split_source": dataset.split_source, "splits": splits,
+               "split_source": dataset.split_source, "threshold": cut, "splits": splits,
                "provenance": config.get("provenance")}
     write_json(Path(out) / METRICS_NAME, summary)
     return summary
@@ -363,9 +393,39 @@ def chip_inputs(inputs: list[Path], bands: str) -> list[dict[str, Path]]:
     return [chips[name] for name in sorted(chips)]
 
 
-def predict(checkpoint: Path, inputs: list[Path], out: Path, *, device: str = "auto") -> list[dict[str, Any]]:
-    """A water mask per chip: ``NAME_WaterMask.tif`` (the chip's georeference kept; 1 water,
-    0 dry, 255 no data) and ``NAME_overlay.png``; returns one record per chip."""
+def readable_chips(inputs: list[Path], bands: str, *, skip_bad_files: bool) -> list[dict[str, Path]]:
+    """:func:`chip_inputs`, each chip read once first: an unreadable one stops the run before
+    anything is written (one message naming them all), or with ``skip_bad_files`` is left
+    out with a warning."""
+    from runtime.data.badfiles import summary
+    from runtime.vision import sen1floods11 as s1f
+
+    chips = chip_inputs(inputs, bands)
+    bad = []
+    for files in chips:
+        try:
+            s1f.read_bands(files, bands)
+        except DatasetError as err:
+            bad.append(s1f.named_in(list(files.values()), str(err)))
+    if not bad:
+        return chips
+    if not skip_bad_files:
+        raise DatasetError(summary(bad, len(chips), "chips", action="predict"))
+    log("warning: " + summary(bad, len(chips), "chips", skipped=True))
+    dropped = {path for path, _ in bad}
+    return [files for files in chips if not dropped & set(files.values())]
+
+
+def predict(checkpoint: Path, inputs: list[Path], out: Path, *, device: str = "auto",
+            threshold: float | None = None, skip_bad_files: bool = False) -> list[dict[str, Any]]:
+    """A water mask per chip: ``NAME_WaterMask.tif`` (the chip's CRS and transform; 1 water,
+    0 dry, 255 no data, declared as the GeoTIFF's nodata) and ``NAME_overlay.png``; returns
+    one record per chip. A pixel is water when its probability is >= ``threshold`` (default:
+    the checkpoint's, 0.5).
+
+    Every chip is read before the first mask is written: an unreadable one stops the run
+    with nothing written, or with ``skip_bad_files`` is left out with a warning.
+    """
     import numpy as np
     import torch
 
@@ -375,21 +435,24 @@ def predict(checkpoint: Path, inputs: list[Path], out: Path, *, device: str = "a
 
     dev = choose_device(device)
     model, config = load_segmenter(checkpoint, dev)
+    cut = _threshold(config, threshold)
     bands = config["bands"]
+    chips = readable_chips(inputs, bands, skip_bad_files=skip_bad_files)
     records = []
     out = Path(out).resolve()
-    for files in chip_inputs(inputs, bands):
+    for files in chips:
         raw = s1f.read_bands(files, bands)
         x = torch.from_numpy(s1f.normalise(raw, config["band_mean"], config["band_std"]))
         with torch.no_grad():
             prob = torch.sigmoid(model(x[None].to(dev)).float())[0].cpu().numpy()
-        mask = np.where(prob >= config.get("threshold", 0.5), WATER, DRY).astype(np.uint8)
+        mask = np.where(prob >= cut, WATER, DRY).astype(np.uint8)
         mask[~np.isfinite(raw).all(axis=0)] = NO_DATA
         first = files[s1f.sources(bands)[0]]
         name = first.stem.rsplit("_", 1)[0]
         tif = write_mask(out / f"{name}_WaterMask.tif", mask, like=read_raster(first))
         png = _overlay(raw, mask, out / f"{name}_overlay.png")
         records.append({"chip": name, "inputs": [str(p) for p in files.values()],
+                        "threshold": cut,
                         "water_fraction": float((mask == WATER).sum()) / max(1, int((mask != NO_DATA).sum())),
                         "mask": str(tif), "overlay": str(png)})
     return records

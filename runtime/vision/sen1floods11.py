@@ -80,6 +80,19 @@ class Dataset:
         return f"Sen1Floods11 at {self.root}: {len(self.chips)} chips; {sizes} ({self.split_source})"
 
 
+def missing_labels(data: str | Path) -> Path | None:
+    """The HandLabeled folder of a download that has chip folders but no LabelHand/ (a partial
+    download); None otherwise."""
+    data = Path(data)
+    for candidate in (data, data / "HandLabeled", data / "flood_events" / "HandLabeled",
+                      data / "data" / "flood_events" / "HandLabeled",
+                      data / "v1.1" / "data" / "flood_events" / "HandLabeled"):
+        if not (candidate / LABEL_DIR).is_dir() and any(
+                (candidate / folder).is_dir() for folder, _ in SOURCES.values()):
+            return candidate
+    return None
+
+
 def find_root(data: str | Path) -> Path | None:
     """The HandLabeled folder when ``data`` is (a folder above) a Sen1Floods11 download."""
     data = Path(data)
@@ -114,6 +127,12 @@ def load(data: str | Path, *, bands: str = "s1", seed: int = 0,
             that name chips the download does not hold (each says which and where).
     """
     root = find_root(data)
+    if root is None and (partial := missing_labels(data)) is not None:
+        raise DatasetError(
+            f"{data} is a Sen1Floods11 download without its labels: {partial / LABEL_DIR}/ is "
+            "missing (the hand labels, *_LabelHand.tif). Download "
+            "v1.1/data/flood_events/HandLabeled/LabelHand too"
+        )
     if root is None:
         raise DatasetError(
             f"{data} is not a Sen1Floods11 download: no HandLabeled/ with {LABEL_DIR}/ and "
@@ -200,7 +219,10 @@ def read_bands(chip_files: dict[str, Path], bands: str) -> Any:
 
     arrays = []
     for key in sources(bands):
-        data = read_raster(chip_files[key]).data.astype(np.float32)
+        raster = read_raster(chip_files[key])
+        data = raster.data.astype(np.float32)
+        if raster.nodata is not None and np.isfinite(raster.nodata):
+            data[raster.data == raster.nodata] = np.nan  # the file's declared no-data value
         expected = SOURCES[key][1]
         if data.shape[0] != expected:
             raise DatasetError(f"{chip_files[key]}: {data.shape[0]} band(s), {key} chips have {expected}")
@@ -222,6 +244,112 @@ def read_label(path: Path) -> Any:
     if odd.size:
         raise DatasetError(f"{path}: label values {odd[:5].tolist()}; Sen1Floods11 labels are -1, 0, 1")
     return label
+
+
+@dataclass
+class Screened:
+    """The chips a run will read, after :func:`screen`: what was left out and why."""
+
+    splits: dict[str, list[Chip]]
+    bad: list[tuple[Path, str]]  # unreadable or inconsistent files (left out with --skip-bad-files)
+    empty: list[Chip]  # no pixel that is both finite in every band and labelled
+    water: dict[str, int]  # labelled water pixels per split
+
+
+def check_chip(chip: Chip, bands: str, *, labels: bool = True) -> tuple[int, int]:
+    """Read the chip as a run will: (valid pixels, water pixels); valid = finite in every
+    band and (with labels) labelled.
+
+    Raises:
+        DatasetError: a file cannot be read, has the wrong band count, or the label and the
+            bands differ in size (the message names the file).
+    """
+    import numpy as np
+
+    data = read_bands(chip.files, bands)
+    valid = np.isfinite(data).all(axis=0)
+    if not labels:
+        return int(valid.sum()), 0
+    label = read_label(chip.label)
+    if label.shape != data.shape[1:]:
+        raise DatasetError(f"{chip.label}: label {label.shape} and bands {data.shape[1:]} differ in size")
+    valid &= label >= 0
+    return int(valid.sum()), int((valid & (label == 1)).sum())
+
+
+def screen(splits: dict[str, list[Chip]], bands: str, *, skip_bad_files: bool, log: Any = None,
+           labels: bool = True) -> Screened:
+    """Read every chip of every split before the first epoch, so that a bad file in the test
+    split is found now, not after training.
+
+    Unreadable or inconsistent chips stop the run with one message naming them all, or with
+    ``skip_bad_files`` are left out with a warning. Chips with no valid pixel (all no-data,
+    or nothing labelled) are named in a warning and, with ``skip_bad_files``, left out.
+
+    Raises:
+        DatasetError: bad chips without ``skip_bad_files``.
+    """
+    from runtime.data.badfiles import summary
+
+    say = log or (lambda _line: None)
+    bad: list[tuple[Path, str]] = []
+    empty: list[Chip] = []
+    water: dict[str, int] = {}
+    results: dict[str, tuple[int, int] | None] = {}
+    for split, chips in splits.items():
+        water[split] = 0
+        for chip in chips:
+            if chip.name not in results:
+                try:
+                    results[chip.name] = check_chip(chip, bands, labels=labels)
+                except DatasetError as err:
+                    results[chip.name] = None
+                    bad.append(named_in([*chip.files.values(), chip.label], str(err)))
+                else:
+                    if results[chip.name][0] == 0:
+                        empty.append(chip)
+            if results[chip.name] is not None:
+                water[split] += results[chip.name][1]
+    total = len(results)
+    if bad:
+        if not skip_bad_files:
+            raise DatasetError(summary(bad, total, "chips"))
+        say("warning: " + summary(bad, total, "chips", skipped=True))
+    if empty:
+        names = ", ".join(c.name for c in empty[:5]) + (f" and {len(empty) - 5} more" if len(empty) > 5 else "")
+        what = "finite in every band and labelled" if labels else "finite in every band"
+        say(f"warning: {len(empty)} of {total} chips have no pixel that is {what} ({names}); "
+            + ("left out (--skip-bad-files)" if skip_bad_files else
+               "they add nothing to the metrics; --skip-bad-files leaves them out"))
+    dropped = {c.name for c in empty} if skip_bad_files else set()
+    dropped |= {name for name, result in results.items() if result is None}
+    kept = {split: [c for c in chips if c.name not in dropped] for split, chips in splits.items()}
+    return Screened(splits=kept, bad=bad, empty=empty, water=water)
+
+
+def named_in(paths: list[Path], message: str) -> tuple[Path, str]:
+    """(the one of ``paths`` an error message names, the reason without the path); the last
+    path and the whole message when it names none."""
+    for path in paths:
+        text = str(path)
+        if text in message:
+            reason = message.split(text, 1)[1].lstrip(":] ").strip() or message
+            return path, reason
+    return paths[-1], message
+
+
+def require_water(screened: Screened, *splits: str) -> None:
+    """Refuse a split whose labels hold no water pixel: a model would learn "dry" everywhere
+    and IoU would be 0 or undefined."""
+    for split in splits:
+        chips = screened.splits.get(split) or []
+        if chips and screened.water.get(split, 0) == 0:
+            raise DatasetError(
+                f"the {split} split ({len(chips)} chips) has no labelled water pixel in "
+                f"{LABEL_DIR}/: nothing to learn water from. Check that --data points at the "
+                "flood labels (LabelHand/*_LabelHand.tif: 1 water, 0 dry, -1 no data) and that "
+                "the split CSVs name flooded chips"
+            )
 
 
 def band_statistics(chips: list[Chip], bands: str) -> tuple[list[float], list[float]]:
