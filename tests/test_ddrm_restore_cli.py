@@ -196,3 +196,71 @@ def test_bundle_spec_declares_every_artifact_the_ddrm_configs_resolve() -> None:
     celeba = spec.artifact("ddpm-celebahq-256")
     assert celeba.source == "hf" and celeba.get("repo") == "google/ddpm-celebahq-256"
     assert any("celeba_hq.ckpt" in alt for alt in celeba.alternatives)  # the dead bucket, for the record
+
+
+def _uncond_model_file(tmp_path: Path) -> Path:
+    """A tiny unconditional ADM model as the user's own file (no bundle needed for it)."""
+    from runtime.ddrm.configs import CONFIGS, parse_flags
+
+    flags = {**CONFIGS["imagenet-uncond"].model_flags, **parse_flags(TINY_MODEL_FLAGS)}
+    path = tmp_path / "my_model.pt"
+    path.write_bytes(pt_bytes(adm_unet_key_shapes(flags), seed=3))
+    return path
+
+
+def _no_bundle(monkeypatch, tmp_path: Path) -> None:
+    monkeypatch.delenv("BUNDLE_PATH", raising=False)
+    monkeypatch.setenv("OFFLINE_BUNDLE_SEARCH_ROOTS", "")
+    monkeypatch.setenv("OFFLINE_BUNDLE_VIEW_DIR", str(tmp_path / "views"))
+
+
+def test_a_model_artifact_that_is_not_a_checkpoint_is_one_line_naming_what_it_is(
+        tmp_path, monkeypatch) -> None:
+    import runtime
+
+    _no_bundle(monkeypatch, tmp_path)
+    images = tmp_path / "images"
+    write_images(images, n=1)
+    not_a_model = tmp_path / "model.pt"
+    not_a_model.write_text('{"error": "gone"}')  # what a dead link's error page saves
+    try:
+        result = run_bundle(["--config", "imagenet-uncond", "--model-artifact", str(not_a_model),
+                             "--model-flags", TINY_MODEL_FLAGS, "--deg", "sr2", "--images",
+                             str(images), "--out", str(tmp_path / "out"), "--device", "cpu"])
+    finally:
+        runtime.deactivate()
+    assert result.exit_code == 1
+    message = result.stderr.strip().splitlines()[-1]
+    assert message.startswith(f"Error: file {not_a_model} is not a checkpoint of tensors: it is "
+                              "JSON text of 17 bytes")
+    assert "weights_only" not in result.stderr and "file an issue" not in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_an_unreadable_image_is_named_before_any_network_loads_or_left_out_when_asked(
+        tmp_path, monkeypatch) -> None:
+    import runtime
+
+    _no_bundle(monkeypatch, tmp_path)
+    images, out = tmp_path / "images", tmp_path / "out"
+    names = write_images(images, n=2)
+    good = (images / "img1.png").read_bytes()
+    (images / "img1.png").write_bytes(good[: len(good) // 2])  # a download cut short
+    args = ["--config", "imagenet-uncond", "--model-artifact", str(_uncond_model_file(tmp_path)),
+            "--model-flags", TINY_MODEL_FLAGS, "--deg", "sr2", "--images", str(images), "--out",
+            str(out), "--device", "cpu", "--steps", "2", "--quiet"]
+    try:
+        refused = run_bundle(args)
+        runtime.deactivate()
+        assert refused.exit_code == 1
+        message = refused.stderr.strip().splitlines()[-1]
+        assert message.startswith("Error: --images: 1 of 2 images cannot be read: ")
+        assert f"{images / 'img1.png'}: image file is truncated" in message
+        assert "--skip-bad-files to restore without them" in message
+        assert not out.exists()  # nothing written
+        skipped = run_bundle([*args, "--skip-bad-files", "--json"])
+    finally:
+        runtime.deactivate()
+    assert "leaving out 1 of 2 images" in skipped.stderr and str(images / "img1.png") in skipped.stderr
+    check_outputs(out, names[:1], skipped)
+    assert not (out / "restored_img1.png").exists()

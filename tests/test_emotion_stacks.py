@@ -256,6 +256,24 @@ def test_missing_backbone_is_a_one_line_error_naming_the_artifact(
     assert 'repo = "ast-audioset"' not in result.output
 
 
+def test_train_with_nothing_attached_names_the_backbone_the_spec_and_where_it_looked(
+        deam, tmp_path):
+    """A fresh process, as a user types it: the stack's need, the catalogue spec that builds
+    it and the places looked in, in one line, before any data is read."""
+    env = {**os.environ, "OFFLINE_BUNDLE_SEARCH_ROOTS": str(tmp_path / "kaggle/input/*")}
+    env.pop("BUNDLE_PATH", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "builder", "run", "--strict", "emotion-vit", "train", "--data",
+         str(deam.root), "--out", str(tmp_path / "o")],
+        env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 1
+    (line,) = proc.stderr.strip().splitlines()
+    assert "bundle run emotion-vit train loads google/vit-base-patch16-224-in21k (backbone)" in line
+    assert "bundle build bundles/emotion-vit.toml" in line
+    assert f"$BUNDLE_PATH (unset), {tmp_path / 'kaggle/input'}" in line
+    assert not (tmp_path / "o").exists()
+
+
 def test_incomplete_backbone_weights_are_refused_not_left_random(tiny_models, tmp_path):
     from safetensors.torch import load_file, save_file
     from transformers import ViTModel

@@ -218,3 +218,49 @@ def test_image_size_the_model_cannot_take_is_a_one_line_error(tmp_path):
     assert result.exit_code == 1
     assert "--image-size 36" in result.output and "multiple of 8" in result.output
     assert "Traceback" not in result.output
+
+
+@pytest.mark.slow
+def test_predict_over_a_folder_with_a_truncated_jpeg_names_it_and_writes_nothing(tmp_path):
+    """As a user runs it: `bundle run --strict landcover predict` in a fresh process, from a
+    checkpoint (no bundle needed), over a folder where one JPEG was cut short."""
+    import io
+    import os
+
+    import numpy as np
+    from PIL import Image
+
+    from runtime.stacks.landcover import cli
+
+    data = colour_classes(tmp_path / "eurosat", classes=3, per_class=4)
+    run = tmp_path / "run"
+    trained = CliRunner().invoke(cli, [
+        "train", "--data", str(data), "--out", str(run), "--arch", "unet_cnn", "--image-size",
+        "32", "--epochs", "1", "--no-progress", "--device", "cpu"])
+    assert trained.exit_code == 0, trained.output
+    tiles = tmp_path / "tiles"
+    tiles.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(tiles / f"{i}.jpg")
+    buf = io.BytesIO()
+    Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(buf, "JPEG")
+    cut = tiles / "cut.jpg"
+    cut.write_bytes(buf.getvalue()[: len(buf.getvalue()) * 2 // 3])
+    env = {**os.environ, "OFFLINE_BUNDLE_SEARCH_ROOTS": "", "OMP_NUM_THREADS": "1"}
+    env.pop("BUNDLE_PATH", None)
+    command = [sys.executable, "-m", "builder", "run", "--strict", "landcover", "predict",
+               "--checkpoint", str(run / "best.pt"), str(tiles), "--out", str(tmp_path / "p.csv")]
+    refused = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert refused.returncode == 1, refused.stderr
+    message = refused.stderr.strip().splitlines()[-1]
+    assert message.startswith("Error: 1 of 4 images cannot be read: ")
+    assert f"{cut}: image file is truncated" in message
+    assert message.endswith("--skip-bad-files to predict without them")
+    assert "Traceback" not in refused.stderr and not (tmp_path / "p.csv").exists()
+    skipped = subprocess.run([*command, "--skip-bad-files"], env=env, capture_output=True,
+                             text=True, timeout=300)
+    assert skipped.returncode == 0, skipped.stderr
+    assert f"leaving out 1 of 4 images that cannot be read (--skip-bad-files): {cut}" in skipped.stderr
+    with open(tmp_path / "p.csv") as fh:
+        assert len(list(csv.reader(fh))) == 4  # header and the three readable tiles

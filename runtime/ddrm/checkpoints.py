@@ -41,18 +41,29 @@ def load_state_dict(path: str | Path, *, artifact: str = "") -> dict[str, torch.
         path = sibling
     if not path.is_file():
         raise CheckpointError(f"{where}file {path} does not exist; rebuild the bundle or check the path")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
+    hint = ("Pass the network's weights (a .pt state dict such as 256x256_diffusion_uncond.pt or "
+            "DDRM's celeba_hq.ckpt, or a .safetensors file), or rebuild the bundle.")
+    if path.suffix == ".safetensors":
+        from safetensors import SafetensorsError
+        from safetensors.torch import load_file
 
+        from runtime.train.checkpoint import describe_file
+
+        try:
             state = load_file(str(path), device="cpu")
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - re-raised with the file named
-        raise CheckpointError(
-            f"{where}file {path} could not be loaded safely ({type(exc).__name__}: {exc}); "
-            "only plain tensor checkpoints are accepted (weights_only=True)"
-        ) from exc
+        except (SafetensorsError, OSError, ValueError) as exc:
+            raise CheckpointError(f"{where}file {path} is not a safetensors file of tensors: it "
+                                  f"is {describe_file(path)}. {hint}") from exc
+    else:
+        from runtime.train.checkpoint import CheckpointError as FileError
+        from runtime.train.checkpoint import safe_torch_load
+
+        try:
+            # torch's own text is left out: it suggests weights_only=False.
+            state = safe_torch_load(path, what=f"{where}file", expected="a checkpoint of tensors",
+                                    hint=hint)
+        except FileError as exc:
+            raise CheckpointError(str(exc)) from None
     if isinstance(state, dict) and set(state) == {"state_dict"}:
         state = state["state_dict"]
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
@@ -79,8 +90,9 @@ def build_and_load(
     expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
     problems = describe_mismatch(expected, {k: tuple(v.shape) for k, v in state.items()})
     if problems:
+        where = f"artifact {artifact!r} ({path})" if artifact else str(path)
         raise CheckpointError(
-            f"artifact {artifact!r} ({path}) does not fit the network: {problems}"
+            f"{where} does not fit the network: {problems}"
             + (f"; {hint}" if hint else "")
         )
     model.load_state_dict(state, strict=True, assign=True)

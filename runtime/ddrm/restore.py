@@ -66,6 +66,8 @@ class RestoreRequest:
     progress: bool = True
     #: compute what DDRM's reference code computes (runtime.ddrm.reference)
     reference_compat: bool = False
+    #: leave out images that cannot be read (named in a warning) instead of stopping
+    skip_bad_files: bool = False
 
 
 @dataclass
@@ -117,6 +119,7 @@ def load_networks(cfg: RestoreConfig, req: RestoreRequest, device: torch.device,
 
         model_path = Path(req.model_artifact).expanduser()
         origin: dict[str, Any] = {"model": of_local(model_path)}
+        model_id = ""  # messages name the file, not an artifact
     else:
         resolved = runtime.resolve_with_provenance(model_id)
         model_path = resolved.path
@@ -219,6 +222,20 @@ def list_images(folder: Path) -> list[Path]:
     return files
 
 
+def readable_images(files: list[Path], *, skip_bad_files: bool) -> list[Path]:
+    """``files`` after one full decode of each, before any network is loaded: an unreadable
+    image stops the run with one line naming every one (nothing written), or with
+    ``skip_bad_files`` is left out with a warning."""
+    from runtime.vision.errors import DatasetError
+    from runtime.vision.images import checked
+
+    try:
+        return checked(files, skip_bad_files=skip_bad_files, action="restore",
+                       log=lambda line: print(line, file=sys.stderr, flush=True))
+    except DatasetError as exc:
+        raise RestoreError(f"--images: {exc}") from None
+
+
 def read_image(path: Path, size: int) -> torch.Tensor:
     """[3, size, size] in [-1, 1]: centre square crop, bicubic resize."""
     import numpy as np
@@ -248,9 +265,12 @@ def read_mask(path: Path, size: int) -> torch.Tensor:
     import numpy as np
     from PIL import Image
 
-    with Image.open(path) as img:
-        grey = img.convert("L").resize((size, size), Image.Resampling.NEAREST)
-        return torch.from_numpy(np.asarray(grey) >= 128)
+    try:
+        with Image.open(path) as img:
+            grey = img.convert("L").resize((size, size), Image.Resampling.NEAREST)
+            return torch.from_numpy(np.asarray(grey) >= 128)
+    except (OSError, SyntaxError, ValueError) as exc:  # PIL's ways of saying "not readable"
+        raise RestoreError(f"--mask {path} cannot be read as an image: {exc}") from None
 
 
 def read_labels(req: RestoreRequest, files: list[Path]) -> list[int]:
@@ -301,7 +321,7 @@ def restore(req: RestoreRequest) -> list[ImageResult]:
         raise RestoreError(str(exc.args[0])) from None
     if req.sigma_0 < 0:
         raise RestoreError("--sigma-0 must be >= 0")
-    files = list_images(req.images)
+    files = readable_images(list_images(req.images), skip_bad_files=req.skip_bad_files)
     device = pick_device(req.device)
     half = (device.type == "cuda") if req.half is None else req.half
     nets = load_networks(cfg, req, device, half)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import click
 
+from runtime.data.badfiles import SKIP_OPTION
 from runtime.ddrm.configs import ADM_CLASSIFIER, ADM_COND, ADM_UNCOND, CELEBA_DDPM
 from runtime.stacks.record import Need, register_stack
 from runtime.train.options import device_option, one_line_errors
@@ -132,6 +133,9 @@ def cli() -> None:
 @click.option(
     "--classifier-artifact", default=None, help="Artifact id or ref of other classifier weights."
 )
+@click.option(SKIP_OPTION, "skip_bad_files", is_flag=True,
+              help="Leave out images that cannot be read (named in a warning) instead of "
+                   "stopping; every image is read once before the networks load.")
 @click.option(
     "--reference-compat", "reference_compat", is_flag=True,
     help="Compute what DDRM's reference code computes, quirks included (to reproduce the "

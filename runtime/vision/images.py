@@ -112,16 +112,17 @@ def scan_images(paths: Sequence[Path]) -> list[tuple[Path, str]]:
 
 
 def checked(paths: Sequence[Path], *, skip_bad_files: bool, log: Any = None,
-            what: str = "images") -> list[Path]:
-    """``paths`` without the unreadable ones: an error naming them all, or with
-    ``skip_bad_files`` a warning (through ``log``) and the rest."""
+            what: str = "images", action: str = "train") -> list[Path]:
+    """``paths`` without the unreadable ones: an error naming them all (``action``: what
+    --skip-bad-files would let the run do), or with ``skip_bad_files`` a warning (through
+    ``log``) and the rest."""
     from runtime.data.badfiles import summary
 
     bad = scan_images(paths)
     if not bad:
         return list(paths)
     if not skip_bad_files:
-        raise DatasetError(summary(bad, len(paths), what))
+        raise DatasetError(summary(bad, len(paths), what, action=action))
     if log is not None:
         log("warning: " + summary(bad, len(paths), what, skipped=True))
     dropped = {p for p, _ in bad}
@@ -163,7 +164,7 @@ def _image_folder(root: Path, transform: Any, *, keep: set[Path] | None = None) 
     return folder
 
 
-def _readable(root: Path, *, skip_bad_files: bool, log: Any) -> set[Path]:
+def _readable(root: Path, *, skip_bad_files: bool, log: Any, action: str = "train") -> set[Path]:
     """The image files of a class-folder dataset that can be read (see :func:`checked`)."""
     from torchvision.datasets import ImageFolder
 
@@ -171,7 +172,7 @@ def _readable(root: Path, *, skip_bad_files: bool, log: Any) -> set[Path]:
         paths = [Path(p) for p, _ in ImageFolder(str(root), loader=lambda p: None).samples]
     except (FileNotFoundError, RuntimeError):
         return set()  # _image_folder says what is wrong with the folder
-    return set(checked(paths, skip_bad_files=skip_bad_files, log=log))
+    return set(checked(paths, skip_bad_files=skip_bad_files, log=log, action=action))
 
 
 def _two_classes(root: Path, classes: list[str]) -> None:
@@ -271,7 +272,7 @@ def labelled_folder(
 ) -> Any:
     """A whole folder-per-class dataset, no augmentation (for ``evaluate``); unreadable
     images refused or, with ``skip_bad_files``, left out (see :func:`checked`)."""
-    keep = _readable(Path(data_dir), skip_bad_files=skip_bad_files, log=log)
+    keep = _readable(Path(data_dir), skip_bad_files=skip_bad_files, log=log, action="evaluate")
     return _image_folder(Path(data_dir), image_transform(image_size, mean, std), keep=keep)
 
 

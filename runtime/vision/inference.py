@@ -166,7 +166,8 @@ def _evaluate_chips(loaded: LoadedClassifier, data: Path, out: Path, *, batch_si
     cfg, task = loaded.config, loaded.task
     dataset = s1f.load(data, bands=cfg["bands"])
     held_out = {name: chips for name, chips in dataset.splits.items() if name != "train" and chips}
-    held_out = s1f.screen(held_out, cfg["bands"], skip_bad_files=skip_bad_files, log=log).splits
+    held_out = s1f.screen(held_out, cfg["bands"], skip_bad_files=skip_bad_files, log=log,
+                         action="evaluate").splits
     positive = cfg["classes"].index(task.positive_class)
     policy = choose_precision(device, "fp32")
     if threshold is None:
@@ -233,7 +234,8 @@ def predict(
         return _predict_chips(loaded, inputs, device=dev, threshold=threshold,
                               skip_bad_files=skip_bad_files)
     transform = image_transform(int(cfg["image_size"]), cfg["mean"], cfg["std"])
-    files = ImageFiles(checked(gather_images(inputs), skip_bad_files=skip_bad_files, log=log),
+    files = ImageFiles(checked(gather_images(inputs), skip_bad_files=skip_bad_files, log=log,
+                               action="predict"),
                        transform)
     classes = list(cfg["classes"])
     results: list[Prediction] = []

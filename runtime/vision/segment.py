@@ -343,7 +343,8 @@ def evaluate(checkpoint: Path, data: Path, out: Path, *, batch_size: int = 4,
     cut = _threshold(config, threshold)
     dataset = s1f.load(data, bands=config["bands"])
     held_out = {name: chips for name, chips in dataset.splits.items() if name != "train" and chips}
-    held_out = s1f.screen(held_out, config["bands"], skip_bad_files=skip_bad_files, log=log).splits
+    held_out = s1f.screen(held_out, config["bands"], skip_bad_files=skip_bad_files, log=log,
+                         action="evaluate").splits
     policy = choose_precision(dev, "fp32")
     splits = {name: score_split(model, _loader(chips, config["bands"], config["band_mean"],
                                                config["band_std"], batch_size, SINGLE_PROCESS),

@@ -278,7 +278,7 @@ def check_chip(chip: Chip, bands: str, *, labels: bool = True) -> tuple[int, int
 
 
 def screen(splits: dict[str, list[Chip]], bands: str, *, skip_bad_files: bool, log: Any = None,
-           labels: bool = True) -> Screened:
+           labels: bool = True, action: str = "train") -> Screened:
     """Read every chip of every split before the first epoch, so that a bad file in the test
     split is found now, not after training.
 
@@ -313,7 +313,7 @@ def screen(splits: dict[str, list[Chip]], bands: str, *, skip_bad_files: bool, l
     total = len(results)
     if bad:
         if not skip_bad_files:
-            raise DatasetError(summary(bad, total, "chips"))
+            raise DatasetError(summary(bad, total, "chips", action=action))
         say("warning: " + summary(bad, total, "chips", skipped=True))
     if empty:
         names = ", ".join(c.name for c in empty[:5]) + (f" and {len(empty) - 5} more" if len(empty) > 5 else "")
