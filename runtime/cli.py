@@ -15,6 +15,7 @@ from typing import Any
 
 import click
 
+from runtime import constants
 from runtime.stacks import UnknownStackError, get_stack, list_stacks
 from runtime.stacks.launch import activate_reporting, prepare_run
 
@@ -174,13 +175,19 @@ def doctor_report(fallbacks_fail: bool = False) -> dict[str, Any]:
     failing = ("missing", "fallback") if fallbacks_fail else ("missing",)
     ok = (bool(bundles) and not too_old and all(s.status not in failing for s in stacks)
           and not _blocking(problems, stacks))
+    hidden = _shadowed(bundles)
     return {
         "ok": ok,
+        "searched": {"bundle_path": [str(p) for p in constants.bundle_path_entries()],
+                     "roots": list(constants.search_roots())},
         "bundles": [
             {"name": b.name, "version": b.version, "path": str(b.path),
              "artifacts": [a.id for a in b.manifest.artifacts], "size": b.manifest.size,
-             "stacks": list(b.manifest.stacks), "kaggle_model": kaggle_model_of(b.path)}
-            for b in bundles
+             "stacks": list(b.manifest.stacks), "kaggle_model": kaggle_model_of(b.path),
+             # artifacts a run loads from an earlier copy instead (resolve() takes the first)
+             "shadowed": ({"artifacts": hidden[i][0], "by": str(hidden[i][1].path),
+                           "by_version": hidden[i][1].version} if i in hidden else None)}
+            for i, b in enumerate(bundles)
         ],
         "problems": [str(p) for p in problems],
         "stacks": [asdict(s) for s in stacks],
@@ -190,13 +197,34 @@ def doctor_report(fallbacks_fail: bool = False) -> dict[str, Any]:
     }
 
 
+def _shadowed(bundles: list[Any]) -> dict[int, tuple[list[str], Any]]:
+    """index -> (artifact ids, the earlier bundle that serves them) for every attached bundle
+    whose artifacts a run would load from another copy: resolve() takes the first bundle in
+    search order that lists a name, so of two copies of a bundle (a dataset and a Kaggle
+    Model, say) only the one found first is ever used."""
+    from runtime.resolve import find
+
+    hidden: dict[int, tuple[list[str], Any]] = {}
+    for index, bundle in enumerate(bundles):
+        ids: list[str] = []
+        by = None
+        for artifact in bundle.manifest.artifacts:
+            found = find(artifact.ref, bundles)
+            if found is not None and found.bundle is not bundle:
+                ids.append(artifact.id)
+                by = by or found.bundle
+        if ids:
+            hidden[index] = (ids, by)
+    return hidden
+
+
 def _blocking(problems: list[Any], stacks: list[StackReport]) -> bool:
     """A problem fails the doctor unless it only concerns an artifact a fallback covers."""
     covered = {r.replaces for s in stacks for r in s.roles if r.status == "fallback"}
     return any(p.artifact is None or p.artifact not in covered for p in problems)
 
 
-def _print_report(report: dict[str, Any]) -> None:
+def _print_report(report: dict[str, Any], verbose: bool = False) -> None:
     echo = click.echo
     echo(f"Bundles ({len(report['bundles'])} found):")
     for b in report["bundles"]:
@@ -206,8 +234,19 @@ def _print_report(report: dict[str, Any]) -> None:
             others = [v for v in km["attached"] if v != km["version"]]
             also = f"; also attached: version {', '.join(map(str, others))}, not used" if others else ""
             echo(f"    Kaggle Model {km['handle']}, version {km['version']} (the highest attached){also}")
+        if hidden := b.get("shadowed"):
+            every = len(hidden["artifacts"]) == len(b["artifacts"])
+            what = "NOT USED: every artifact it holds" if every else (
+                f"PARTLY USED: {', '.join(hidden['artifacts'])}")
+            echo(f"    {what} is loaded from {hidden['by']} (version {hidden['by_version']}, "
+                 "found first); detach one copy, or order them with BUNDLE_PATH")
     if not report["bundles"]:
         echo("  none: attach the bundle (Kaggle: Add Input) or set BUNDLE_PATH=/path/to/bundle")
+    if verbose or not report["bundles"]:
+        searched = report["searched"]
+        echo(f"  looked in $BUNDLE_PATH ({', '.join(searched['bundle_path']) or 'unset'}), then:")
+        for pattern in searched["roots"]:
+            echo(f"    {pattern}")
     for p in report["problems"]:
         echo(f"  PROBLEM {p}")
     if report["stacks"]:
@@ -246,7 +285,8 @@ def _print_report(report: dict[str, Any]) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--no-fallbacks", is_flag=True,
               help="Fail when a stack would run on a declared fallback (a warning by default).")
-def doctor_command(as_json: bool, no_fallbacks: bool) -> None:
+@click.option("-v", "--verbose", is_flag=True, help="Also list every place bundles are looked for.")
+def doctor_command(as_json: bool, no_fallbacks: bool, verbose: bool) -> None:
     """Show the bundles found, what each stack would load per role, the GPU and library versions.
 
     For every role of every stack the bundles declare (a backbone, a student, a
@@ -257,16 +297,21 @@ def doctor_command(as_json: bool, no_fallbacks: bool) -> None:
     older than the runtime supports; with --no-fallbacks also when a run would
     take a fallback.
 
+    When two attached bundles hold the same artifact (the same bundle attached as a
+    dataset and as a Kaggle Model), a run loads the copy found first; doctor says
+    which, and marks the other NOT USED.
+
     \b
     Examples:
       bundle doctor
+      bundle doctor -v          # also every place bundles are looked for
       BUNDLE_PATH=bundles-dist/emotion-vit bundle doctor --json
     """
     report = doctor_report(fallbacks_fail=no_fallbacks)
     if as_json:
         click.echo(json.dumps(report, indent=2))
     else:
-        _print_report(report)
+        _print_report(report, verbose)
     if not report["ok"]:
         sys.exit(1)
 

@@ -33,7 +33,7 @@ def search_roots_text() -> str:
 def search_roots_brief() -> str:
     """Where activate() looked, in a few words: $BUNDLE_PATH and the folders the search
     roots start from (``/kaggle/input`` for its 28 dataset and model patterns); the full
-    list is in ``bundle doctor`` and :func:`search_roots_text`."""
+    list is in ``bundle doctor -v`` and :func:`search_roots_text`."""
     entries = [str(p) for p in constants.bundle_path_entries()]
     tops: list[str] = []
     for pattern in constants.search_roots():
@@ -52,7 +52,7 @@ def search_roots_brief() -> str:
 
 
 def no_bundle_text() -> str:
-    return (f"no bundle is attached (looked in {search_roots_brief()}; `bundle doctor` lists "
+    return (f"no bundle is attached (looked in {search_roots_brief()}; `bundle doctor -v` lists "
             "every place). Attach the bundle (Kaggle: Add Input > the dataset or model `bundle "
             "publish` made; Docker: /opt/bundles; elsewhere: BUNDLE_PATH=/path/to/bundle) and "
             "run runtime.activate() again")

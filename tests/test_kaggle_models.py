@@ -208,3 +208,36 @@ def test_bundles_mounted_as_kaggle_models_are_found_offline_and_the_highest_vers
         assert "Kaggle Model" in doctor.stdout and "pytorch/default, version 2" in doctor.stdout, doctor.stdout
         if base == older:
             assert "also attached: version 1, not used" in doctor.stdout
+
+
+def test_doctor_says_which_copy_loads_when_a_bundle_is_attached_as_dataset_and_as_model(
+        kaggle_env, tmp_path, monkeypatch):
+    """The older version attached as a dataset, the newer as a Kaggle Model: a run loads the
+    dataset's copy (found first), and doctor says so instead of praising the model's."""
+    from click.testing import CliRunner
+
+    from builder.cli import main
+    from runtime.constants import DEFAULT_SEARCH_ROOTS
+    from tests.test_kaggle import DATASET
+
+    older = make_bundle(tmp_path / "v1", files_v1(), version="1.0.0")
+    newer = make_bundle(tmp_path / "v2", {**files_v1(), "notebooks/tiny.ipynb": b'{"v": 2}'},
+                        version="1.1.0")
+    assert run_cli(str(older))[0] == 0  # the dataset
+    assert publish_model(newer, quiet=True).action == "create"  # the model
+    kaggle_input = tmp_path / "kaggle" / "input"
+    dataset_copy = kaggle_env.mount(DATASET, kaggle_input / "datasets" / DATASET)
+    model_copy = kaggle_env.mount_model(HANDLE, kaggle_input, layout="models-owner")
+    roots = os.pathsep.join(str(tmp_path) + p for p in DEFAULT_SEARCH_ROOTS if p.startswith("/kaggle/input"))
+    monkeypatch.setenv("OFFLINE_BUNDLE_SEARCH_ROOTS", roots)
+    monkeypatch.delenv("BUNDLE_PATH", raising=False)
+
+    result = CliRunner().invoke(main, ["doctor", "--json"])
+    report = json.loads(result.stdout)
+    by_path = {b["path"]: b for b in report["bundles"]}
+    assert by_path[str(dataset_copy)]["shadowed"] is None  # what a run loads
+    hidden = by_path[str(model_copy)]["shadowed"]
+    assert hidden["by"] == str(dataset_copy) and hidden["by_version"] == "1.0.0"
+    assert set(hidden["artifacts"]) == set(by_path[str(model_copy)]["artifacts"])
+    text = CliRunner().invoke(main, ["doctor"]).stdout
+    assert f"NOT USED: every artifact it holds is loaded from {dataset_copy} (version 1.0.0" in text

@@ -94,8 +94,11 @@ def test_doctor_json_is_machine_readable(attached):
 
 def test_doctor_without_any_bundle_exits_1(attached, monkeypatch):
     monkeypatch.delenv(constants.ENV_BUNDLE_PATH, raising=False)
+    monkeypatch.setenv(constants.ENV_SEARCH_ROOTS, "/nowhere/input/*:/nowhere/opt/*")
     result = CliRunner().invoke(main, ["doctor"])
     assert result.exit_code == 1 and "BUNDLE_PATH" in result.output
+    # With nothing found, every place looked in is listed (bundle doctor -v lists them always).
+    assert "looked in $BUNDLE_PATH (unset), then:\n    /nowhere/input/*\n    /nowhere/opt/*" in result.output
 
 
 def test_run_activates_then_hands_the_arguments_to_the_stack(attached):

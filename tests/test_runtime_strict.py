@@ -160,7 +160,7 @@ def test_strict_activate_with_no_bundle_raises_naming_the_search_roots_used(tmp_
         runtime.activate(strict=True)
     assert str(tmp_path / "nothing-here") in str(err.value)
     # The roots in brief (the folder each pattern starts from); bundle doctor lists them all.
-    assert f"{tmp_path / 'input'}; `bundle doctor` lists every place" in str(err.value)
+    assert f"{tmp_path / 'input'}; `bundle doctor -v` lists every place" in str(err.value)
     assert "require_bundle=False" in str(err.value) and "OFFLINE_BUNDLE_REQUIRE_BUNDLE=0" in str(err.value)
     assert runtime.current() is None  # nothing was activated
     # With the built-in roots (28 patterns under /kaggle/input, and four more places) too.
