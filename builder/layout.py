@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from builder.errors import BuildError
+from builder.extras.first_cell import first_cell
 from builder.store import HASH_CHUNK, LINK_REFUSED, sha256_file
 from runtime.constants import (
     KAGGLE_METADATA_NAME,
@@ -246,36 +247,41 @@ def readme_text(manifest: Manifest, *, kaggle: str | None) -> str:
         f"Digest: `{manifest.digest}`. Every file below is listed with its size and "
         "sha256 in `bundle.json`.",
         "",
-        "## Use it in a notebook (no internet needed)",
+        "## Use it in a notebook with the internet off",
         "",
-        "```python",
     ]
     if has_wheels:
         lines += [
-            f"# On Kaggle this bundle is /kaggle/input/{slug} (newer mounts: "
-            f"/kaggle/input/datasets/OWNER/{slug})",
-            "!pip install --no-index --find-links "
-            f"/kaggle/input/{slug}/{WHEELS_DIR} offline-bundle",
-            "# Attached as a Kaggle Model instead (bundle publish --as model): "
-            f"/kaggle/input/{slug}/FRAMEWORK/VARIATION/VERSION",
-            f"# !pip install --no-index --find-links $(ls -d /kaggle/input/{slug}/*/*/*/{WHEELS_DIR} "
-            f"/kaggle/input/models/*/{slug}/*/*/*/{WHEELS_DIR} 2>/dev/null | tail -1) offline-bundle",
+            f"On Kaggle, attach it (*Add Input*): it mounts at `/kaggle/input/{slug}/` or "
+            f"`/kaggle/input/datasets/OWNER/{slug}/`. The first cell installs the runtime from "
+            f"this bundle's `{WHEELS_DIR}/` (no package index):",
+            "",
+            "```python",
+            first_cell("dataset").rstrip("\n"),
+            "```",
+            "",
+            "Attached as a Kaggle Model instead (`bundle publish --as model`), the same cell with "
+            "the Models mounts:",
+            "",
+            "```python",
+            first_cell("model").rstrip("\n"),
+            "```",
+            "",
+            f"Elsewhere (a GPU host, Colab Drive): `pip install --no-index --find-links "
+            f"<this folder>/{WHEELS_DIR} offline-bundle`, then `BUNDLE_PATH=<this folder>`.",
+            "",
         ]
     else:
-        lines.append("# pip install offline-bundle   # if the runtime is not installed yet")
-    lines += [
-        "import runtime",
-        "runtime.activate()  # finds this bundle, switches every library offline",
-    ]
+        lines += [
+            "This bundle carries no runtime wheel: install offline-bundle in the notebook's "
+            "environment first (with the internet on, or from another bundle's wheels/).",
+            "",
+        ]
+    lines += ["Then each artifact by id:", "", "```python", "import runtime",
+              "runtime.activate(strict=True)  # finds this bundle, switches every library offline"]
     for a in manifest.artifacts:
         lines.append(f'path = runtime.resolve("{a.id}")  # {a.source}: {a.ref}')
     lines += ["```", ""]
-    if has_wheels:
-        lines += [
-            f"Elsewhere, point pip at this folder's `{WHEELS_DIR}/`: "
-            f"`pip install --no-index --find-links <bundle>/{WHEELS_DIR} offline-bundle`.",
-            "",
-        ]
     lines += [
         "Unmodified loading code works too once `runtime.activate()` ran: "
         "`from_pretrained(\"ORG/NAME\")`, torchvision `weights=...`, "

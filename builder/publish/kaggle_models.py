@@ -95,22 +95,10 @@ def parse_handle(text: str | None, plan: PublishPlan) -> Handle:
 
 def usage_text(handle: Handle) -> str:
     """The first cell for a notebook that attaches this model (the variation's usage)."""
-    return (
-        "```python\n"
-        "# Kaggle, internet off, this model attached (Add Input > Models): install the runtime from it\n"
-        "import glob, subprocess, sys\n"
-        f'found = sorted(glob.glob("/kaggle/input/{handle.model}/{handle.framework}/{handle.variation}/*/wheels")\n'
-        f'               + glob.glob("/kaggle/input/models/*/{handle.model}/{handle.framework}/{handle.variation}/*/wheels"),\n'
-        "               key=lambda w: int(w.split('/')[-2]))  # the highest version last\n"
-        "if not found:\n"
-        f"    raise FileNotFoundError('no version of {handle.model}/{handle.framework}/{handle.variation} "
-        "with wheels/ is attached: Add Input > Models')\n"
-        "subprocess.run([sys.executable, '-m', 'pip', 'install', '--no-index', '--find-links', found[-1],\n"
-        "                'offline-bundle'], check=True)\n"
-        "import runtime\n"
-        "runtime.activate(strict=True)  # finds the attached version; your unmodified loading code follows\n"
-        "```\n"
-    )
+    from builder.extras.first_cell import first_cell
+
+    return ("```python\n" + first_cell("model", handle=(handle.model, handle.framework,
+                                                          handle.variation)) + "```\n")
 
 
 @dataclass
