@@ -268,7 +268,8 @@ def readme_text(manifest: Manifest, *, kaggle: str | None) -> str:
             "```",
             "",
             f"Elsewhere (a GPU host, Colab Drive): `pip install --no-index --find-links "
-            f"<this folder>/{WHEELS_DIR} offline-bundle`, then `BUNDLE_PATH=<this folder>`.",
+            f"path/to/this/bundle/{WHEELS_DIR} offline-bundle`, then "
+            "`BUNDLE_PATH=path/to/this/bundle`.",
             "",
         ]
     else:
@@ -301,7 +302,7 @@ def readme_text(manifest: Manifest, *, kaggle: str | None) -> str:
         lines += ["", f"Extra files: {len(manifest.extra_files)} (wheels, notebooks)."]
     lines += [
         "",
-        "Check the files against `bundle.json` with `bundle verify <this folder>`.",
+        "Check the files against `bundle.json` with `bundle verify path/to/this/bundle`.",
         "",
     ]
     return "\n".join(lines)

@@ -54,7 +54,11 @@ def test_first_publish_creates_the_model_and_its_variation_with_every_file(kaggl
     assert "/kaggle/input/tiny-bundle-test/pytorch/default/[0-9]*/wheels" in body["usage"]
     assert "&gt;" not in body["usage"] and "&amp;" not in body["usage"]
     inst = kaggle_env.model_instance(HANDLE)
-    assert sorted(inst.versions[0].files) == ["README.md", "bundle.json", "hf.zip", "notebooks.zip", "wheels.zip"]
+    # Every file at its path, as kagglehub uploads (no archive for Kaggle to unpack).
+    manifest = read_manifest(bundle)
+    listed = [f.path for a in manifest.artifacts for f in a.files] + [f.path for f in manifest.extra_files]
+    assert sorted(inst.versions[0].files) == sorted(["README.md", "bundle.json", *listed])
+    assert not [name for name in inst.versions[0].files if name.endswith(".zip")]
     mounted = kaggle_env.mount_model(HANDLE, tmp_path / "kaggle" / "input")
     assert mounted == tmp_path / "kaggle/input/tiny-bundle-test/pytorch/default/1"
     assert_mounted_bundle_is_complete(mounted, bundle)
@@ -86,6 +90,53 @@ def test_same_digest_publishes_nothing_and_a_changed_bundle_is_a_new_version(kag
     code, out, err = run_cli(str(second), "--as", "model")
     assert code == 0 and "already holds digest" in out and "nothing uploaded" in out
     assert len(kaggle_env.model_instance(HANDLE).versions) == 2
+
+
+def _changed(tmp_path: Path, version: str = "1.1.0") -> Path:
+    changed = files_v1()
+    changed[f"{SNAP}/model.safetensors"] = os.urandom(4096)
+    return make_bundle(tmp_path / f"v{version}", changed, version=version)
+
+
+def test_a_version_made_before_its_record_failed_is_finished_by_a_rerun_without_uploading(
+        kaggle_env, tmp_path):
+    first = make_bundle(tmp_path / "v1", files_v1())
+    assert publish_model(first, quiet=True).action == "create"
+    second = _changed(tmp_path)
+    # The version is made; the overview update that records it answers 500.
+    kaggle_env.fault("UpdateModelInstance", "500", "backend error", after=1)
+    code, out, err = run_cli(str(second), "--as", "model")
+    assert code == 1
+    line = err.strip().splitlines()[-1]
+    assert f"version 2 of {HANDLE} holds this bundle, but recording it" in line
+    assert "backend error" in line and "Run the same command again to finish; it uploads nothing" in line
+    assert len(kaggle_env.model_instance(HANDLE).versions) == 2
+    assert_mounted_bundle_is_complete(kaggle_env.mount_model(HANDLE, tmp_path / "in"), second)
+
+    kaggle_env.calls.clear()
+    code, out, err = run_cli(str(second), "--as", "model")
+    assert code == 0, err
+    assert "version 2 already holds digest" in out and "recorded it in the variation's overview" in out
+    assert not {"StartBlobUpload", "PUT", "CreateModelInstanceVersion"} & set(kaggle_env.methods())
+    assert len(kaggle_env.model_instance(HANDLE).versions) == 2  # no duplicate version 3
+    assert read_manifest(second).digest in kaggle_env.model_instance(HANDLE).overview
+    assert "pending:" not in kaggle_env.model_instance(HANDLE).overview
+    assert publish_model(second, quiet=True).action == "unchanged"
+
+
+def test_a_failed_upload_of_a_new_version_is_uploaded_again_by_the_rerun(kaggle_env, tmp_path):
+    first = make_bundle(tmp_path / "v1", files_v1())
+    publish_model(first, quiet=True)
+    second = _changed(tmp_path)
+    kaggle_env.fault("CreateModelInstanceVersion", "500", "try later")
+    code, out, err = run_cli(str(second), "--as", "model")
+    assert code == 1 and "try later" in err
+    assert len(kaggle_env.model_instance(HANDLE).versions) == 1
+    # Version 1 still holds the first bundle: not "unchanged" for it, nor for the second.
+    assert publish_model(first, quiet=True).action == "unchanged"
+    result = publish_model(second, quiet=True)
+    assert result.action == "version" and len(kaggle_env.model_instance(HANDLE).versions) == 2
+    assert publish_model(second, quiet=True).action == "unchanged"
 
 
 def test_an_existing_model_gets_a_new_variation_under_the_handle_given(kaggle_env, tmp_path):

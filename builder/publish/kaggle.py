@@ -208,12 +208,20 @@ def publish_command(bundle_dir: Path, target: str, dataset: str | None, handle: 
         click.echo(f"{prefix}{result.dataset} version {result.remote_version} already holds digest "
                    f"{result.digest[:12]} (bundle {result.bundle_version}); nothing uploaded")
         return
+    if result.action == "finish":
+        done = "would record" if result.dry_run else "recorded"
+        click.echo(f"{prefix}{result.dataset} version {result.remote_version} already holds digest "
+                   f"{result.digest[:12]} (an earlier publish stopped before recording it); "
+                   f"{done} it in the variation's overview; nothing uploaded")
+        return
     if result.dry_run:
         why = " (no Kaggle credentials, so Kaggle was not asked)" if result.action == "create or version" else ""
         click.echo(f"dry run: would {result.action} {result.dataset}{why}; files:")
         for unit in result.units:
-            folder = f" ({unit.files} files, unpacked by Kaggle into {unit.path}/)" if unit.name != unit.path else ""
-            click.echo(f"  {unit.name:<24} {human_size(unit.size):>10}{folder}")
+            how = "each uploaded at its path under" if result.folders == "tree" else "unpacked by Kaggle into"
+            folder = f" ({unit.files} files, {how} {unit.path}/)" if unit.name != unit.path else ""
+            shown = unit.path + "/" if result.folders == "tree" and unit.name != unit.path else unit.name
+            click.echo(f"  {shown:<24} {human_size(unit.size):>10}{folder}")
         click.echo(f"total {human_size(result.total_size)} in {sum(u.files for u in result.units)} files")
         click.echo(f"version notes: {result.version_notes}")
         return

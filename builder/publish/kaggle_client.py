@@ -64,6 +64,13 @@ def make_api() -> Any:
             self.uploaded_names.append(file_name)
             return result
 
+        def upload_files(self, request, resources, folder, blob_type, upload_context,  # type: ignore[override]
+                         quiet=False, dir_mode="skip", ignore_patterns=None):
+            if dir_mode != TREE:
+                return super().upload_files(request, resources, folder, blob_type, upload_context,
+                                            quiet, dir_mode, ignore_patterns)
+            upload_tree(self, request, folder, blob_type, upload_context, quiet)
+
     api = StrictKaggleApi()
     api.uploaded_names = []
     # The client reads KAGGLE_API_ENVIRONMENT and VERBOSE once, at import; read
@@ -85,6 +92,54 @@ def make_api() -> Any:
         if line.startswith("Warning"):  # e.g. "your kaggle.json is readable by others"
             print(line, file=sys.stderr)
     return api
+
+
+#: ``dir_mode`` of our client: every file its own blob, the folders sent as a tree
+TREE = "tree"
+
+
+def upload_tree(api: Any, request: Any, folder: str, blob_type: Any, upload_context: Any,
+                quiet: bool) -> None:
+    """Upload every file under ``folder`` as its own blob and describe the folders as a tree
+    (``files`` at the top, ``directories`` below): how kagglehub uploads a model, so that
+    Kaggle lays the version out as the bundle is, with nothing to unpack. Symlinked entries
+    of ``folder`` (the staging folder links to the bundle) are followed; the client's
+    metadata files at the top are not uploaded.
+
+    Written here because the kaggle client only skips folders or archives them
+    (``dir_mode`` "zip"/"tar"), and kagglehub's uploader is its own client with its own
+    credentials and endpoint; this reuses the kaggle client's resumable blob upload.
+    """
+    from kagglesdk.datasets.types.dataset_api_service import (
+        ApiDatasetNewFile,
+        ApiUploadDirectoryInfo,
+    )
+
+    skip = {api.MODEL_METADATA_FILE, api.MODEL_INSTANCE_METADATA_FILE, api.DATASET_METADATA_FILE}
+
+    def token_for(path: str, name: str) -> Any:
+        new_file = ApiDatasetNewFile()
+        new_file.token = api._upload_file(name, path, blob_type, upload_context, quiet, None).token
+        return new_file
+
+    def directory(path: str, name: str) -> Any:
+        node = ApiUploadDirectoryInfo()
+        node.name = name
+        node.files, node.directories = [], []
+        for entry in sorted(os.scandir(path), key=lambda e: e.name):
+            if entry.is_dir():
+                node.directories.append(directory(entry.path, entry.name))
+            elif entry.is_file():
+                node.files.append(token_for(entry.path, entry.name))
+        return node
+
+    request.files = request.files or []
+    request.directories = request.directories or []
+    for entry in sorted(os.scandir(folder), key=lambda e: e.name):
+        if entry.is_dir():
+            request.directories.append(directory(entry.path, entry.name))
+        elif entry.is_file() and entry.name not in skip:
+            request.files.append(token_for(entry.path, entry.name))
 
 
 def _refused_bytes(file_name: str, detail: str) -> KaggleServerError:

@@ -8,13 +8,26 @@ versions. A notebook attaches one version at
 
 Publishing: the model is created when missing (title and description from the
 bundle), then the variation (its first version carries the files), else a new
-version whose notes carry the bundle digest. The variation's overview also ends
-with the digest line, because Kaggle's API lists versions without their notes:
-that is where a rerun reads what the latest version holds, and an unchanged
-bundle uploads nothing. Files are sent as for datasets (top-level files as they
-are, folders as NAME.zip, which Kaggle unpacks), through the official client
-(``KaggleApi.model_create_new`` / ``model_instance_create`` /
-``model_instance_version_create`` / ``model_instance_update``).
+version whose notes carry the bundle digest. Files go up the way kagglehub sends
+them: each file its own blob, the folders as a tree in the request, so the version
+is laid out as the bundle is with nothing for Kaggle to unpack (folders as NAME.zip,
+as datasets go, relied on Kaggle unpacking them; kagglehub stopped doing that).
+
+Where the digest lives: Kaggle's API returns neither a version's notes nor any
+per-version text (kagglesdk's ModelInstanceVersion and ApiModelInstance have no
+notes field), so the variation's overview is the record a rerun reads. A new
+version is published in two steps that leave the overview saying what is true at
+every moment:
+
+1. the overview gains ``pending: version N is being published with bundle ... (sha256
+   D)`` below the digest line of the version it still holds;
+2. the version is created; then the overview's digest line becomes D's.
+
+A rerun after step 2's upload but before its overview update (a 500, a lost
+connection) sees the variation at version N with D pending, and finishes the record
+without uploading anything; a rerun after a failed upload (the variation still at
+N-1) uploads again. Calls go through the official client (``model_create_new``,
+``model_instance_create``, ``model_instance_version_create``, ``model_instance_update``).
 """
 
 from __future__ import annotations
@@ -32,6 +45,7 @@ from typing import Any
 
 from builder.credentials import CredentialError, refuse_secrets
 from builder.publish.checks import BundleCheckError, bundle_files_to_send
+from builder.publish.kaggle_client import TREE
 from builder.publish.kaggle_plan import (
     DIGEST_RE,
     KaggleAuthError,
@@ -101,13 +115,26 @@ def usage_text(handle: Handle) -> str:
                                                           handle.variation)) + "```\n")
 
 
+#: The overview line of a version being published (step 1 above); no "digest sha256:"
+#: in it, so DIGEST_RE never takes it for the digest of a published version.
+_PENDING_RE = re.compile(r"^pending: version (\d+) is being published with bundle \S+ \S+ "
+                         r"\(sha256 ([0-9a-f]{64})\)$", re.MULTILINE)
+
+
+def pending_line(version: int, name: str, bundle_version: str, digest: str) -> str:
+    return f"pending: version {version} is being published with bundle {name} {bundle_version} (sha256 {digest})"
+
+
 @dataclass
 class RemoteModel:
     model_exists: bool
     instance_exists: bool = False
     version: int | None = None
-    digest: str | None = None
+    digest: str | None = None  # what the latest version holds
     url: str | None = None
+    overview: str = ""
+    #: the latest version was made by a publish that stopped before its overview update
+    unrecorded: bool = False
 
 
 def _status_of(exc: Exception) -> int | None:
@@ -132,9 +159,16 @@ def remote_model_state(api: Any, handle: Handle) -> RemoteModel:
             if _status_of(e) == 404:
                 return RemoteModel(model_exists=True)
             raise
-    found = DIGEST_RE.search(getattr(info, "overview", "") or "")
-    return RemoteModel(True, True, getattr(info, "version_number", None) or None,
-                       found.group(1) if found else None, getattr(info, "url", None) or None)
+    overview = getattr(info, "overview", "") or ""
+    version = getattr(info, "version_number", None) or None
+    found = DIGEST_RE.search(overview)
+    remote = RemoteModel(True, True, version, found.group(1) if found else None,
+                         getattr(info, "url", None) or None, overview)
+    pending = _PENDING_RE.search(overview)
+    if pending and version is not None and version >= int(pending.group(1)):
+        # The pending version exists: it holds the pending bundle, not yet on record.
+        remote.digest, remote.unrecorded = pending.group(2), True
+    return remote
 
 
 def check_model_reply(method: str, response: Any) -> None:
@@ -178,7 +212,7 @@ def publish_model(bundle_dir: str | os.PathLike, *, handle: str | None = None, m
     result = PublishResult(
         dataset=str(where), action="create or version", digest=plan.manifest.digest,
         bundle_version=plan.manifest.version, units=plan.units, total_size=plan.total_size,
-        dry_run=dry_run, version_notes=plan.version_notes,
+        dry_run=dry_run, version_notes=plan.version_notes, folders="tree",
     )
     if (problem := missing_runtime_wheel(plan.manifest)) is not None:
         result.warnings.append(problem)
@@ -202,8 +236,12 @@ def publish_model(bundle_dir: str | os.PathLike, *, handle: str | None = None, m
         raise BundleCheckError(str(e)) from None
     remote = remote_model_state(api, where)
     result.remote_version, result.url = remote.version, remote.url
-    if remote.instance_exists and remote.digest == plan.manifest.digest:
-        result.action = "unchanged"
+    digest = plan.manifest.digest
+    if remote.instance_exists and remote.digest == digest:
+        # Published before; an earlier run may have stopped before writing the record.
+        result.action = "finish" if remote.unrecorded else "unchanged"
+        if remote.unrecorded and not dry_run:
+            _record(api, where, instance_meta, remote.version)
         return result
     result.action = ("version" if remote.instance_exists else
                      "create variation" if remote.model_exists else "create")
@@ -218,23 +256,61 @@ def publish_model(bundle_dir: str | os.PathLike, *, handle: str | None = None, m
                     response = api.model_create_new(str(stage))
                 check_model_reply("CreateModel", response)
             if remote.instance_exists:
-                with calling("CreateModelInstanceVersion"):
-                    response = api.model_instance_version_create(
-                        str(where), str(stage), plan.version_notes, quiet=quiet, dir_mode="zip")
-                check_model_reply("CreateModelInstanceVersion", response)
-                # Where the next publish reads the digest (versions are listed without notes).
-                with calling("UpdateModelInstance"):
-                    updated = api.model_instance_update(str(work / "update"))
-                check_model_reply("UpdateModelInstance", updated)
+                response = _new_version(api, where, plan, stage, work, remote, instance_meta, quiet)
             else:
                 with calling("CreateModelInstance"):
-                    response = api.model_instance_create(str(stage), quiet=quiet, dir_mode="zip")
+                    response = api.model_instance_create(str(stage), quiet=quiet, dir_mode=TREE)
                 check_model_reply("CreateModelInstance", response)
     finally:
         shutil.rmtree(work, ignore_errors=True)
     result.uploaded = list(api.uploaded_names)
     result.url = getattr(response, "url", None) or result.url
     return result
+
+
+def _update_overview(api: Any, where: Handle, instance_meta: dict, overview: str) -> None:
+    from builder.publish.kaggle_client import calling
+
+    work = Path(tempfile.mkdtemp(prefix="bundle-publish-model-update-"))
+    try:
+        fields = {k: instance_meta[k] for k in ("ownerSlug", "modelSlug", "instanceSlug", "framework")}
+        # model_instance_update sends only the fields present in the file.
+        (work / INSTANCE_METADATA).write_text(json.dumps({**fields, "overview": overview}, indent=2) + "\n")
+        with contextlib.redirect_stdout(sys.stderr), calling("UpdateModelInstance"):
+            updated = api.model_instance_update(str(work))
+        check_model_reply("UpdateModelInstance", updated)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+
+
+def _record(api: Any, where: Handle, instance_meta: dict, version: int | None) -> None:
+    """Step 2's overview update: the digest line of the version now published."""
+    try:
+        _update_overview(api, where, instance_meta, instance_meta["overview"])
+    except KaggleServerError as e:
+        raise KaggleServerError(
+            f"version {version} of {where} holds this bundle, but recording it in the "
+            f"variation's overview failed: {e}. Run the same command again to finish; it "
+            "uploads nothing",
+            method=e.method, status=e.status, server_message=e.server_message) from None
+
+
+def _new_version(api: Any, where: Handle, plan: PublishPlan, stage: Path, work: Path,
+                 remote: RemoteModel, instance_meta: dict, quiet: bool) -> Any:
+    """A new version of an existing variation, in the two steps of the module docstring."""
+    from builder.publish.kaggle_client import calling
+
+    number = (remote.version or 0) + 1
+    manifest = plan.manifest
+    kept = _PENDING_RE.sub("", remote.overview).rstrip()
+    _update_overview(api, where, instance_meta,
+                     f"{kept}\n\n{pending_line(number, manifest.name, manifest.version, manifest.digest)}")
+    with calling("CreateModelInstanceVersion"):
+        response = api.model_instance_version_create(
+            str(where), str(stage), plan.version_notes, quiet=quiet, dir_mode=TREE)
+    check_model_reply("CreateModelInstanceVersion", response)
+    _record(api, where, instance_meta, number)
+    return response
 
 
 def _stage(plan: PublishPlan, work: Path, model_meta: dict, instance_meta: dict) -> Path:
@@ -244,10 +320,6 @@ def _stage(plan: PublishPlan, work: Path, model_meta: dict, instance_meta: dict)
     for unit in plan.units:
         os.symlink(plan.bundle_dir / unit.path, stage / unit.path)
     (stage / MODEL_METADATA).write_text(json.dumps(model_meta, indent=2) + "\n", encoding="utf-8")
-    update_only = {k: instance_meta[k] for k in ("ownerSlug", "modelSlug", "instanceSlug", "framework",
-                                                  "overview")}
-    # model_instance_create reads every field; model_instance_update sends only the ones present.
+    # model_instance_create reads every field.
     (stage / INSTANCE_METADATA).write_text(json.dumps(instance_meta, indent=2) + "\n", encoding="utf-8")
-    (work / "update").mkdir()
-    (work / "update" / INSTANCE_METADATA).write_text(json.dumps(update_only, indent=2) + "\n")
     return stage

@@ -90,8 +90,11 @@ class PublishPlan:
 
 @dataclass
 class PublishResult:
-    """What `publish` did. `action` is "create", "version" or "unchanged"; with a
-    dry run it is what would happen ("create or version" when it could not ask)."""
+    """What `publish` did. `action` is "create", "version" or "unchanged" (a Kaggle Model
+    also "create variation", and "finish": the version was there, only its record was
+    written); with a dry run it is what would happen ("create or version" when it could
+    not ask). `folders`: "zip" (each top-level folder as NAME.zip, unpacked by Kaggle) or
+    "tree" (each file uploaded at its path)."""
 
     dataset: str
     action: str
@@ -106,6 +109,7 @@ class PublishResult:
     uploaded: list[str] = field(default_factory=list)
     #: what the user should know before relying on the dataset (e.g. no runtime wheel)
     warnings: list[str] = field(default_factory=list)
+    folders: str = "zip"
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -121,6 +125,7 @@ class PublishResult:
             "files": [u.to_json() for u in self.units],
             "uploaded": list(self.uploaded),
             "warnings": list(self.warnings),
+            "folders": self.folders,
         }
 
 
