@@ -238,8 +238,10 @@ def test_checkpoint_of_another_architecture_is_refused_with_the_differences_name
 def test_pickled_code_in_a_checkpoint_is_refused(tmp_path) -> None:
     path = tmp_path / "evil.pt"
     torch.save({"w": torch.zeros(1), "payload": _Payload()}, path)
-    with pytest.raises(CheckpointError, match="weights_only"):
+    with pytest.raises(CheckpointError, match="holds Python objects besides tensors") as err:
         load_state_dict(path, artifact="adm-256-uncond")
+    assert "a PyTorch checkpoint (torch.save) of" in str(err.value)
+    assert "weights_only=False" not in str(err.value)  # never the advice to run the pickle
 
 
 class _Payload:

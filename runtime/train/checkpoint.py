@@ -130,6 +130,13 @@ def describe_file(path: str | os.PathLike) -> str:
     stripped = head.lstrip()
     if head.startswith(b"PK\x03\x04"):
         if zipfile.is_zipfile(path):
+            try:
+                with zipfile.ZipFile(path) as archive:
+                    pickled = any(n.endswith("/data.pkl") for n in archive.namelist())
+            except (OSError, zipfile.BadZipFile):
+                pickled = False
+            if pickled:
+                return f"a PyTorch checkpoint (torch.save) of {size} bytes"
             return f"a zip archive of {size} bytes, but not a complete PyTorch checkpoint"
         return f"a zip archive of {size} bytes that is cut short or damaged (a partial download?)"
     if head[:1] == b"\x80" and len(head) > 1 and head[1] <= 5:
