@@ -86,7 +86,8 @@ import sys
 from pathlib import Path
 from builder.fetch import FetchPolicy, fetch
 from builder.store import Store
-url, store, sha, size = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+url, store, sha = sys.argv[1], sys.argv[2], sys.argv[3]
+size = None if sys.argv[4] == "none" else int(sys.argv[4])
 fetch([url], Store(Path(store)), sha256=sha, size=size, label="big",
       policy=FetchPolicy(segment_threshold=1 << 20, connections=4, stall_timeout=60,
                          one_stream_above=float("inf")))
@@ -245,3 +246,79 @@ def test_a_connection_that_fills_the_link_alone_stays_one_stream(big, tmp_path):
     assert result.path.read_bytes() == data
     assert [g.range for g in server.gets("/big.bin")] == [FIRST, f"bytes={PROBE_BYTES}-"]
     assert server.bytes_sent["/big.bin"] == SIZE
+
+
+# --- a file of unknown size (a url artifact whose spec states none; torchvision weights) ------
+
+
+def test_a_large_file_of_unknown_size_learns_it_from_the_first_answer_and_goes_to_parts(
+        big, tmp_path):
+    server, url, data = big
+    server.pace("/big.bin", 64e6)
+    result = fetch([url], Store(tmp_path / "s"), sha256=hashlib.sha256(data).hexdigest(),
+                   size=None, policy=policy(), label="artifact 'big': big.bin")
+    assert result.path.read_bytes() == data and result.size == SIZE
+    gets = server.gets("/big.bin")
+    # The plain GET's headers tell the size (Content-Length, Accept-Ranges, ETag); its body
+    # is left unread and the file comes in parts, as one of known size does.
+    assert gets[0].range is None and gets[1].range == FIRST
+    assert part_starts(server) == STARTS and server.max_active >= 4
+    assert server.bytes_sent["/big.bin"] < SIZE + 8 * MB  # what the first answer had in flight
+
+
+def test_a_small_file_of_unknown_size_takes_one_request(fresh_file_server, tmp_path):
+    data = os.urandom(300_000)
+    url = fresh_file_server.add("/small.bin", data)
+    result = fetch([url], Store(tmp_path / "s"), sha256=hashlib.sha256(data).hexdigest(),
+                   size=None, policy=policy(segment_threshold=64 * MB), label="small")
+    assert result.path.read_bytes() == data
+    assert [g.range for g in fresh_file_server.gets("/small.bin")] == [None]
+
+
+def test_a_server_that_does_not_offer_ranges_keeps_one_stream(big, tmp_path):
+    server, url, data = big
+    server.fault("/big.bin", "no-ranges", times=5)  # no Accept-Ranges: the first answer is it
+    result = fetch([url], Store(tmp_path / "s"), sha256=hashlib.sha256(data).hexdigest(),
+                   size=None, policy=policy(), label="big")
+    assert result.path.read_bytes() == data
+    assert [g.range for g in server.gets("/big.bin")] == [None]
+    assert server.bytes_sent["/big.bin"] == SIZE
+
+
+def test_a_server_that_offers_ranges_and_ignores_them_gets_one_stream(big, tmp_path):
+    server, url, data = big
+    server.fault("/big.bin", "ignore-range", times=5)  # 200 to the ranged probe too
+    result = fetch([url], Store(tmp_path / "s"), sha256=hashlib.sha256(data).hexdigest(),
+                   size=None, policy=policy(), label="big")
+    assert result.path.read_bytes() == data
+    assert [g.range for g in server.gets("/big.bin")] == [None, FIRST, None]
+
+
+def test_a_killed_download_of_unknown_size_resumes_its_parts(big, tmp_path):
+    server, url, data = big
+    for start in STARTS[1:5]:
+        server.fault("/big.bin", "stall", after=2 * MB, seconds=60, range_from=start)
+    store = tmp_path / "s"
+    sha = hashlib.sha256(data).hexdigest()
+    child = subprocess.Popen([sys.executable, "-c", KILLED_CHILD, url, str(store), sha, "none"])
+    deadline = time.monotonic() + 60
+    record = None
+    while time.monotonic() < deadline:
+        records = list((store / "partial").glob("*.json")) if (store / "partial").exists() else []
+        try:
+            record = json.loads(records[0].read_text()) if records else None
+        except ValueError:
+            record = None
+        if record and record.get("parts") and sum(d >= MB for _s, _e, d in record["parts"]) >= 4:
+            break
+        time.sleep(0.05)
+    os.kill(child.pid, signal.SIGKILL)
+    child.wait()
+    assert record is not None and record["size"] == SIZE
+    server.reset()
+    server.add("/big.bin", data)
+    result = fetch([url], Store(store), sha256=sha, size=None, policy=policy(), label="big")
+    assert result.path.read_bytes() == data
+    on_disk = sum(d for _s, _e, d in record["parts"])
+    assert result.resumed_bytes >= on_disk
+    assert server.bytes_sent["/big.bin"] <= SIZE - on_disk + 4 * MB

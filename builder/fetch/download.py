@@ -18,7 +18,7 @@ from typing import NoReturn
 from builder.credentials import redact_url
 from builder.errors import BuildError, FetchError, IntegrityError, StoreError
 from builder.fetch import segmented, stream
-from builder.fetch.outcomes import Mismatch, OneStream, Transient
+from builder.fetch.outcomes import Mismatch, OneStream, Sized, Transient
 from builder.fetch.policy import FetchResult
 from builder.fetch.state import DownloadState
 
@@ -78,6 +78,10 @@ class Download(DownloadState):
         if self.sha256 is None and self.partial_size() and self.read_meta().get("url") != url:
             # Without a hash to check at the end, only bytes from this very URL may be resumed.
             self.discard_partial()
+        if self.size is None and isinstance(self.read_meta().get("size"), int):
+            # Parts of an earlier run of a file whose size its first answer gave: the
+            # partial is full size with holes, and only its record says which.
+            self.size = self.read_meta()["size"]
         while True:
             remaining = self.remaining()
             if remaining is not None and remaining <= 0:
@@ -92,6 +96,8 @@ class Download(DownloadState):
                     return self._finish(url)
             except OneStream:
                 continue  # the server cannot do parts: the next attempt is one stream
+            except Sized:
+                continue  # the first answer gave the size of a large file: parts next
             except Transient as exc:
                 # A failure after new bytes (beyond the furthest point reached) starts
                 # the count afresh: a 2 GB file over a link that drops every few
@@ -142,8 +148,7 @@ class Download(DownloadState):
                 log.warning("%s: %s from %s; downloading it again", self.label, exc.reason, shown)
 
     def _segmentable(self) -> bool:
-        return (not self.private and not self.one_stream and self.size is not None
-                and self.size >= self.policy.segment_threshold and self.policy.connections > 1)
+        return self.size is not None and self.may_segment(self.size)
 
     def _finish(self, url: str) -> FetchResult:
         """Check the complete partial and move it into the store."""

@@ -27,6 +27,12 @@ class OneStream(Exception):
     """The server cannot serve parts: fetch this file in one stream."""
 
 
+class Sized(Exception):
+    """A file of unknown size turned out large and rangeable (its first answer's
+    Content-Length, ``Accept-Ranges: bytes`` and a strong ETag): the answer was left
+    unread, and the next attempt may take it in parts."""
+
+
 class Mismatch(Exception):
     """The bytes from this URL are wrong (hash, size or verify callback)."""
 

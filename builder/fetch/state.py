@@ -105,6 +105,11 @@ class DownloadState:
         self.hash, self.hashed = None, 0
         self.report(-self.reported)
 
+    def may_segment(self, size: int) -> bool:
+        """Whether a file of ``size`` bytes may be fetched in parts here."""
+        return (not self.private and not self.one_stream and self.policy.connections > 1
+                and size >= self.policy.segment_threshold)
+
     def read_meta(self) -> dict[str, str]:
         try:
             return json.loads(self.meta.read_text())

@@ -18,6 +18,7 @@ from builder.errors import FetchError, StoreError
 from builder.fetch import httpclient
 from builder.fetch.outcomes import (
     Mismatch,
+    Sized,
     Transient,
     describe_network_error,
     parse_content_range,
@@ -122,6 +123,11 @@ def attempt(st: DownloadState, url: str) -> bool:
                 offset = 0
             length = response.headers.get("Content-Length")
             total = int(length) if length and length.isdigit() else None
+            if st.size is None and total is not None and _rangeable(response) and st.may_segment(total):
+                # A url artifact of no stated size is large, and the server does ranges:
+                # nothing of this answer is read; parts may fill the link (a slow one).
+                st.size = total
+                raise Sized()
             if not st.private and (total is None or total > INLINE_MAX):
                 st.write_meta(url, response)
         if st.size is not None and total is not None and total != st.size:
@@ -140,6 +146,15 @@ def attempt(st: DownloadState, url: str) -> bool:
             progressed=st.advanced(offset + received),
         )
     return True
+
+def _rangeable(response: Any) -> bool:
+    """The answer says ranges will work: ``Accept-Ranges: bytes``, a strong ETag, no
+    content encoding (byte offsets are file offsets)."""
+    etag = response.headers.get("ETag") or ""
+    encoding = (response.headers.get("Content-Encoding") or "identity").strip().lower()
+    return ("bytes" in (response.headers.get("Accept-Ranges") or "").lower()
+            and bool(etag) and not etag.startswith("W/") and encoding == "identity")
+
 
 def _stream(
     st: DownloadState, response: Any, offset: int, expected_total: int | None, url: str, read_timeout: float
