@@ -33,6 +33,8 @@ _NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?\Z")
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\Z")
 _VERSION_RE = re.compile(r"^[0-9]+(\.[0-9]+)*([-+.][0-9A-Za-z.+-]+)?\Z")
 _KAGGLE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*/[a-z0-9][a-z0-9-]*[a-z0-9]\Z")
+#: A spec `size` beyond this (1 PiB) is a typo, not a file: refused before any request.
+MAX_FILE_SIZE = 1 << 50
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}\Z")
 _STACK_RE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}\Z")
 #: longest id: it names a folder (files/ID/), and file names stop at 255 bytes
@@ -186,6 +188,10 @@ def _artifact(raw: Any, index: int, where: str) -> ArtifactSpec:
     size = options.get("size")
     if size is not None and size < 0:
         raise SpecError(f"{here}: field 'size' must be >= 0, got {size}")
+    if size is not None and size > MAX_FILE_SIZE:
+        raise SpecError(f"{here}: field 'size' is {size} bytes, more than any disk holds "
+                        f"(the limit here is {MAX_FILE_SIZE} bytes, 1 PiB); state the file's "
+                        "size in bytes, or leave the field out")
     for key in ("url", "mirrors"):
         values = options.get(key)
         for url in [values] if isinstance(values, str) else values or []:

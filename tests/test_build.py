@@ -541,3 +541,39 @@ def test_building_in_a_process_switched_offline_says_so(hub, tiny_vit_folder, tm
     result = cli(*build_args(write_spec(tmp_path, HF_SPEC), tmp_path))
     assert result.exit_code == 1
     assert "artifact 'vit'" in result.stderr and "HF_HUB_OFFLINE" in result.stderr
+
+
+def test_a_size_no_disk_holds_is_refused_before_any_request(tmp_path):
+    from builder.build import build
+    from builder.spec import SpecError
+
+    spec = tmp_path / "huge.toml"
+    spec.write_text(textwrap.dedent("""
+        [bundle]
+        name = "huge"
+        version = "1.0.0"
+
+        [[artifact]]
+        id = "weights"
+        source = "url"
+        url = "https://example.invalid/w.bin"
+        sha256 = "%s"
+        size = 99999999999999999999999999
+        """ % ("0" * 64)))
+    with pytest.raises(SpecError) as err:
+        build(spec, out_dir=tmp_path / "out", store_dir=tmp_path / "store", progress=False)
+    assert "artifact 'weights'" in str(err.value) and "field 'size'" in str(err.value)
+    assert "more than any disk holds" in str(err.value)
+    assert not (tmp_path / "store").exists() and not (tmp_path / "out").exists()
+
+
+def test_a_build_whose_artifact_does_not_resolve_leaves_no_store_skeleton(tmp_path):
+    from builder.build import build
+    from builder.errors import BuildError
+
+    spec = tmp_path / "tv.toml"
+    spec.write_text('[bundle]\nname = "tv"\nversion = "1.0.0"\n\n[[artifact]]\nid = "w"\n'
+                    'source = "torchvision"\nweights = "No_Such_Weights.IMAGENET1K_V1"\n')
+    with pytest.raises(BuildError, match="has no weights 'No_Such_Weights.IMAGENET1K_V1'"):
+        build(spec, out_dir=tmp_path / "out", store_dir=tmp_path / "store", progress=False)
+    assert not (tmp_path / "store").exists()  # no aliases/, blobs/, layout

@@ -58,7 +58,6 @@ def build(
     errors.update(check_headers(spec))
     if errors:
         raise_failed(spec, errors)
-    store = Store(Path(store_dir) if store_dir is not None else None)
     out.mkdir(parents=True, exist_ok=True)
 
     from filelock import FileLock
@@ -80,6 +79,9 @@ def build(
         if errors:
             raise_failed(spec, errors)
         check_paths(spec, plans)
+        # Only now is the store made (or opened): a spec whose artifacts do not resolve
+        # leaves no store skeleton behind.
+        store = Store(Path(store_dir) if store_dir is not None else None)
         errors = fetch_all(
             spec, plans, store, policy=policy, jobs=jobs, progress=progress, report=report
         )
