@@ -260,3 +260,14 @@ def test_safetensors_copy_next_to_the_pt_file_is_preferred(tmp_path) -> None:
     loaded = load_state_dict(pt)
     assert set(loaded) == set(state)
     torch.testing.assert_close(loaded["out.2.weight"], state["out.2.weight"])
+
+
+def test_a_safetensors_file_that_is_not_one_is_named_in_one_line(tmp_path) -> None:
+    path = tmp_path / "model.safetensors"
+    path.write_text("<html>Not Found</html>")
+    with pytest.raises(CheckpointError) as err:
+        load_state_dict(path, artifact="ddpm-celebahq-256")
+    message = str(err.value)
+    assert "\n" not in message
+    assert message.startswith(f"artifact 'ddpm-celebahq-256' file {path} is not a safetensors file "
+                              "of tensors: it is text of 22 bytes")

@@ -44,14 +44,14 @@ def load_state_dict(path: str | Path, *, artifact: str = "") -> dict[str, torch.
     hint = ("Pass the network's weights (a .pt state dict such as 256x256_diffusion_uncond.pt or "
             "DDRM's celeba_hq.ckpt, or a .safetensors file), or rebuild the bundle.")
     if path.suffix == ".safetensors":
-        from safetensors import SafetensorsError
+        from safetensors import SafetensorError
         from safetensors.torch import load_file
 
         from runtime.train.checkpoint import describe_file
 
         try:
             state = load_file(str(path), device="cpu")
-        except (SafetensorsError, OSError, ValueError) as exc:
+        except (SafetensorError, OSError, ValueError) as exc:
             raise CheckpointError(f"{where}file {path} is not a safetensors file of tensors: it "
                                   f"is {describe_file(path)}. {hint}") from exc
     else:
