@@ -284,6 +284,10 @@ def serve(
     for folder, files in digests.items():
         base = data_dir / "files" if folder == "files" else data_dir / "hub" / folder
         blobs.update({sha: base / rel for rel, sha in files.items()})
+        if folder == "files":
+            # Plain files also by name (/files/NAME): a url artifact's URL, or what a
+            # --mirror rewrite of download.pytorch.org/models/NAME leads to.
+            blobs.update({Path(rel).name: base / rel for rel in files})
     _cdn, cdn_url = start_cdn(blobs, cdn_port, link_mb_s, latency_ms)
     hub = BenchHub(cdn_url, hub_port, latency_ms)
     commits = {}

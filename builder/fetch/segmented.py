@@ -320,6 +320,7 @@ def _read_handover(plan: Plan, part: Part, fd: int, buf: bytearray, handover: Ha
     import urllib3
 
     body_read = False
+    first = part.next
     try:
         readinto = handover.response._fp.readinto
         while not part.complete and plan.failure is None:
@@ -340,6 +341,8 @@ def _read_handover(plan: Plan, part: Part, fd: int, buf: bytearray, handover: Ha
     finally:
         httpclient.release(handover.response, body_read=body_read)
         handover.slot.release()
+        if part.next > first:
+            start_writeback(fd, first, part.next - first)
 
 
 def _download_part(plan: Plan, part: Part, fd: int, buf: bytearray, shared: dict, url: str,
@@ -407,6 +410,7 @@ def _fetch_range(plan: Plan, part: Part, fd: int, buf: bytearray, target: Target
             target.url, headers, connect_timeout=policy.connect_timeout,
             read_timeout=policy.stall_timeout, check=check)
         body_read = False
+        since_writeback = 0
         try:
             status = response.status
             if status in (408, 429) or status >= 400:
@@ -429,7 +433,6 @@ def _fetch_range(plan: Plan, part: Part, fd: int, buf: bytearray, target: Target
                 raise NoRanges(f"the server compresses ranges ({encoding})")
             readinto = response._fp.readinto  # http.client's: no decoding, stops at the length
             requested_end = part.end
-            since_writeback = 0
             while True:
                 n = readinto(buf)
                 if not n:
@@ -462,4 +465,8 @@ def _fetch_range(plan: Plan, part: Part, fd: int, buf: bytearray, target: Target
                     break  # the back half went to another worker, or the download failed
         finally:
             httpclient.release(response, body_read=body_read)
+            if since_writeback:
+                # A part is a few MiB, often less than WRITEBACK_EVERY: what this request
+                # wrote goes to disk now too, or the final fsync would write the whole file.
+                start_writeback(fd, part.next - since_writeback, since_writeback)
     return None
