@@ -32,7 +32,7 @@ else:  # pragma: no cover - Python 3.10
 _NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?\Z")
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\Z")
 _VERSION_RE = re.compile(r"^[0-9]+(\.[0-9]+)*([-+.][0-9A-Za-z.+-]+)?\Z")
-_KAGGLE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*/[a-z0-9][a-z0-9-]*[a-z0-9]\Z")
+_KAGGLE_RE = re.compile(r"^(?:[A-Za-z0-9][A-Za-z0-9_-]*/)?[a-z0-9][a-z0-9-]*[a-z0-9]\Z")
 #: A spec `size` beyond this (1 PiB) is a typo, not a file: refused before any request.
 MAX_FILE_SIZE = 1 << 50
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}\Z")
@@ -47,7 +47,7 @@ _BUNDLE_FIELDS: dict[str, FieldSpec] = {
     "name": FieldSpec(str, required=True, help="[a-z0-9-], the default Kaggle slug"),
     "version": FieldSpec(str, required=True, help='e.g. "1.0.0"'),
     "title": FieldSpec(str, help="Kaggle title, 6-50 characters"),
-    "kaggle": FieldSpec(str, help="OWNER/SLUG of the Kaggle dataset"),
+    "kaggle": FieldSpec(str, help="OWNER/SLUG (or SLUG, yours) of the Kaggle dataset; default the name"),
     "license": FieldSpec(str, help='Kaggle license name, e.g. "other", "apache-2.0"'),
     "stacks": FieldSpec(list, help="runtime stacks this bundle serves"),
     "description": FieldSpec(str),
@@ -147,8 +147,8 @@ def _check_bundle(table: Any, where: str) -> None:
     kaggle = table.get("kaggle")
     if kaggle is not None and not _KAGGLE_RE.match(kaggle):
         raise SpecError(
-            f"{where}: [bundle]: field 'kaggle' must be OWNER/SLUG (slug: lowercase letters, "
-            f"digits, '-'), got {kaggle!r}"
+            f"{where}: [bundle]: field 'kaggle' must be OWNER/SLUG or SLUG (slug: lowercase "
+            f"letters, digits, '-'), got {kaggle!r}"
         )
 
 

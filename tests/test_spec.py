@@ -112,8 +112,8 @@ BAD_SPECS = {
                            ["artifact 'vit'", "field 'fallbacks'", "itself"]),
     "bad sha256": (HEAD + '[[artifact]]\nid = "ckpt"\nsource = "url"\nurl = "https://e.com/a.pt"\n'
                    'sha256 = "abc"\n', ["artifact 'ckpt'", "field 'sha256'", "64 hex"]),
-    "bad kaggle id": ('[bundle]\nname = "x"\nversion = "1.0.0"\nkaggle = "just-a-slug"\n',
-                      ["[bundle]", "field 'kaggle'", "OWNER/SLUG"]),
+    "bad kaggle id": ('[bundle]\nname = "x"\nversion = "1.0.0"\nkaggle = "Alice/My_Slug"\n',
+                      ["[bundle]", "field 'kaggle'", "OWNER/SLUG or SLUG"]),
     "bad repo": (HEAD + '[[artifact]]\nid = "vit"\nsource = "hf"\nrepo = "a/b/c"\n',
                  ["artifact 'vit'", "field 'repo'", "ORG/NAME"]),
     "bad weights name": (HEAD + '[[artifact]]\nid = "w"\nsource = "torchvision"\nweights = "vit_b_16"\n',

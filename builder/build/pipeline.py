@@ -25,6 +25,7 @@ from builder.build.plan import (
 from builder.build.report import BuildReport
 from builder.errors import BuildError
 from builder.fetch import FetchPolicy, parse_mirror
+from builder.kaggle_rules import publish_warnings
 from builder.sources import ResolveContext
 from builder.spec import load_spec
 from builder.store import Store
@@ -58,6 +59,7 @@ def build(
     errors.update(check_headers(spec))
     if errors:
         raise_failed(spec, errors)
+
     out.mkdir(parents=True, exist_ok=True)
 
     from filelock import FileLock
@@ -98,6 +100,11 @@ def build(
 
         manifest = materialise(spec, plans, store, out, bundle_dir, report, lock, new_lock)
         write_lock(lock_file, new_lock)
+    # What `bundle publish` would refuse, said at build time (after a build that worked:
+    # a failed build's own error comes alone).
+    for warning in publish_warnings(name=spec.name, kaggle=spec.kaggle, title=spec.title):
+        report.warnings.append(warning)
+        print(f"WARNING: {spec.path}: {warning}", file=sys.stderr)
     report.digest = manifest.digest
     report.artifacts = len(manifest.artifacts)
     report.files = len(manifest.all_files())

@@ -21,6 +21,7 @@ import time
 from pathlib import Path
 
 from builder.capture.reconcile import Capture, CheckpointCapture, HubCapture, UrlCapture
+from builder.kaggle_rules import SLUG_MAX, SLUG_MIN
 
 _ID_BAD = re.compile(r"[^a-z0-9._-]+")
 
@@ -125,6 +126,9 @@ def spec_text(capture: Capture, *, name: str, command: list[str]) -> str:
         f"name = {_q(name)}",
         'version = "1.0.0"',
     ]
+    if len(name) < SLUG_MIN:
+        out.append(f"kaggle = {_q(name + '-bundle')}  # the Kaggle dataset slug: Kaggle wants "
+                   f"{SLUG_MIN}-{SLUG_MAX} characters")
     for h in capture.hub:
         out += ["", *_hub_block(h, ids)]
     for c in capture.checkpoints:

@@ -10,6 +10,18 @@ from pathlib import Path
 from typing import Any
 
 from builder.credentials import CredentialError, refuse_secrets
+
+# Kaggle's own limits (the client checks some of them only after uploading).
+from builder.kaggle_rules import (
+    OWNER_RE,
+    SLUG_MAX,
+    SLUG_MIN,
+    SLUG_RE,
+    SUBTITLE_MAX,
+    SUBTITLE_MIN,
+    TITLE_MAX,
+    TITLE_MIN,
+)
 from builder.publish.checks import (
     BundleCheckError,
     PublishError,
@@ -19,12 +31,6 @@ from builder.publish.checks import (
 from runtime.constants import KAGGLE_METADATA_NAME, MANIFEST_NAME, README_NAME
 from runtime.manifest import Manifest
 
-# Kaggle's own limits (the client checks some of them only after uploading).
-TITLE_MIN, TITLE_MAX = 6, 50
-SUBTITLE_MIN, SUBTITLE_MAX = 20, 80
-SLUG_MIN, SLUG_MAX = 6, 50
-_SLUG_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?\Z")
-_OWNER_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]*\Z")
 #: How the digest is written into version notes and the description, and read back.
 DIGEST_RE = re.compile(r"digest:? sha256:([0-9a-f]{64})")
 _DIGEST_LINE_RE = re.compile(r"^bundle \S+ \S+, digest sha256:[0-9a-f]{64}$", re.MULTILINE)
@@ -153,7 +159,7 @@ def split_dataset_id(dataset: str, where: str = "--dataset") -> tuple[str, str]:
     owner, sep, slug = dataset.partition("/")
     if not sep or not owner or "/" in slug:
         raise KaggleMetadataError(f"{where}: {dataset!r} is not OWNER/SLUG (e.g. alice/emotion-vit-bundle)")
-    if not _OWNER_RE.match(owner):
+    if not OWNER_RE.match(owner):
         raise KaggleMetadataError(f"{where}: owner {owner!r} is not a Kaggle user name")
     check_slug(slug, where)
     return owner, slug
@@ -161,7 +167,7 @@ def split_dataset_id(dataset: str, where: str = "--dataset") -> tuple[str, str]:
 
 def check_slug(slug: str, where: str) -> None:
     """Kaggle slugs: 6-50 characters of a-z, 0-9 and '-', not starting or ending with '-'."""
-    if not _SLUG_RE.match(slug):
+    if not SLUG_RE.match(slug):
         raise KaggleMetadataError(
             f"{where}: slug {slug!r} may hold only lowercase letters, digits and '-' "
             "(not at the start or end)"
