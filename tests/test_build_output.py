@@ -97,3 +97,52 @@ def test_persistent_hub_errors_suggest_hf_endpoint_not_mirror(hub, tmp_path, fas
     error = result.stderr.strip().splitlines()[-1]
     assert error.startswith("error: ") and "artifact 'weights'" in error
     assert "HF_ENDPOINT" in error and "--mirror FROM=TO" not in error
+
+
+def test_an_unreachable_hub_says_what_to_do_next(tmp_path, monkeypatch):
+    import socket
+    import types
+
+    import builder.sources.hf as hf_source
+    from tests.fixtures.hubserver import _point_huggingface_hub_at
+
+    with socket.socket() as s:  # a port nothing listens on
+        s.bind(("127.0.0.1", 0))
+        closed = f"http://127.0.0.1:{s.getsockname()[1]}"
+    monkeypatch.setattr(hf_source, "time", types.SimpleNamespace(sleep=lambda _s: None))
+    pointed = _point_huggingface_hub_at(closed)
+    next(pointed)
+    try:
+        result = _build(tmp_path, _spec(tmp_path, "org/anything"))
+    finally:
+        next(pointed, None)
+    assert result.exit_code == 1
+    error = result.stderr.strip().splitlines()[-1]
+    assert f"cannot reach {closed} (the connection was refused)" in error
+    assert "HF_ENDPOINT=https://MIRROR" in error and "HTTPS_PROXY" in error
+
+
+def test_several_failed_artifacts_are_listed_one_per_line(tmp_path):
+    spec = tmp_path / "spec.toml"
+    spec.write_text(textwrap.dedent('''
+        [bundle]
+        name = "two-bad"
+        version = "1.0.0"
+
+        [[artifact]]
+        id = "a"
+        source = "url"
+        url = "https://example.invalid/a.bin"
+
+        [[artifact]]
+        id = "b"
+        source = "url"
+        url = "https://example.invalid/b.bin"
+        '''))
+    result = _build(tmp_path, spec)
+    assert result.exit_code == 1
+    lines = result.stderr.strip().splitlines()
+    start = next(i for i, line in enumerate(lines) if "2 artifacts failed:" in line)
+    assert lines[start] == f"error: {spec}: 2 artifacts failed:"
+    assert lines[start + 1].startswith("  - artifact 'a': field 'sha256' is required")
+    assert lines[start + 2].startswith("  - artifact 'b': field 'sha256' is required")

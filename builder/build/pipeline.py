@@ -119,10 +119,9 @@ def raise_failed(spec: Spec, errors: dict[str, str]) -> NoReturn:
     errors = {k: v if v.startswith(where) else where + v for k, v in errors.items()}
     if len(ordered) == 1:
         raise BuildError(errors[ordered[0]], artifact=ordered[0])
-    raise BuildError(
-        f"{len(ordered)} artifacts failed: " + " | ".join(errors[i] for i in ordered),
-        artifact=ordered[0],
-    )
+    # One line per artifact, the spec named once: a list a reader can scan.
+    lines = "\n".join(f"- {errors[i].removeprefix(where)}" for i in ordered)
+    raise BuildError(f"{spec.path}: {len(ordered)} artifacts failed:\n{lines}", artifact=ordered[0])
 
 
 def build_bundle(

@@ -168,12 +168,29 @@ def _api_call(artifact_id: str, what: str, call: Callable[[], Any]) -> Any:
                 raise
             if attempt == _API_TRIES:
                 raise BuildError(
-                    f"artifact '{artifact_id}': {what} failed: cannot reach {hub_endpoint()}: {e}",
+                    f"artifact '{artifact_id}': {what} failed: cannot reach {hub_endpoint()} "
+                    f"({_transport_reason(e)}). Build where the Hub is reachable (check the "
+                    "network or the proxy: HTTPS_PROXY), or point HF_ENDPOINT at a Hub mirror "
+                    "(HF_ENDPOINT=https://MIRROR bundle build ...); a bundle built elsewhere "
+                    "carries the files",
                     artifact=artifact_id,
                 ) from None
         time.sleep(delay)
         delay *= 2
     raise AssertionError("unreachable")
+
+
+def _transport_reason(exc: BaseException) -> str:
+    """A few words for a connection failure: the name lookup, a refusal, a timeout."""
+    text = str(exc)
+    if "Name or service not known" in text or "nodename nor servname" in text or \
+            "Temporary failure in name resolution" in text or "getaddrinfo" in text:
+        return "the host name does not resolve: no network, or a DNS that blocks it"
+    if "Connection refused" in text:
+        return "the connection was refused"
+    if "timed out" in text.lower():
+        return "the connection timed out"
+    return text.splitlines()[0][:200] if text else type(exc).__name__
 
 
 def plan_hub_repo(
