@@ -99,18 +99,19 @@ def main() -> None:
 
 
 def _fail(message: str) -> None:
-    """``error: MESSAGE`` on stderr, no traceback, exit 1.
+    """``Error: MESSAGE`` on stderr (click's own prefix, so every command of ``bundle``
+    speaks alike), no traceback, exit 1.
 
     The whole message: a second line (a list of files, the spec block to add) is
     indented under the first, never dropped.
     """
     lines = message.splitlines() or [""]
-    click.echo("\n".join([f"error: {lines[0]}", *(f"  {ln}" for ln in lines[1:])]), err=True)
+    click.echo("\n".join([f"Error: {lines[0]}", *(f"  {ln}" for ln in lines[1:])]), err=True)
     sys.exit(1)
 
 
 def _run_reporting_errors(fn: Callable[[], Any]) -> Any:
-    """Turn the tool's own errors into ``error: ...`` messages without a traceback."""
+    """Turn the tool's own errors into ``Error: ...`` messages without a traceback."""
     from builder.errors import BuildError
     from runtime.manifest import ManifestError
 

@@ -335,7 +335,7 @@ def test_permanently_corrupt_url_fails_naming_it_and_leaves_nothing(file_server,
     lines = result.stderr.strip().splitlines()
     # One line for the download that was tried again after wrong bytes, then the error.
     assert len(lines) == 2 and "downloading it again" in lines[0]
-    assert lines[1].startswith("error: ") and "adm-256" in lines[1]
+    assert lines[1].startswith("Error: ") and "adm-256" in lines[1]
     assert "Traceback" not in result.output
     assert not (tmp_path / "out/corrupt").exists()
     assert store_blobs(store) == {hashlib.sha256(good).hexdigest()}

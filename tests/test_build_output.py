@@ -95,7 +95,7 @@ def test_persistent_hub_errors_suggest_hf_endpoint_not_mirror(hub, tmp_path, fas
 
     assert result.exit_code == 1
     error = result.stderr.strip().splitlines()[-1]
-    assert error.startswith("error: ") and "artifact 'weights'" in error
+    assert error.startswith("Error: ") and "artifact 'weights'" in error
     assert "HF_ENDPOINT" in error and "--mirror FROM=TO" not in error
 
 
@@ -143,6 +143,6 @@ def test_several_failed_artifacts_are_listed_one_per_line(tmp_path):
     assert result.exit_code == 1
     lines = result.stderr.strip().splitlines()
     start = next(i for i, line in enumerate(lines) if "2 artifacts failed:" in line)
-    assert lines[start] == f"error: {spec}: 2 artifacts failed:"
+    assert lines[start] == f"Error: {spec}: 2 artifacts failed:"
     assert lines[start + 1].startswith("  - artifact 'a': field 'sha256' is required")
     assert lines[start + 2].startswith("  - artifact 'b': field 'sha256' is required")

@@ -83,6 +83,6 @@ def test_a_spec_that_asks_for_nothing_is_an_error_not_an_empty_bundle(tmp_path):
     result = CliRunner().invoke(main, ["build", str(spec), "--out", str(tmp_path / "out"),
                                        "--store", str(tmp_path / "store")])
     assert result.exit_code == 1
-    assert result.stderr.startswith(f"error: {spec}: the spec asks for nothing")
+    assert result.stderr.startswith(f"Error: {spec}: the spec asks for nothing")
     assert "[[artifact]]" in result.stderr and "Traceback" not in result.output
     assert not (tmp_path / "out").exists()

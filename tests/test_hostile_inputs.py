@@ -157,7 +157,7 @@ def test_a_trailing_newline_fails_validation_in_one_line(tmp_path, field, spec_t
     result = build_cli(tmp_path, spec)
     assert result.exit_code == 1
     line = result.stderr.strip()
-    assert line.startswith("error: ") and f"field '{field}'" in line, line
+    assert line.startswith("Error: ") and f"field '{field}'" in line, line
     assert "Traceback" not in result.output
     assert not (tmp_path / "out").exists() and not (tmp_path / "store").exists()
 
@@ -474,7 +474,7 @@ def test_an_error_of_several_lines_is_printed_whole(tmp_path):
 
     result = runner.invoke(cmd)
     assert result.exit_code == 1
-    assert result.stderr == "error: first line\n  second line names the file\n"
+    assert result.stderr == "Error: first line\n  second line names the file\n"
 
 
 @pytest.mark.parametrize("field, text, words", [

@@ -294,3 +294,12 @@ def test_doctor_says_which_copy_loads_when_a_bundle_is_attached_as_dataset_and_a
     assert set(hidden["artifacts"]) == set(by_path[str(model_copy)]["artifacts"])
     text = CliRunner().invoke(main, ["doctor"]).stdout
     assert f"NOT USED: every artifact it holds is loaded from {dataset_copy} (version 1.0.0" in text
+
+
+def test_a_refused_model_publish_points_at_the_model_owner_not_a_dataset(kaggle_env, tmp_path):
+    kaggle_env.fault("GetModel", "403", "Permission denied")
+    code, out, err = run_cli(str(make_bundle(tmp_path, files_v1())), "--as", "model",
+                             "--handle", "someone-else/tiny-bundle-test")
+    assert code == 1
+    assert "Permission denied" in err and "the model's owner (--handle" in err
+    assert "dataset" not in err.strip().splitlines()[-1]

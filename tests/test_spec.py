@@ -140,7 +140,7 @@ def test_bad_spec_gives_one_line_naming_file_artifact_and_field(kind, tmp_path):
 
     result = CliRunner().invoke(main, ["build", str(path), "--out", str(tmp_path / "out")])
     assert result.exit_code == 1
-    assert result.stderr.strip() == f"error: {message}"
+    assert result.stderr.strip() == f"Error: {message}"
     assert "Traceback" not in result.output
     assert not (tmp_path / "out" / "x").exists()
 

@@ -76,7 +76,7 @@ def build(
         for plan in plans.values():
             for w in plan.warnings:
                 report.warnings.append(w)
-                print(f"WARNING: {w}", file=sys.stderr)
+                print(f"warning: {w}", file=sys.stderr)
         errors.update(check_urls(spec, plan_urls(plans), policy))
         if errors:
             raise_failed(spec, errors)
@@ -104,7 +104,7 @@ def build(
     # a failed build's own error comes alone).
     for warning in publish_warnings(name=spec.name, kaggle=spec.kaggle, title=spec.title):
         report.warnings.append(warning)
-        print(f"WARNING: {spec.path}: {warning}", file=sys.stderr)
+        print(f"warning: {spec.path}: {warning}", file=sys.stderr)
     report.digest = manifest.digest
     report.artifacts = len(manifest.artifacts)
     report.files = len(manifest.all_files())

@@ -176,7 +176,9 @@ def _server_error(method: str, exc: Exception) -> KaggleServerError:
     where = f"HTTP {status}" if status else "an error"
     hint = ""
     if status in (401, 403):
-        hint = "; check KAGGLE_USERNAME/KAGGLE_KEY, KAGGLE_API_TOKEN or kaggle.json, and the dataset owner"
+        owner = ("the model's owner (--handle OWNER/MODEL/FRAMEWORK/VARIATION)" if "Model" in method
+                 else "the dataset's owner (--dataset OWNER/SLUG)")
+        hint = f"; check KAGGLE_USERNAME/KAGGLE_KEY, KAGGLE_API_TOKEN or kaggle.json, and {owner}"
     return KaggleServerError(
         f"Kaggle answered {where} to {method}: {text}{hint}", method=method, status=status,
         server_message=text,
