@@ -23,7 +23,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "capture": ("builder.capture:capture_command",
                 "Run a command once online; write the spec (and --build the bundle) of what it fetched."),
     "verify": ("builder.cli:verify_command", "Check every file of a bundle folder against its bundle.json."),
-    "ls": ("builder.cli:ls_command", "List the artifacts of a bundle folder or a spec."),
+    "ls": ("builder.cli:ls_command", "List the bundles found, or the artifacts of a bundle folder or spec."),
     "publish": ("builder.publish.kaggle:publish_command", "Upload a bundle as a (new version of a) Kaggle dataset."),
     "pack": ("builder.publish.pack:pack_command", "Pack a bundle into one archive (e.g. for Colab Drive)."),
     "unpack": ("builder.publish.pack:unpack_command", "Unpack a packed bundle safely (verified, no path escapes)."),
@@ -246,7 +246,7 @@ def build_command(
         return
     if quiet:
         return
-    from builder.layout import human_size
+    from runtime.sizes import human_size
 
     for w in report.warnings:
         if "TRUSTING FIRST USE" not in w:  # already shouted by the build
@@ -267,7 +267,8 @@ def build_command(
 @click.argument("bundle_dir", type=click.Path(file_okay=False))
 @click.option("--quick", is_flag=True, help="Compare sizes only (no hashing).")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON report on stdout.")
-def verify_command(bundle_dir: str, quick: bool, as_json: bool) -> None:
+@click.option("--no-progress", is_flag=True, help="No byte counter on stderr while hashing.")
+def verify_command(bundle_dir: str, quick: bool, as_json: bool, no_progress: bool) -> None:
     """Check every file of BUNDLE_DIR against its bundle.json.
 
     Exit 0 when every file is present with the right size and sha256 and nothing
@@ -280,7 +281,8 @@ def verify_command(bundle_dir: str, quick: bool, as_json: bool) -> None:
     """
     from builder.verify import verify_bundle
 
-    report = _run_reporting_errors(lambda: verify_bundle(bundle_dir, quick=quick))
+    report = _run_reporting_errors(
+        lambda: verify_bundle(bundle_dir, quick=quick, progress=not (no_progress or as_json)))
     if as_json:
         click.echo(json.dumps(report.to_json(), indent=2))
     else:
@@ -320,19 +322,63 @@ def _rows_from_spec(path: str) -> list[dict[str, Any]]:
     return rows
 
 
+def _found_bundles() -> list[dict[str, Any]]:
+    """The bundles runtime.activate() would attach here, in its search order."""
+    from runtime.catalog import attach_all
+    from runtime.locate import locate
+
+    bundles, problems = attach_all(locate())
+    rows = [{"name": b.name, "version": b.version, "path": str(b.path),
+             "artifacts": len(b.manifest.artifacts), "size": b.manifest.size,
+             "digest": b.manifest.digest, "problems": [str(p) for p in b.problems]}
+            for b in bundles]
+    rows += [{"name": None, "version": None, "path": str(p.bundle), "artifacts": 0, "size": 0,
+              "digest": None, "problems": [str(p)]} for p in problems if p.kind in ("manifest", "symlink")]
+    return rows
+
+
+def _table(rows: list[tuple[str, ...]]) -> None:
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+
+
 @click.command("ls")
-@click.argument("target", type=click.Path(exists=True))
+@click.argument("target", type=click.Path(exists=True), required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print the rows as JSON.")
-def ls_command(target: str, as_json: bool) -> None:
-    """List the artifacts of a bundle folder (from its bundle.json) or of a spec.
+def ls_command(target: str | None, as_json: bool) -> None:
+    """List the artifacts of a bundle folder (from its bundle.json) or of a spec; with no
+    TARGET, the bundles found here (where `runtime.activate()` looks: $BUNDLE_PATH,
+    /kaggle/input, /opt/bundles, Colab Drive, ./bundles-dist).
 
     \b
     Examples:
+      bundle ls                                  # every bundle found
       bundle ls bundles-dist/emotion-vit
       bundle ls bundles/emotion-vit.toml --json
     """
     from pathlib import Path
 
+    from runtime.sizes import human_size
+
+    if target is None:
+        found = _found_bundles()
+        if as_json:
+            click.echo(json.dumps(found, indent=2))
+            return
+        if not found:
+            from runtime.missing import search_roots_brief
+
+            click.echo(f"no bundle found (looked in {search_roots_brief()}); build one with "
+                       "`bundle build bundles/NAME.toml` or set BUNDLE_PATH")
+            return
+        _table([("NAME", "VERSION", "ARTIFACTS", "SIZE", "PATH")] + [
+            (r["name"] or "(unreadable)", r["version"] or "-", str(r["artifacts"]),
+             human_size(r["size"]), r["path"]) for r in found])
+        for r in found:
+            for problem in r["problems"]:
+                click.echo(f"  problem: {problem}", err=True)
+        return
     is_dir = Path(target).is_dir()
     rows = _run_reporting_errors(
         lambda: _rows_from_bundle(target) if is_dir else _rows_from_spec(target)
@@ -340,18 +386,10 @@ def ls_command(target: str, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-    from builder.layout import human_size
-
-    table = [("ID", "SOURCE", "REF", "REVISION", "FILES", "SIZE")]
-    for r in rows:
-        table.append((
-            r["id"], r["source"], r["ref"], (r["revision"] or "-")[:12],
-            "-" if r["files"] is None else str(r["files"]),
-            "-" if r["size"] is None else human_size(r["size"]),
-        ))
-    widths = [max(len(row[i]) for row in table) for i in range(len(table[0]))]
-    for row in table:
-        click.echo("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
+    _table([("ID", "SOURCE", "REF", "REVISION", "FILES", "SIZE")] + [
+        (r["id"], r["source"], r["ref"], (r["revision"] or "-")[:12],
+         "-" if r["files"] is None else str(r["files"]),
+         "-" if r["size"] is None else human_size(r["size"])) for r in rows])
     if is_dir and rows:
         total = sum(r["size"] for r in rows)
         click.echo(f"{len(rows)} artifact(s), {human_size(total)}")

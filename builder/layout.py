@@ -33,6 +33,7 @@ from runtime.constants import (
     WHEELS_DIR,
 )
 from runtime.manifest import FileEntry, Manifest, ManifestError, check_relative_path, write_manifest
+from runtime.sizes import human_size
 
 STAGING_PREFIX = "staging"
 
@@ -306,15 +307,6 @@ def readme_text(manifest: Manifest, *, kaggle: str | None) -> str:
         "",
     ]
     return "\n".join(lines)
-
-
-def human_size(n: int) -> str:
-    size = float(n)
-    for unit in ("B", "KB", "MB", "GB"):
-        if size < 1024 or unit == "GB":
-            return f"{size:.0f} {unit}" if unit == "B" else f"{size:.1f} {unit}"
-        size /= 1024
-    return f"{n} B"
 
 
 def generated_top_level(manifest: Manifest, *, kaggle: str | None, license: str) -> dict[str, bytes]:

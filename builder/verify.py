@@ -67,7 +67,7 @@ class VerifyReport:
         }
 
 
-def _check(root: Path, entry: FileEntry, quick: bool) -> tuple[str, str | None]:
+def _check(root: Path, entry: FileEntry, quick: bool, bar: Any = None) -> tuple[str, str | None]:
     """("ok"|"missing"|"bad"|"symlink", reason)."""
     p = root / entry.path
     if p.is_symlink():
@@ -83,7 +83,7 @@ def _check(root: Path, entry: FileEntry, quick: bool) -> tuple[str, str | None]:
     if quick:
         return "ok", None
     try:
-        actual = sha256_file(p, chunk_size=HASH_CHUNK)
+        actual = sha256_file(p, chunk_size=HASH_CHUNK, progress=bar.update if bar is not None else None)
     except OSError as e:
         return "bad", f"cannot read: {e.strerror}"
     if actual != entry.sha256:
@@ -92,7 +92,8 @@ def _check(root: Path, entry: FileEntry, quick: bool) -> tuple[str, str | None]:
 
 
 def verify_bundle(
-    bundle_dir: str | os.PathLike, quick: bool = False, *, jobs: int | None = None
+    bundle_dir: str | os.PathLike, quick: bool = False, *, jobs: int | None = None,
+    progress: bool = False,
 ) -> VerifyReport:
     """Check every file of a bundle folder against its bundle.json.
 
@@ -100,6 +101,7 @@ def verify_bundle(
         bundle_dir: the bundle folder (holds bundle.json).
         quick: compare sizes only (no hashing): seconds for any size.
         jobs: files hashed in parallel (default: up to 4).
+        progress: a byte counter on stderr while hashing (a terminal only).
 
     Returns:
         A VerifyReport; ``report.ok`` is True when nothing is bad, missing, extra
@@ -114,8 +116,11 @@ def verify_bundle(
     files = manifest.all_files()
     report.files = len(files)
     workers = jobs or min(4, os.cpu_count() or 1)
-    with cf.ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-        results = list(pool.map(lambda e: _check(root, e, quick), files))
+    from runtime.progress import byte_bar
+
+    with byte_bar(sum(f.size for f in files), "verify sha256", enabled=progress and not quick) as bar, \
+            cf.ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
+        results = list(pool.map(lambda e: _check(root, e, quick, bar), files))
     for entry, (status, reason) in zip(files, results, strict=True):
         if status == "missing":
             report.missing.append(entry.path)

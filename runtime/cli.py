@@ -16,6 +16,7 @@ from typing import Any
 import click
 
 from runtime import constants
+from runtime.sizes import human_size
 from runtime.stacks import UnknownStackError, get_stack, list_stacks
 from runtime.stacks.launch import activate_reporting, prepare_run
 
@@ -229,7 +230,7 @@ def _print_report(report: dict[str, Any], verbose: bool = False) -> None:
     echo(f"Bundles ({len(report['bundles'])} found):")
     for b in report["bundles"]:
         echo(f"  {b['name']} {b['version']}  {b['path']}  "
-             f"({len(b['artifacts'])} artifacts, {b['size'] / 1e6:.1f} MB)")
+             f"({len(b['artifacts'])} artifacts, {human_size(b['size'])})")
         if km := b.get("kaggle_model"):
             others = [v for v in km["attached"] if v != km["version"]]
             also = f"; also attached: version {', '.join(map(str, others))}, not used" if others else ""

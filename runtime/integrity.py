@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import html
 import os
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -104,16 +103,6 @@ def _sha256(path: Path, progress: Any) -> str:
     return h.hexdigest()
 
 
-def _progress_bar(total: int, enabled: bool) -> Any:
-    if not enabled:
-        return None
-    try:
-        from tqdm.auto import tqdm
-    except ImportError:  # the runtime does not depend on tqdm
-        return None
-    return tqdm(total=total, unit="B", unit_scale=True, desc="verify sha256", file=sys.stderr)
-
-
 def verify_bundles(bundles: list[AttachedBundle], *, quick: bool = True,
                    progress: bool = True) -> VerifyReport:
     """verify() over already attached bundles (their quick-check problems are reused)."""
@@ -146,7 +135,9 @@ def hash_problems(bundles: list[AttachedBundle], *, progress: bool = True,
         owner = {f.path: a.id for a in bundle.manifest.artifacts for f in a.files}
         jobs += [(bundle, entry, owner.get(entry.path)) for entry in bundle.manifest.all_files()
                  if (bundle.path, entry.path) not in skip]
-    bar = _progress_bar(sum(entry.size for _, entry, _ in jobs), progress)
+    from runtime.progress import byte_bar
+
+    bar = byte_bar(sum(entry.size for _, entry, _ in jobs), "verify sha256", enabled=progress)
     problems: list[Problem] = []
     try:
         with cf.ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
@@ -159,8 +150,7 @@ def hash_problems(bundles: list[AttachedBundle], *, progress: bool = True,
                               "(corrupted or replaced)")
                     problems.append(Problem(bundle.path, "sha256", detail, entry.path, art_id))
     finally:
-        if bar is not None:
-            bar.close()
+        bar.close()
     return problems
 
 

@@ -16,10 +16,8 @@ from builder.image.build import (
     build_image,
     default_tag,
 )
-from builder.image.context import (
-    human_size,
-    write_context,
-)
+from builder.image.context import write_context
+from runtime.sizes import human_size
 
 # --- CLI ---------------------------------------------------------------------
 

@@ -3,12 +3,8 @@ be sent (by `bundle publish` or `bundle pack`) is listed."""
 
 from __future__ import annotations
 
-import contextlib
 import os
-import sys
-from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 from runtime.constants import GENERATED_FILES
 from runtime.manifest import Manifest, ManifestError, read_manifest
@@ -20,18 +16,6 @@ class PublishError(Exception):
 
 class BundleCheckError(PublishError):
     """The bundle folder fails verification (missing, resized, stray or linked files)."""
-
-
-@contextlib.contextmanager
-def _hash_progress(total: int, enabled: bool) -> Iterator[Any]:
-    """A byte counter on stderr while hashing (gigabytes take a while); None when off."""
-    if not enabled:
-        yield None
-        return
-    from tqdm import tqdm
-
-    with tqdm(total=total, unit="B", unit_scale=True, desc="sha256", file=sys.stderr) as bar:
-        yield bar
 
 
 def check_bundle(bundle_dir: str | os.PathLike, *, full: bool = False,
@@ -58,6 +42,7 @@ def check_bundle(bundle_dir: str | os.PathLike, *, full: bool = False,
     """
     from builder.store import sha256_file
     from runtime.integrity import unlisted_files
+    from runtime.progress import byte_bar
 
     root = Path(bundle_dir)
     try:
@@ -66,7 +51,7 @@ def check_bundle(bundle_dir: str | os.PathLike, *, full: bool = False,
         raise BundleCheckError(str(e)) from None
     problems: list[str] = []
     listed = {f.path for f in manifest.all_files()}
-    with _hash_progress(manifest.size, full and progress) as bar:
+    with byte_bar(manifest.size, "sha256", enabled=full and progress) as bar:
         for entry in manifest.all_files():
             path = root / entry.path
             if path.is_symlink():
@@ -75,7 +60,7 @@ def check_bundle(bundle_dir: str | os.PathLike, *, full: bool = False,
                 problems.append(f"{entry.path}: missing")
             elif path.stat().st_size != entry.size:
                 problems.append(f"{entry.path}: {path.stat().st_size} bytes, bundle.json says {entry.size}")
-            elif full and sha256_file(path, progress=None if bar is None else bar.update) != entry.sha256:
+            elif full and sha256_file(path, progress=bar.update) != entry.sha256:
                 problems.append(f"{entry.path}: sha256 differs from bundle.json")
     problems += [f"{rel}: not listed in bundle.json" for rel in unlisted_files(root, listed)]
     if problems:

@@ -196,7 +196,7 @@ def publish_command(bundle_dir: Path, target: str, dataset: str | None, handle: 
                              dry_run=dry_run, full_verify=full_verify, quiet=as_json)
     except PublishError as e:
         raise click.ClickException(str(e)) from None
-    from builder.layout import human_size
+    from runtime.sizes import human_size
 
     for warning in result.warnings:
         click.echo(f"warning: {warning}", err=True)

@@ -70,13 +70,14 @@ def _bundle_files(root: Path) -> list[str]:
 
 
 def pack_bundle(bundle_dir: str | os.PathLike, out: str | os.PathLike | None = None, *,
-                deflate: bool = False) -> PackResult:
+                deflate: bool = False, progress: bool = False) -> PackResult:
     """Write the bundle folder as one deterministic zip with a top folder ``NAME/``.
 
     Args:
         bundle_dir: the bundle folder (checked first: sizes, no stray files).
         out: the archive to write; default ``NAME-VERSION.zip`` next to the bundle folder.
         deflate: compress (slow for weights); default stores the bytes as they are.
+        progress: a byte counter on stderr while writing (a terminal only).
 
     Returns:
         The archive path, the bundle name, how many files and the archive size.
@@ -94,15 +95,21 @@ def pack_bundle(bundle_dir: str | os.PathLike, out: str | os.PathLike | None = N
         raise PackError(f"{target}: the archive must not be written inside the bundle it packs")
     method = zipfile.ZIP_DEFLATED if deflate else zipfile.ZIP_STORED
     tmp = target.with_name(f".{target.name}.tmp-{os.getpid()}")
+    from runtime.progress import byte_bar
+
+    total = sum((root / rel).stat().st_size for rel in files)
     try:
-        with zipfile.ZipFile(tmp, "w", compression=method, allowZip64=True) as zf:
+        with zipfile.ZipFile(tmp, "w", compression=method, allowZip64=True) as zf, \
+                byte_bar(total, "pack", enabled=progress) as bar:
             for rel in files:
                 info = zipfile.ZipInfo(f"{name}/{rel}", date_time=_EPOCH)
                 info.compress_type = method
                 info.create_system = 3  # unix, so the mode below is honoured
                 info.external_attr = (stat.S_IFREG | 0o644) << 16
                 with open(root / rel, "rb") as src, zf.open(info, "w", force_zip64=True) as dst:
-                    shutil.copyfileobj(src, dst, _CHUNK)
+                    while chunk := src.read(_CHUNK):
+                        dst.write(chunk)
+                        bar.update(len(chunk))
         os.replace(tmp, target)
     except OSError as e:
         tmp.unlink(missing_ok=True)
@@ -208,27 +215,39 @@ def unpack_bundle(archive: str | os.PathLike, dest: str | os.PathLike, *, quick:
 
 @click.command("pack")
 @click.argument("bundle_dir", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--zip", "as_zip", is_flag=True, default=True, help="Zip archive (the only format).")
+@click.option("--zip", "as_zip", is_flag=True, hidden=True,
+              help="Accepted for old command lines: a zip is the only format.")
 @click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
               help="Archive to write (default: NAME-VERSION.zip next to BUNDLE_DIR).")
 @click.option("--deflate", is_flag=True, help="Compress (slow for weights; default: store).")
-def pack_command(bundle_dir: Path, as_zip: bool, out: Path | None, deflate: bool) -> None:
+@click.option("--no-progress", is_flag=True, help="No byte counter on stderr.")
+@click.option("--json", "as_json", is_flag=True, help="Print what was written as JSON.")
+def pack_command(bundle_dir: Path, as_zip: bool, out: Path | None, deflate: bool,
+                 no_progress: bool, as_json: bool) -> None:
     """Pack BUNDLE_DIR into one zip, e.g. to put on Google Drive for Colab.
 
     The archive holds NAME/...; unpack it into MyDrive/bundles/ and the runtime
-    finds it at /content/drive/MyDrive/bundles/NAME/.
+    finds it at /content/drive/MyDrive/bundles/NAME/. The bundle is checked first
+    (sizes, nothing unlisted); the zip is written under a temporary name and renamed
+    when complete.
 
     \b
     Examples:
-      bundle pack bundles-dist/emotion-vit --zip --out emotion-vit.zip
+      bundle pack bundles-dist/emotion-vit --out emotion-vit.zip
       # in Colab, after drive.mount("/content/drive"):
       bundle unpack /content/drive/MyDrive/emotion-vit.zip --dest /content/drive/MyDrive/bundles
     """
     try:
-        result = pack_bundle(bundle_dir, out, deflate=deflate)
+        result = pack_bundle(bundle_dir, out, deflate=deflate, progress=not (no_progress or as_json))
     except PackError as e:
         raise click.ClickException(str(e)) from None
-    click.echo(f"{result.archive} ({result.files} files, {result.size} bytes); "
+    if as_json:
+        click.echo(json.dumps({"archive": str(result.archive), "name": result.name,
+                               "files": result.files, "size": result.size}, indent=2))
+        return
+    from runtime.sizes import human_size
+
+    click.echo(f"{result.archive} ({result.files} files, {human_size(result.size)}); "
                f"unpack into {COLAB_BUNDLES_DIR}/ for Colab")
 
 
@@ -238,8 +257,13 @@ def pack_command(bundle_dir: Path, as_zip: bool, out: Path | None, deflate: bool
               help=f"Folder to unpack into (default: {COLAB_BUNDLES_DIR} if Drive is mounted, else ./bundles-dist).")
 @click.option("--quick", is_flag=True, help="Check sizes only (default: sha256 of every file).")
 @click.option("--force", is_flag=True, help="Replace an existing bundle folder of that name.")
-def unpack_command(archive: Path, dest: Path | None, quick: bool, force: bool) -> None:
+@click.option("--json", "as_json", is_flag=True, help="Print the unpacked folder as JSON.")
+def unpack_command(archive: Path, dest: Path | None, quick: bool, force: bool, as_json: bool) -> None:
     """Unpack a `bundle pack` ARCHIVE safely and verify it against its bundle.json.
+
+    Nothing is named before it is verified: the archive is extracted into a temporary
+    folder beside the destination (members that escape it, links and devices refused),
+    every file is checked, then the folder is renamed into place.
 
     \b
     Example (Colab):
@@ -251,4 +275,8 @@ def unpack_command(archive: Path, dest: Path | None, quick: bool, force: bool) -
         folder = unpack_bundle(archive, dest, quick=quick, force=force)
     except PackError as e:
         raise click.ClickException(str(e)) from None
+    if as_json:
+        click.echo(json.dumps({"bundle_dir": str(folder), "verified": "sizes" if quick else "sha256"},
+                              indent=2))
+        return
     click.echo(f"{folder}: unpacked and verified")
