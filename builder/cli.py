@@ -28,6 +28,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "pack": ("builder.publish.pack:pack_command", "Pack a bundle into one archive (e.g. for Colab Drive)."),
     "unpack": ("builder.publish.pack:unpack_command", "Unpack a packed bundle safely (verified, no path escapes)."),
     "image": ("builder.image.command:image_command", "Build a CUDA Docker image that carries a bundle."),
+    "store": ("builder.store.command:store_group",
+              "What the store holds (ls) and freeing what no bundle uses (prune)."),
     "doctor": ("runtime.cli:doctor_command", "Show the bundles found, missing artifacts, GPU and precision."),
     "run": ("runtime.cli:run_command", "Run a stack command (train, evaluate, predict, ...) offline."),
 }

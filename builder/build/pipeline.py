@@ -29,6 +29,7 @@ from builder.kaggle_rules import publish_warnings
 from builder.sources import ResolveContext
 from builder.spec import load_spec
 from builder.store import Store
+from builder.store.gc import building, record_root
 
 
 def build(
@@ -84,22 +85,26 @@ def build(
         # Only now is the store made (or opened): a spec whose artifacts do not resolve
         # leaves no store skeleton behind.
         store = Store(Path(store_dir) if store_dir is not None else None)
-        errors = fetch_all(
-            spec, plans, store, policy=policy, jobs=jobs, progress=progress, report=report
-        )
-        # Keep what was resolved and fetched, even when another artifact failed:
-        # the next run starts from there.
-        new_lock = {
-            a.id: {"fingerprint": prints[a.id], "resolved": plans[a.id].to_json()}
-            for a in spec.artifacts
-            if a.id not in errors and all(f.sha256 for f in plans[a.id].files)
-        }
-        if errors:
-            write_lock(lock_file, {**lock, **new_lock})
-            raise_failed(spec, errors)
+        # `bundle store prune` waits while this build downloads and links (gc.building).
+        with building(store.root):
+            errors = fetch_all(
+                spec, plans, store, policy=policy, jobs=jobs, progress=progress, report=report
+            )
+            # Keep what was resolved and fetched, even when another artifact failed:
+            # the next run starts from there.
+            new_lock = {
+                a.id: {"fingerprint": prints[a.id], "resolved": plans[a.id].to_json()}
+                for a in spec.artifacts
+                if a.id not in errors and all(f.sha256 for f in plans[a.id].files)
+            }
+            if errors:
+                write_lock(lock_file, {**lock, **new_lock})
+                record_root(store.root, bundle_dir, lock_file, spec.path)
+                raise_failed(spec, errors)
 
-        manifest = materialise(spec, plans, store, out, bundle_dir, report, lock, new_lock)
-        write_lock(lock_file, new_lock)
+            manifest = materialise(spec, plans, store, out, bundle_dir, report, lock, new_lock)
+            write_lock(lock_file, new_lock)
+            record_root(store.root, bundle_dir, lock_file, spec.path)
     # What `bundle publish` would refuse, said at build time (after a build that worked:
     # a failed build's own error comes alone).
     for warning in publish_warnings(name=spec.name, kaggle=spec.kaggle, title=spec.title):
