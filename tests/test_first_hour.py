@@ -57,3 +57,41 @@ def test_a_bundle_command_and_a_runtime_command_start_their_errors_alike(tmp_pat
     for result in (missing_spec, unknown_stack, bad_bundle):
         assert result.exit_code != 0
         assert result.stderr.strip().splitlines()[-1].startswith("Error: "), result.stderr
+
+
+def test_init_writes_a_spec_that_builds_what_the_stack_loads(tmp_path, monkeypatch):
+    from builder.spec import load_spec
+    from runtime.stacks import get_stack
+
+    monkeypatch.chdir(tmp_path)
+    result = CliRunner().invoke(main, ["init", "--stack", "emotion-vit", "--offline"])
+    assert result.exit_code == 0, result.output
+    spec = load_spec(tmp_path / "bundles" / "emotion-vit.toml")
+    assert spec.name == "emotion-vit" and spec.stacks == ["emotion-vit"]
+    assert {a.get("repo") for a in spec.artifacts} >= set(get_stack("emotion-vit").artifacts)
+    again = CliRunner().invoke(main, ["init", "--stack", "emotion-vit", "--offline"])
+    assert again.exit_code == 1 and "--force" in again.stderr
+    nothing = CliRunner().invoke(main, ["init", "--stack", "masked-ssl", "--offline"])
+    assert nothing.exit_code == 1 and "loads nothing from a bundle" in nothing.stderr
+    assert "Traceback" not in nothing.output
+
+
+def test_add_appends_a_checked_block_for_each_kind_of_ref(tmp_path, hub):
+    from builder.spec import load_spec
+
+    spec = tmp_path / "my.toml"
+    spec.write_text('[bundle]\nname = "my-bundle"\nversion = "1.0.0"\n')
+    commit = hub.add_repo_files("org/added", {"config.json": b"{}"})
+    for ref in ("org/added", "mobilevit_s.cvnets_in1k", "ResNet18_Weights.IMAGENET1K_V1",
+                "https://example.org/models/w.pt"):
+        result = CliRunner().invoke(main, ["add", ref, "--spec", str(spec)])
+        assert result.exit_code == 0, result.output
+    arts = {a.source: a for a in load_spec(spec).artifacts}
+    assert arts["hf"].get("revision") == commit  # pinned to what main points at
+    assert arts["timm"].get("model") == "mobilevit_s.cvnets_in1k"
+    assert arts["torchvision"].get("weights") == "ResNet18_Weights.IMAGENET1K_V1"
+    assert arts["url"].get("url") == "https://example.org/models/w.pt"
+    before = spec.read_text()
+    clash = CliRunner().invoke(main, ["add", "org/added", "--spec", str(spec)])
+    assert clash.exit_code == 1 and "duplicate id" in clash.stderr and "--id NAME" in clash.stderr
+    assert spec.read_text() == before  # nothing half-written
