@@ -28,7 +28,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
             "Append a checked [[artifact]] block for a Hub repo, timm model, torchvision enum or URL."),
     "verify": ("builder.cli:verify_command", "Check every file of a bundle folder against its bundle.json."),
     "ls": ("builder.cli:ls_command", "List the bundles found, or the artifacts of a bundle folder or spec."),
-    "publish": ("builder.publish.kaggle:publish_command", "Upload a bundle as a (new version of a) Kaggle dataset."),
+    "publish": ("builder.publish.kaggle:publish_command",
+                "Upload a bundle as a Kaggle dataset or Model (--as model); a new version when it changed."),
     "pack": ("builder.publish.pack:pack_command", "Pack a bundle into one archive (e.g. for Colab Drive)."),
     "unpack": ("builder.publish.pack:unpack_command", "Unpack a packed bundle safely (verified, no path escapes)."),
     "image": ("builder.image.command:image_command", "Build a CUDA Docker image that carries a bundle."),
@@ -96,11 +97,15 @@ def main() -> None:
 
     \b
     Typical use:
+      bundle init --stack emotion-vit                # -> bundles/emotion-vit.toml (or use the catalogue's)
+      bundle capture -- python my_script.py          # or: the spec of what a script downloads
       bundle build bundles/emotion-vit.toml          # -> ./bundles-dist/emotion-vit/
       bundle verify bundles-dist/emotion-vit
-      bundle ls bundles-dist/emotion-vit
-      bundle publish bundles-dist/emotion-vit        # Kaggle dataset
+      bundle doctor                                  # bundles found, what each stack would load
+      bundle run --strict emotion-vit train --data D --out runs/vit
+      bundle publish bundles-dist/emotion-vit        # Kaggle dataset (--as model: a Kaggle Model)
     In a notebook: `import runtime; runtime.activate()`.
+    Shell completion: eval "$(_BUNDLE_COMPLETE=bash_source bundle)" (README).
     """
 
 

@@ -95,3 +95,16 @@ def test_add_appends_a_checked_block_for_each_kind_of_ref(tmp_path, hub):
     clash = CliRunner().invoke(main, ["add", "org/added", "--spec", str(spec)])
     assert clash.exit_code == 1 and "duplicate id" in clash.stderr and "--id NAME" in clash.stderr
     assert spec.read_text() == before  # nothing half-written
+
+
+def test_the_readme_completion_line_gives_a_script_and_stack_help_reads_plainly():
+    import os
+    import subprocess
+    import sys
+
+    script = subprocess.run([sys.executable, "-m", "builder"], capture_output=True, text=True,
+                            env={**os.environ, "_BUNDLE_COMPLETE": "bash_source"}, timeout=60)
+    assert script.returncode == 0 and "complete " in script.stdout and "_bundle_completion" in script.stdout
+    for stack in ("flood", "ddrm", "emotion-vit"):
+        shown = CliRunner().invoke(main, ["run", stack, "--help"]).output
+        assert "``" not in shown and ":class:" not in shown, stack

@@ -16,7 +16,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
-from runtime.stacks.record import Need, Stack, Use, register_stack, registered
+from runtime.stacks.record import Need, Stack, Use, plain_help, register_stack, registered
 
 __all__ = ["Need", "Stack", "Use", "UnknownStackError", "get_stack", "list_stacks",
            "register_stack"]
@@ -47,9 +47,11 @@ def get_stack(name: str) -> Stack:
         if module in _module_names():
             importlib.import_module(f"{__name__}.{module}")
     try:
-        return registered()[name]
+        stack = registered()[name]
     except KeyError:
         raise UnknownStackError(name) from None
+    plain_help(stack.cli)
+    return stack
 
 
 def list_stacks() -> dict[str, Stack]:

@@ -20,13 +20,14 @@ def module_main(cli: click.Group, module: str) -> None:
     """
     from runtime import constants
     from runtime.stacks.launch import prepare_run
-    from runtime.stacks.record import registered
+    from runtime.stacks.record import plain_help, registered
 
     args = sys.argv[1:]
     if args[:1] == ["--strict"]:
         args = args[1:]
         os.environ[constants.ENV_STRICT] = "1"  # data-loader workers and children too
     stack = next(s for s in registered().values() if s.cli is cli)
+    plain_help(cli)
     prog = f"python -m {module} [--strict]"
     try:
         ctx = cli.make_context(prog, list(args))

@@ -24,6 +24,7 @@ Imports click and the standard library only: stack modules are imported to list 
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -139,6 +140,24 @@ class Stack:
 
 #: stack name -> record, filled as stack modules are imported (runtime.stacks lists them)
 _REGISTRY: dict[str, Stack] = {}
+
+_ROLE_RE = re.compile(r":(?:class|func|meth|mod|data|attr):`~?([^`]+)`")
+
+
+def plain_help(group: click.Command) -> click.Command:
+    """The help of a stack's group and commands as a terminal shows it: their docstrings'
+    reST (``x``, :class:`~a.b.C`) in plain backticks. Idempotent."""
+
+    def plain(text: str | None) -> str | None:
+        if not text:
+            return text
+        return _ROLE_RE.sub(lambda m: f"`{m.group(1).rsplit('.', 1)[-1]}`", text).replace("``", "`")
+
+    group.help = plain(group.help)
+    for command in getattr(group, "commands", {}).values():
+        command.help = plain(command.help)
+        command.short_help = plain(command.short_help)
+    return group
 
 
 def register_stack(name: str, *, summary: str, needs: tuple[Need, ...] = (),
