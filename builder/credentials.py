@@ -30,6 +30,7 @@ from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
 
 from builder.errors import BuildError
+from runtime import constants
 from runtime.redact import REDACTED, redact_url
 
 _ENV_REF_RE = re.compile(r"^env:([A-Za-z_][A-Za-z0-9_]*)\Z")
@@ -118,8 +119,9 @@ def resolve_headers(headers: Mapping[str, str]) -> tuple[dict[str, str], list[st
     unset: list[str] = []
     for name, ref in headers.items():
         var = _ENV_REF_RE.match(ref).group(1)  # checked by the spec
-        if os.environ.get(var):
-            values[name] = os.environ[var]
+        value = constants.env_value(var)
+        if value:
+            values[name] = value
         else:
             unset.append(var)
     return values, unset
@@ -137,20 +139,11 @@ def _read_text(path: str) -> str | None:
 
 
 def _kaggle_config_dirs() -> list[str]:
-    home = os.path.expanduser("~")
-    xdg = os.environ.get("XDG_CONFIG_HOME") or os.path.join(home, ".config")
-    dirs = [os.environ.get("KAGGLE_CONFIG_DIR"), os.path.join(home, ".kaggle"),
-            os.path.join(xdg, "kaggle")]
-    return [d for d in dict.fromkeys(dirs) if d]
+    return constants.kaggle_config_dirs()
 
 
 def _hf_token_files() -> list[str]:
-    home = os.path.expanduser("~")
-    cache = os.environ.get("XDG_CACHE_HOME") or os.path.join(home, ".cache")
-    hf_home = os.environ.get("HF_HOME") or os.path.join(cache, "huggingface")
-    files = [os.environ.get("HF_TOKEN_PATH"), os.path.join(hf_home, "token"),
-             os.path.join(home, ".huggingface", "token")]
-    return [f for f in dict.fromkeys(files) if f]
+    return constants.hf_token_files()
 
 
 def machine_secrets() -> list[tuple[str, str]]:
@@ -184,7 +177,7 @@ def machine_secrets() -> list[tuple[str, str]]:
             if value:
                 found.append((f"a stored Hugging Face token ({os.path.dirname(path)}/stored_tokens)",
                               value))
-    for name, value in os.environ.items():
+    for name, value in constants.environment().items():
         if _SECRET_NAME_RE.search(name) and value.strip():
             found.append((f"the value of ${name}", value.strip()))
     seen: set[str] = set()

@@ -87,7 +87,7 @@ def _bundles_key(found: list[tuple[Path, os.stat_result]]) -> tuple:
     key = tuple(
         (str(folder), st.st_dev, st.st_ino, st.st_mtime_ns, st.st_size) for folder, st in found
     )
-    return (key, os.environ.get(constants.ENV_VIEW_DIR))
+    return (key, constants.view_dir_setting())
 
 
 def _default_view_parent() -> str | None:
@@ -98,7 +98,7 @@ def _default_view_parent() -> str | None:
     which decides whether activate() with hundreds of mounted datasets takes 10 or
     100 ms.
     """
-    for candidate in (os.environ.get("XDG_RUNTIME_DIR"), "/dev/shm"):
+    for candidate in (constants.xdg_runtime_dir(), "/dev/shm"):
         if candidate and os.path.isdir(candidate) and os.access(candidate, os.W_OK | os.X_OK):
             return candidate
     return None
@@ -106,10 +106,7 @@ def _default_view_parent() -> str | None:
 
 def _temp_root() -> str:
     # tempfile costs ~5 ms to import; activate() is on every notebook's first line.
-    for var in ("TMPDIR", "TEMP", "TMP"):
-        if os.environ.get(var):
-            return os.environ[var]
-    return "/tmp"
+    return constants.temp_root()
 
 
 def _private_dir(parent: Path, prefix: str = "offline-bundle-view-") -> Path:
@@ -174,7 +171,7 @@ def _remove_caches() -> None:
 def _set_env(env: dict[str, str]) -> None:
     for key, value in env.items():
         if key not in _State.saved_env:
-            _State.saved_env[key] = os.environ.get(key)
+            _State.saved_env[key] = constants.env_value(key)
         os.environ[key] = value
 
 
@@ -220,30 +217,7 @@ def _loaded_constants() -> list[tuple[str, Any, str, Any]]:
 
 def _env_values() -> dict[str, Any]:
     """What huggingface_hub & co. would read from the current environment at import."""
-
-    def true(name: str) -> bool:
-        return os.environ.get(name, "").upper() in {"1", "ON", "YES", "TRUE"}
-
-    hub_offline = true("HF_HUB_OFFLINE") or true("TRANSFORMERS_OFFLINE")
-    hf_home = os.path.join(os.getenv("XDG_CACHE_HOME", os.path.join(os.path.expanduser("~"), ".cache")),
-                           "huggingface")
-    hf_home = os.path.expandvars(os.path.expanduser(os.getenv("HF_HOME", hf_home)))
-    legacy = os.getenv("HUGGINGFACE_HUB_CACHE", os.path.join(hf_home, "hub"))
-    hub_cache = os.path.expandvars(os.path.expanduser(os.getenv("HF_HUB_CACHE", legacy)))
-    bert = os.getenv("PYTORCH_PRETRAINED_BERT_CACHE", hub_cache)
-    pytorch = os.getenv("PYTORCH_TRANSFORMERS_CACHE", bert)
-    return {
-        "HF_HUB_OFFLINE": hub_offline,
-        "TRANSFORMERS_OFFLINE": hub_offline,
-        "HF_DATASETS_OFFLINE": true("HF_DATASETS_OFFLINE") or hub_offline,
-        "_is_offline_mode": hub_offline,
-        "HF_HUB_CACHE": hub_cache,
-        "HUGGINGFACE_HUB_CACHE": legacy,
-        "PYTORCH_PRETRAINED_BERT_CACHE": bert,
-        "PYTORCH_TRANSFORMERS_CACHE": pytorch,
-        "TRANSFORMERS_CACHE": os.getenv("TRANSFORMERS_CACHE", pytorch),
-        "DIFFUSERS_CACHE": hub_cache,
-    }
+    return constants.hf_library_env()
 
 
 def _restore_imported() -> None:
@@ -306,19 +280,19 @@ def activate(strict: bool | None = None, verify: str | None = None,
         BundleIntegrityWarning: a listed file is missing or has the wrong size.
         NoBundleWarning: no bundle was found at all.
     """
-    if os.environ.get(constants.ENV_CAPTURE_LOG):
+    if constants.capture_log():
         return _capture_mode()
     if strict is None:
         strict = constants.env_flag(constants.ENV_STRICT)
     if verify is None:
-        verify = os.environ.get(constants.ENV_VERIFY, "").strip().lower() or "quick"
+        verify = constants.verify_mode()
     if verify not in constants.VERIFY_MODES:
         raise ValueError(
             f"runtime.activate(verify={verify!r}): use \"quick\" (sizes) or \"full\" (sha256 of "
             f"every file); ${constants.ENV_VERIFY} sets the default"
         )
     if require_bundle is None:
-        require_bundle = strict and os.environ.get(constants.ENV_REQUIRE_BUNDLE, "").strip() != "0"
+        require_bundle = strict and constants.bundle_required_in_strict_mode()
     with _LOCK:
         return _activate(strict, verify, require_bundle)
 
@@ -375,7 +349,7 @@ def _activate(strict: bool, verify: str = "quick", require_bundle: bool = False)
         env["HF_HUB_CACHE"] = str(view / VIEW_HF)
         env["TORCH_HOME"] = str(view / VIEW_TORCH)
         for name in _LEGACY_CACHE_ENV:
-            if name in os.environ or name in _State.saved_env:
+            if constants.is_present(name) or name in _State.saved_env:
                 env[name] = str(view / VIEW_HF)
         env.update(_cache_env())
         act = Activation(bundles=bundles, view=view, env=env, strict=strict, problems=problems,

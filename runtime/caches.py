@@ -20,6 +20,8 @@ from __future__ import annotations
 
 import os
 
+from runtime import constants
+
 
 def _writable(path: str) -> bool:
     """True when ``path`` can be written, or created in its nearest existing parent."""
@@ -37,17 +39,17 @@ def _writable(path: str) -> bool:
 
 def unwritable_caches(environ: os._Environ | dict[str, str]) -> dict[str, str]:
     """Variable -> the usual folder it would point at, for every cache that cannot be written."""
-    home = os.path.expanduser("~")
-    cache_home = environ.get("XDG_CACHE_HOME") or os.path.join(home, ".cache")
-    config_home = environ.get("XDG_CONFIG_HOME") or os.path.join(home, ".config")
+    home = constants.home()
+    cache_home = constants.xdg_cache_home(environ)
+    config_home = constants.xdg_config_home(environ)
     wanted: dict[str, str] = {}
     if not _writable(cache_home):
         wanted["XDG_CACHE_HOME"] = cache_home
         for name, default in (("NUMBA_CACHE_DIR", os.path.join(cache_home, "numba")),
                               ("TRITON_CACHE_DIR", os.path.join(home, ".triton"))):
-            if not environ.get(name):
+            if not constants.is_set(name, environ):
                 wanted[name] = default
-    if not environ.get("MPLCONFIGDIR") and not _writable(os.path.join(config_home, "matplotlib")):
+    if not constants.is_set("MPLCONFIGDIR", environ) and not _writable(os.path.join(config_home, "matplotlib")):
         wanted["MPLCONFIGDIR"] = os.path.join(config_home, "matplotlib")
     return wanted
 

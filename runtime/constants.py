@@ -1,12 +1,16 @@
-"""Every environment variable and fixed location the project reads, in one place.
+"""Every environment variable and fixed location the runtime reads, in one place.
 
 Read with the functions below at call time (not at import), so that tests and
-notebooks can change the environment before calling into the runtime.
+notebooks can change the environment before calling into the runtime. No other
+runtime module reads ``os.environ``: it asks a function here (the builder's own
+variables are in ``builder/constants.py``; docs/environment.md lists them all).
 """
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 
 # --- Environment variables -------------------------------------------------
@@ -123,9 +127,7 @@ def store_dir() -> Path:
     raw = os.environ.get(ENV_STORE)
     if raw:
         return Path(raw).expanduser()
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-    return base / "offline-bundle" / "store"
+    return Path(xdg_cache_home()).expanduser() / "offline-bundle" / "store"
 
 
 def allowed_hosts() -> frozenset[str]:
@@ -143,3 +145,174 @@ def view_dir() -> Path | None:
     """Where activate() builds its merged view; None means a fresh temp dir."""
     raw = os.environ.get(ENV_VIEW_DIR)
     return Path(raw).expanduser() if raw else None
+
+
+# --- Variables of the platform and of other libraries ------------------------------
+
+def env_value(name: str) -> str | None:
+    """The value of variable ``name``, None when unset or empty (a spec's ``env:VAR``
+    header, one of the names below)."""
+    return os.environ.get(name) or None
+
+
+def environment() -> dict[str, str]:
+    """A copy of every variable: a child process's starting environment, the secrets scan."""
+    return dict(os.environ)
+
+
+def is_present(name: str) -> bool:
+    """Whether variable ``name`` is set at all (empty included)."""
+    return name in os.environ
+
+
+def home() -> str:
+    return os.path.expanduser("~")
+
+
+def xdg_cache_home(environ: Mapping[str, str] | None = None) -> str:
+    """$XDG_CACHE_HOME, else ~/.cache (in ``environ`` when given, e.g. a child's)."""
+    env = os.environ if environ is None else environ
+    return env.get("XDG_CACHE_HOME") or os.path.join(home(), ".cache")
+
+
+def xdg_config_home(environ: Mapping[str, str] | None = None) -> str:
+    env = os.environ if environ is None else environ
+    return env.get("XDG_CONFIG_HOME") or os.path.join(home(), ".config")
+
+
+def xdg_runtime_dir() -> str | None:
+    return env_value("XDG_RUNTIME_DIR")
+
+
+def temp_root() -> str:
+    """$TMPDIR, $TEMP or $TMP, else /tmp (what tempfile picks, without importing it)."""
+    for name in ("TMPDIR", "TEMP", "TMP"):
+        if os.environ.get(name):
+            return os.environ[name]
+    return "/tmp"
+
+
+def is_set(name: str, environ: Mapping[str, str] | None = None) -> bool:
+    """Whether variable ``name`` holds a non-empty value (in ``environ`` when given)."""
+    return bool((os.environ if environ is None else environ).get(name))
+
+
+def hf_home() -> str:
+    """$HF_HOME, else $XDG_CACHE_HOME/huggingface, as huggingface_hub resolves it."""
+    default = os.path.join(xdg_cache_home(), "huggingface")
+    return os.path.expandvars(os.path.expanduser(os.environ.get("HF_HOME", default)))
+
+
+def hf_library_env() -> dict[str, object]:
+    """What huggingface_hub, transformers and diffusers read from the environment at import:
+    their offline switches and cache folders (the chain of legacy variables included)."""
+
+    def true(name: str) -> bool:
+        return os.environ.get(name, "").upper() in {"1", "ON", "YES", "TRUE"}
+
+    hub_offline = true("HF_HUB_OFFLINE") or true("TRANSFORMERS_OFFLINE")
+    legacy = os.environ.get("HUGGINGFACE_HUB_CACHE", os.path.join(hf_home(), "hub"))
+    hub_cache = os.path.expandvars(os.path.expanduser(os.environ.get("HF_HUB_CACHE", legacy)))
+    bert = os.environ.get("PYTORCH_PRETRAINED_BERT_CACHE", hub_cache)
+    pytorch = os.environ.get("PYTORCH_TRANSFORMERS_CACHE", bert)
+    return {
+        "HF_HUB_OFFLINE": hub_offline,
+        "TRANSFORMERS_OFFLINE": hub_offline,
+        "HF_DATASETS_OFFLINE": true("HF_DATASETS_OFFLINE") or hub_offline,
+        "_is_offline_mode": hub_offline,
+        "HF_HUB_CACHE": hub_cache,
+        "HUGGINGFACE_HUB_CACHE": legacy,
+        "PYTORCH_PRETRAINED_BERT_CACHE": bert,
+        "PYTORCH_TRANSFORMERS_CACHE": pytorch,
+        "TRANSFORMERS_CACHE": os.environ.get("TRANSFORMERS_CACHE", pytorch),
+        "DIFFUSERS_CACHE": hub_cache,
+    }
+
+
+def hf_token() -> str | None:
+    """$HF_TOKEN (the token a user exported)."""
+    return env_value("HF_TOKEN")
+
+
+def hf_token_files() -> list[str]:
+    """Where huggingface_hub keeps a token: $HF_TOKEN_PATH, $HF_HOME/token, ~/.huggingface/token."""
+    files = [env_value("HF_TOKEN_PATH"), os.path.join(hf_home(), "token"),
+             os.path.join(home(), ".huggingface", "token")]
+    return [f for f in dict.fromkeys(files) if f]
+
+
+def kaggle_config_dirs() -> list[str]:
+    """Where the kaggle client looks for kaggle.json, in its order."""
+    dirs = [env_value("KAGGLE_CONFIG_DIR"), os.path.join(home(), ".kaggle"),
+            os.path.join(xdg_config_home(), "kaggle")]
+    return [d for d in dict.fromkeys(dirs) if d]
+
+
+# --- torchrun -------------------------------------------------------------------------
+
+def launched_by_torchrun() -> bool:
+    return "RANK" in os.environ and "WORLD_SIZE" in os.environ
+
+
+def rank() -> int:
+    return int(os.environ.get("RANK", "0"))
+
+
+def local_rank() -> int:
+    return int(os.environ.get("LOCAL_RANK", "0"))
+
+
+def world_size() -> int:
+    return int(os.environ.get("WORLD_SIZE", "1"))
+
+
+# --- Settings of our own, read by name ---------------------------------------------------
+
+def view_dir_setting() -> str | None:
+    """$OFFLINE_BUNDLE_VIEW_DIR as set (activate() keys its cache on it)."""
+    return os.environ.get(ENV_VIEW_DIR)
+
+
+def bundle_path() -> str:
+    """$BUNDLE_PATH as set ('' when unset)."""
+    return os.environ.get(ENV_BUNDLE_PATH, "")
+
+
+def verify_mode() -> str:
+    """$OFFLINE_BUNDLE_VERIFY, lower-cased; "quick" when unset."""
+    return os.environ.get(ENV_VERIFY, "").strip().lower() or "quick"
+
+
+def bundle_required_in_strict_mode() -> bool:
+    """False only when $OFFLINE_BUNDLE_REQUIRE_BUNDLE is 0."""
+    return os.environ.get(ENV_REQUIRE_BUNDLE, "").strip() != "0"
+
+
+def capture_log() -> str | None:
+    """$OFFLINE_BUNDLE_CAPTURE_LOG: the file `bundle capture` records into."""
+    return env_value(ENV_CAPTURE_LOG)
+
+
+def capture_mirrors() -> list[list[str]]:
+    import json
+
+    return json.loads(os.environ.get(ENV_CAPTURE_MIRRORS) or "[]")
+
+
+def strict_child() -> bool:
+    """$OFFLINE_BUNDLE_STRICT_CHILD is 1: every Python child starts strict."""
+    return os.environ.get(ENV_STRICT_CHILD) == "1"
+
+
+@contextlib.contextmanager
+def temporarily(name: str, value: str) -> Iterator[None]:
+    """Set variable ``name`` for the block, then put back what was there."""
+    previous = os.environ.get(name)
+    os.environ[name] = value
+    try:
+        yield
+    finally:
+        if previous is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = previous

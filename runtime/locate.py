@@ -87,7 +87,7 @@ def find_bundles(
 def locate_with_stats() -> list[tuple[Path, os.stat_result]]:
     """locate(), with the stat of each bundle.json (activate() uses it to see changes)."""
     found = find_bundles(
-        os.environ.get(constants.ENV_BUNDLE_PATH, ""), constants.search_roots(), constants.MANIFEST_NAME
+        constants.bundle_path(), constants.search_roots(), constants.MANIFEST_NAME
     )
     return [(Path(folder), st) for folder, st in found]
 

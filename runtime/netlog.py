@@ -41,9 +41,6 @@ import sys
 import threading
 from typing import Any
 
-from runtime.constants import ENV_CAPTURE_LOG as ENV_LOG
-from runtime.constants import ENV_CAPTURE_MIRRORS as ENV_MIRRORS
-
 #: programs that download on their own, out of sight of the Python hooks
 DOWNLOADERS = frozenset({"curl", "wget", "git", "git-lfs", "aria2c", "gsutil", "aws", "azcopy",
                          "rclone", "kaggle", "hf", "huggingface-cli"})
@@ -401,9 +398,11 @@ def _flush() -> None:
 
 def install_from_env() -> bool:
     """:func:`install` from ``$OFFLINE_BUNDLE_CAPTURE_LOG`` / ``_MIRRORS``; False when unset."""
-    path = os.environ.get(ENV_LOG)
+    from runtime import constants
+
+    path = constants.capture_log()
     if not path:
         return False
-    mirrors = json.loads(os.environ.get(ENV_MIRRORS) or "[]")
+    mirrors = constants.capture_mirrors()
     install(path, [tuple(m) for m in mirrors])
     return True

@@ -12,7 +12,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from builder import SOURCE_ROOT, layout
+from builder import SOURCE_ROOT, constants, layout
 from builder.artifact import Spec
 from builder.build.report import BuildReport
 from builder.extras.runtime_wheels import missing_runtime_wheel, source_fingerprint
@@ -164,7 +164,7 @@ def _notebooks(spec: Spec, staging: Path, report: BuildReport) -> list[FileEntry
 
 def _created() -> str:
     # SOURCE_DATE_EPOCH makes even `created` reproducible for those who want it.
-    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    epoch = constants.source_date_epoch()
     when = (
         datetime.fromtimestamp(int(epoch), timezone.utc)
         if epoch and epoch.isdigit()

@@ -35,6 +35,7 @@ from builder.capture.reconcile import (
     reconcile,
 )
 from builder.errors import BuildError
+from runtime import constants
 
 
 class CaptureError(BuildError):
@@ -67,8 +68,8 @@ def cache_env(work: Path) -> dict[str, str]:
 
 def user_hf_token() -> str | None:
     """The token huggingface_hub would use for this user (read before HF_HOME moves)."""
-    if os.environ.get("HF_TOKEN"):
-        return os.environ["HF_TOKEN"]
+    if constants.hf_token():
+        return constants.hf_token()
     try:
         from huggingface_hub import get_token
     except ImportError:
@@ -82,11 +83,10 @@ def user_hf_token() -> str | None:
 def child_env(work: Path, log: Path, mirrors: list[tuple[str, str]]) -> dict[str, str]:
     """The captured command's environment: private caches, the recorder, the token as
     ``HF_TOKEN`` only (never on disk)."""
-    from runtime import constants
     from runtime.child import with_startup_hook
 
     token = user_hf_token()
-    env = {k: v for k, v in os.environ.items() if k not in CLEARED_ENV}
+    env = {k: v for k, v in constants.environment().items() if k not in CLEARED_ENV}
     env.update(cache_env(work))
     env[constants.ENV_CAPTURE_LOG] = str(log)
     env[constants.ENV_CAPTURE_MIRRORS] = json.dumps([list(m) for m in mirrors])

@@ -21,6 +21,7 @@ from pathlib import Path, PurePosixPath
 
 from builder import SOURCE_ROOT
 from builder.errors import BuildError
+from runtime import constants
 
 PROJECT_DISTRIBUTION = "offline-bundle"
 
@@ -30,9 +31,7 @@ class RuntimeWheelError(BuildError):
 
 
 def _cache_root() -> Path:
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    base = Path(xdg).expanduser() if xdg else Path.home() / ".cache"
-    return base / "offline-bundle"
+    return Path(constants.xdg_cache_home()).expanduser() / "offline-bundle"
 
 
 def project_source_dir() -> Path | None:

@@ -33,7 +33,7 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from builder import SOURCE_ROOT
+from builder import SOURCE_ROOT, constants
 from builder.errors import BuildError
 from runtime.constants import WHEELS_DIR
 
@@ -117,7 +117,7 @@ def build_project_wheel(out_dir: Path, *, spec_name: str = "?", source: Path | N
         # need an index to fetch it from.
         # Fixed zip timestamps: the same sources give the same wheel bytes, so a
         # rebuilt bundle keeps its digest and `bundle publish` uploads nothing.
-        epoch = os.environ.get("SOURCE_DATE_EPOCH") or _WHEEL_EPOCH
+        epoch = constants.source_date_epoch() or _WHEEL_EPOCH
         _pip(["wheel", "--no-deps", "--no-build-isolation", "--quiet", "-w", str(out_dir), str(src)],
              "building the offline-bundle wheel", spec_name, extra_env={"SOURCE_DATE_EPOCH": epoch})
     wheels = sorted(out_dir.glob("offline_bundle-*.whl"))

@@ -28,14 +28,10 @@ from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
+from builder import constants
+
 MAX_REDIRECTS = 10
 _REDIRECT_STATUSES = (301, 302, 303, 307, 308)
-#: Environment variables that decide a request's proxy (the CA ones key client()).
-_PROXY_VARIABLES = tuple(
-    name
-    for base in ("http_proxy", "https_proxy", "all_proxy", "no_proxy")
-    for name in (base, base.upper())
-)
 
 _local = threading.local()
 
@@ -100,7 +96,7 @@ class Client:
             TooManyRedirects; urllib3 and OS errors of the connection, unchanged.
         """
         urllib3 = self._urllib3
-        env = tuple(os.environ.get(name) for name in _PROXY_VARIABLES)
+        env = constants.proxy_settings()
         headers = dict(headers)
         timeout = urllib3.Timeout(connect=connect_timeout, read=read_timeout)
         for _ in range(MAX_REDIRECTS + 1):
@@ -146,7 +142,7 @@ def release(response: Any, *, body_read: bool) -> None:
 
 def client() -> Client:
     """This thread's client (connections stay alive across the files of a build)."""
-    ca = os.environ.get("REQUESTS_CA_BUNDLE") or os.environ.get("CURL_CA_BUNDLE") or None
+    ca = constants.ca_bundle()
     current = getattr(_local, "client", None)
     if current is None or _local.ca != ca:
         current = Client(ca)

@@ -11,6 +11,7 @@ from collections import deque
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from builder import constants
 from builder.image.context import (
     CTX_DOCKERFILE,
     BuildContext,
@@ -46,7 +47,7 @@ def connect(*, timeout_s: float = 10.0) -> Any:
         except DockerException as e:
             last = str(e)
         if time.monotonic() >= deadline:
-            where = os.environ.get("DOCKER_HOST") or "the default socket /var/run/docker.sock"
+            where = constants.docker_host() or "the default socket /var/run/docker.sock"
             raise DockerUnavailableError(
                 f"no Docker engine answers at {where} ({last.splitlines()[0] if last else 'no reply'}); "
                 "start dockerd or set DOCKER_HOST"

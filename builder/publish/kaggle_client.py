@@ -12,24 +12,26 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+from builder import constants as builder_constants
 from builder.publish.kaggle_plan import (
     DIGEST_RE,
     KaggleAuthError,
     KaggleMetadataError,
     KaggleServerError,
 )
+from runtime import constants
 
 _ENV_TO_CLIENT_FLAG = {"LOCALHOST": "--local", "STAGING": "--staging", "ADMIN": "--admin"}
 
 
 def _kaggle_config_path() -> str:
     """Where kaggle.json lives, decided now (the client decides once, at import)."""
-    config_dir = os.environ.get("KAGGLE_CONFIG_DIR")
-    if not config_dir:
-        config_dir = os.path.join(os.path.expanduser("~"), ".kaggle")
-        if sys.platform.startswith("linux") and not os.path.exists(config_dir):
-            xdg = os.environ.get("XDG_CONFIG_HOME") or os.path.join(os.path.expanduser("~"), ".config")
-            config_dir = os.path.join(xdg, "kaggle")
+    explicit = constants.env_value("KAGGLE_CONFIG_DIR")
+    if explicit:
+        return explicit
+    config_dir = os.path.join(constants.home(), ".kaggle")
+    if sys.platform.startswith("linux") and not os.path.exists(config_dir):
+        config_dir = os.path.join(constants.xdg_config_home(), "kaggle")
     return config_dir
 
 
@@ -75,7 +77,7 @@ def make_api() -> Any:
     api.uploaded_names = []
     # The client reads KAGGLE_API_ENVIRONMENT and VERBOSE once, at import; read
     # them now instead. Never pass --verbose: it prints the Authorization header.
-    flag = _ENV_TO_CLIENT_FLAG.get(os.environ.get("KAGGLE_API_ENVIRONMENT", ""))
+    flag = _ENV_TO_CLIENT_FLAG.get(builder_constants.kaggle_api_environment())
     api.args = [flag] if flag else []
     api.config_dir = _kaggle_config_path()
     api.config = os.path.join(api.config_dir, "kaggle.json")

@@ -15,7 +15,11 @@ import sys
 
 
 def _start() -> None:
-    if os.environ.get("OFFLINE_BUNDLE_CAPTURE_LOG"):
+    try:
+        from runtime import constants
+    except Exception:  # noqa: BLE001 - not importable in this interpreter: nothing to start
+        return
+    if constants.capture_log():
         try:
             from runtime import netlog
 
@@ -24,7 +28,7 @@ def _start() -> None:
             sys.stderr.write(f"offline-bundle: bundle capture cannot record in this process "
                              f"({sys.executable}: {exc!r}); what it downloads is found in the "
                              "caches only\n")
-    elif os.environ.get("OFFLINE_BUNDLE_STRICT_CHILD") == "1":
+    elif constants.strict_child():
         try:
             import runtime
 

@@ -37,7 +37,7 @@ def module_main(cli: click.Group, module: str) -> None:
         sys.exit(e.exit_code)
     except click.exceptions.Exit as e:  # --help of the group
         sys.exit(e.exit_code)
-    if act is not None and os.environ.get("RANK", "0") == "0":
+    if act is not None and constants.rank() == 0:
         mode = "strict offline" if act.strict else "offline"
         click.echo(f"runtime: {len(act.bundles)} bundle(s) attached, {mode}", err=True)
     cli.main(args=args, prog_name=prog)

@@ -8,10 +8,11 @@ same stack code runs in a notebook, on one GPU and on Kaggle's 2×T4.
 from __future__ import annotations
 
 import math
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
+
+from runtime import constants
 
 if TYPE_CHECKING:
     import torch
@@ -44,7 +45,7 @@ SINGLE_PROCESS = DistContext()
 
 def launched_by_torchrun() -> bool:
     """True when torchrun (or another launcher) set RANK and WORLD_SIZE."""
-    return "RANK" in os.environ and "WORLD_SIZE" in os.environ
+    return constants.launched_by_torchrun()
 
 
 def setup_distributed(device: torch.device) -> DistContext:
@@ -63,7 +64,7 @@ def setup_distributed(device: torch.device) -> DistContext:
     import torch
     import torch.distributed as dist
 
-    if not launched_by_torchrun() or int(os.environ["WORLD_SIZE"]) == 1:
+    if not launched_by_torchrun() or constants.world_size() == 1:
         return SINGLE_PROCESS
     if not dist.is_initialized():
         if device.type == "cuda":
@@ -72,7 +73,7 @@ def setup_distributed(device: torch.device) -> DistContext:
     return DistContext(
         rank=dist.get_rank(),
         world_size=dist.get_world_size(),
-        local_rank=int(os.environ.get("LOCAL_RANK", "0")),
+        local_rank=constants.local_rank(),
     )
 
 

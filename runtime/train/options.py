@@ -10,12 +10,13 @@ modules (``bundle run --help`` must stay fast).
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import click
+
+from runtime import constants
 
 #: ``--precision`` choices understood by ``runtime.train.precision.choose_precision``.
 PRECISION_NAMES = ("auto", "bf16", "fp16", "fp32")
@@ -41,7 +42,7 @@ def precision_option() -> Callable[[Callable], Callable]:
 
 def is_main_process() -> bool:
     """False on the ranks other than 0 under torchrun (they stay quiet)."""
-    return os.environ.get("RANK", "0") == "0"
+    return constants.rank() == 0
 
 
 def main_process_log(ctx: Any) -> Callable[[str], None]:

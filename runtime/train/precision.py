@@ -60,17 +60,17 @@ def choose_device(requested: str = "auto") -> torch.device:
     Args:
         requested: "auto", "cpu", "cuda" or "cuda:N".
     """
-    import os
-
     import torch
+
+    from runtime import constants
 
     if requested == "auto":
         if torch.cuda.is_available():
-            return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+            return torch.device("cuda", constants.local_rank())
         return torch.device("cpu")
     device = torch.device(requested)
     if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        device = torch.device("cuda", constants.local_rank())
     return device
 
 

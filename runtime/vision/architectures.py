@@ -114,24 +114,20 @@ def weights_only_loads(weights_name: str = "") -> Iterator[None]:
     """
     import pickle
 
-    previous = os.environ.get(TORCH_FORCE_WEIGHTS_ONLY_ENV)
-    os.environ[TORCH_FORCE_WEIGHTS_ONLY_ENV] = "1"
-    try:
-        yield
-    except pickle.UnpicklingError as err:
-        where = weights_file(weights_name) if weights_name else "a weights file"
-        first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UnsafeWeightsError(
-            f"refusing to load {weights_name or 'weights'} from {where}: it holds pickled "
-            f"objects other than tensors ({first_line}). Rebuild the bundle from the "
-            "official URL with its hash check (bundle build), or pin the sha256 of a "
-            "file you trust"
-        ) from err
-    finally:
-        if previous is None:
-            os.environ.pop(TORCH_FORCE_WEIGHTS_ONLY_ENV, None)
-        else:
-            os.environ[TORCH_FORCE_WEIGHTS_ONLY_ENV] = previous
+    from runtime import constants
+
+    with constants.temporarily(TORCH_FORCE_WEIGHTS_ONLY_ENV, "1"):
+        try:
+            yield
+        except pickle.UnpicklingError as err:
+            where = weights_file(weights_name) if weights_name else "a weights file"
+            first_line = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise UnsafeWeightsError(
+                f"refusing to load {weights_name or 'weights'} from {where}: it holds pickled "
+                f"objects other than tensors ({first_line}). Rebuild the bundle from the "
+                "official URL with its hash check (bundle build), or pin the sha256 of a "
+                "file you trust"
+            ) from err
 
 
 def pretrained_weights(weights_name: str) -> Any:

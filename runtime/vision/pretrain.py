@@ -19,12 +19,12 @@ and ``encoder.pt`` (``{"kind": "unet-encoder", "widths", "in_channels",
 
 from __future__ import annotations
 
-import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from runtime import constants
 from runtime.provenance import line
 from runtime.vision.errors import DatasetError, OptionError
 
@@ -208,7 +208,7 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
             f"--image-size {cfg.image_size} must be a multiple of {multiple} for "
             f"{len(cfg.widths)} U-Net levels"
         )
-    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+    if constants.world_size() > 1:
         # Every rank would train its own copy and write the same files.
         raise OptionError(
             "masked-ssl pretrain runs in one process; start it without torchrun "
