@@ -2,8 +2,9 @@
 
 Each source is one module that declares the spec fields it takes and knows how to
 turn an artifact of the spec into a plan: the files to fetch (URLs, expected
-hashes) and where they go in the bundle. Adding a source is adding a module and
-one line to ``_SOURCE_MODULES``; nothing else dispatches on source names.
+hashes) and where they go in the bundle. Adding a source is adding a module to this
+package whose class is decorated with ``@register_source("NAME")`` (the module named
+NAME is tried first); nothing else dispatches on source names.
 
 This package imports no heavy library at import time: ``huggingface_hub``,
 ``torchvision`` and ``timm`` are imported inside ``resolve`` only when a spec uses
@@ -13,20 +14,13 @@ the source that needs them.
 from __future__ import annotations
 
 import importlib
+import pkgutil
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from builder.artifact import ArtifactSpec
-
-#: source name -> module that registers it (imported on first use)
-_SOURCE_MODULES: dict[str, str] = {
-    "hf": "builder.sources.hf",
-    "torchvision": "builder.sources.torchvision",
-    "timm": "builder.sources.timm",
-    "url": "builder.sources.url",
-}
 
 _REGISTRY: dict[str, type[Source]] = {}
 
@@ -203,9 +197,15 @@ def register_source(name: str) -> Callable[[type[Source]], type[Source]]:
     return deco
 
 
+def _module_names() -> list[str]:
+    return sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
+
+
 def known_sources() -> list[str]:
-    """Every source name a spec may use, sorted."""
-    return sorted(set(_SOURCE_MODULES) | set(_REGISTRY))
+    """Every source name a spec may use, sorted (imports each source module: light)."""
+    for module in _module_names():
+        importlib.import_module(f"{__name__}.{module}")
+    return sorted(_REGISTRY)
 
 
 def get_source(name: str) -> Source:
@@ -214,6 +214,10 @@ def get_source(name: str) -> Source:
     Raises:
         KeyError: no such source.
     """
-    if name not in _REGISTRY and name in _SOURCE_MODULES:
-        importlib.import_module(_SOURCE_MODULES[name])
+    if name not in _REGISTRY:
+        module = name.replace("-", "_")
+        if module in _module_names():
+            importlib.import_module(f"{__name__}.{module}")
+        else:
+            known_sources()
     return _REGISTRY[name]()
