@@ -314,7 +314,8 @@ def _rows_from_bundle(path: str) -> list[dict[str, Any]]:
 
     manifest = read_manifest(path)
     return [
-        {"id": a.id, "source": a.source, "ref": a.ref, "revision": a.revision, "path": a.path,
+        {"id": a.id, "source": a.source, "ref": a.ref, "revision": a.revision, "commit": a.commit,
+         "path": a.path,
          "files": len(a.files), "size": a.size, "fallbacks": list(a.fallbacks)}
         for a in manifest.artifacts
     ]
@@ -329,6 +330,7 @@ def _rows_from_spec(path: str) -> list[dict[str, Any]]:
     for a in spec.artifacts:
         ref = a.get(get_source(a.source).ref_field, "")
         rows.append({"id": a.id, "source": a.source, "ref": ref, "revision": a.get("revision"),
+                     "commit": None,
                      "path": None, "files": None, "size": a.size, "fallbacks": list(a.fallbacks)})
     return rows
 
@@ -397,8 +399,8 @@ def ls_command(target: str | None, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(rows, indent=2))
         return
-    _table([("ID", "SOURCE", "REF", "REVISION", "FILES", "SIZE")] + [
-        (r["id"], r["source"], r["ref"], (r["revision"] or "-")[:12],
+    _table([("ID", "SOURCE", "REF", "REVISION", "COMMIT", "FILES", "SIZE")] + [
+        (r["id"], r["source"], r["ref"], r["revision"] or "-", (r["commit"] or "-")[:12],
          "-" if r["files"] is None else str(r["files"]),
          "-" if r["size"] is None else human_size(r["size"])) for r in rows])
     if is_dir and rows:

@@ -295,7 +295,7 @@ def readme_text(manifest: Manifest, *, kaggle: str | None) -> str:
         "|---|---|---|---|---|---|",
     ]
     for a in manifest.artifacts:
-        rev = (a.revision or "")[:12]
+        rev = (a.commit or a.revision or "")[:12]
         lines.append(
             f"| `{a.id}` | {a.source} | `{a.ref}` | {rev} | {len(a.files)} | {human_size(a.size)} |"
         )

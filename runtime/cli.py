@@ -95,7 +95,7 @@ def gpu_report() -> GpuReport:
 
 def _describe(found: Any) -> str:
     a = found.artifact
-    ref = f"{a.ref}@{a.revision[:12]}" if a.revision else a.ref
+    ref = f"{a.ref}@{a.commit[:12]}" if a.commit else a.ref
     return f"{a.id} = {ref} (bundle {found.bundle.name})"
 
 

@@ -67,6 +67,9 @@ MIN_LIBRARY_VERSIONS = {
 
 # --- Bundle format ---------------------------------------------------------
 
+#: The Hub revision a spec means when it names none (and what unpinned loading code asks for).
+DEFAULT_REVISION = "main"
+
 MANIFEST_NAME = "bundle.json"
 KAGGLE_METADATA_NAME = "dataset-metadata.json"
 README_NAME = "README.md"

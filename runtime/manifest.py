@@ -65,7 +65,7 @@ class FileEntry(FrozenRecord):
 class ArtifactEntry(Record):
     """One artifact of a bundle: where resolve() points (`path`) and the files it holds."""
 
-    _fields = ("id", "source", "ref", "revision", "path", "files", "aliases", "fallbacks")
+    _fields = ("id", "source", "ref", "revision", "path", "files", "aliases", "fallbacks", "commit")
 
     def __init__(
         self,
@@ -77,6 +77,7 @@ class ArtifactEntry(Record):
         files: list[FileEntry],
         aliases: list[str] | None = None,
         fallbacks: list[str] | None = None,
+        commit: str | None = None,
     ) -> None:
         self.id = id
         self.source = source
@@ -86,6 +87,9 @@ class ArtifactEntry(Record):
         self.files = files
         self.aliases = [] if aliases is None else aliases
         self.fallbacks = [] if fallbacks is None else fallbacks
+        #: what the build resolved `revision` to (a Hub commit); bundles made before this
+        #: field held the commit in `revision` itself
+        self.commit = commit if commit is not None else revision
 
     @property
     def size(self) -> int:
@@ -101,6 +105,7 @@ class ArtifactEntry(Record):
             "source": self.source,
             "ref": self.ref,
             "revision": self.revision,
+            **({"commit": self.commit} if self.commit is not None else {}),
             "path": self.path,
             "aliases": list(self.aliases),
             "fallbacks": list(self.fallbacks),
@@ -266,11 +271,12 @@ def _artifact_fast(raw: Any) -> ArtifactEntry | None:
         return None
     get = raw.get
     art_id, source, ref, path = get("id"), get("source"), get("ref"), get("path")
-    revision, raw_files = get("revision"), get("files")
+    revision, raw_files, commit = get("revision"), get("files"), get("commit")
     aliases, fallbacks = _str_list_fast(get("aliases")), _str_list_fast(get("fallbacks"))
     if not (
         type(art_id) is str and type(source) is str and type(ref) is str
-        and (revision is None or type(revision) is str) and _clean_path(path)
+        and (revision is None or type(revision) is str) and (commit is None or type(commit) is str)
+        and _clean_path(path)
         and type(raw_files) is list and aliases is not None and fallbacks is not None
     ):
         return None
@@ -280,7 +286,7 @@ def _artifact_fast(raw: Any) -> ArtifactEntry | None:
         if entry is None:
             return None
         files.append(entry)
-    return ArtifactEntry(art_id, source, ref, revision, path, files, aliases, fallbacks)
+    return ArtifactEntry(art_id, source, ref, revision, path, files, aliases, fallbacks, commit)
 
 
 def _file_entry(obj: Any, where: str) -> FileEntry:
@@ -318,6 +324,7 @@ def _artifact_exact(raw: Any, where: str, source: str) -> ArtifactEntry:
         source=_get(raw, "source", str, where),
         ref=_get(raw, "ref", str, where),
         revision=_get(raw, "revision", str, where, optional=True),
+        commit=_get(raw, "commit", str, where, optional=True),
         path=check_relative_path(_get(raw, "path", str, where), f"{where}.path"),
         files=files,
         aliases=_str_list(raw, "aliases", where),

@@ -51,14 +51,14 @@ def resolutions() -> list[dict[str, Any]]:
 def of_artifact(requested: str, bundle: Any, artifact: Any, fallback: dict | None) -> dict[str, Any]:
     """The provenance block of an artifact of an attached bundle."""
     ref = artifact.ref
-    if artifact.revision:
-        ref = f"{artifact.ref}@{artifact.revision}"
+    if artifact.commit:
+        ref = f"{artifact.ref}@{artifact.commit}"
     record = {
         "requested": str(requested),
         "bundle": {"name": bundle.name, "version": bundle.version,
                    "digest": bundle.manifest.digest, "path": str(bundle.path)},
         "artifact": {"id": artifact.id, "source": artifact.source, "ref": artifact.ref,
-                     "revision": artifact.revision},
+                     "revision": artifact.revision, "commit": artifact.commit},
         "ref": ref,
         "files": [{"path": f.path, "size": f.size, "sha256": f.sha256} for f in artifact.files],
         "fallback": fallback,

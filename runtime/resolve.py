@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 from runtime._record import FrozenRecord
 from runtime.catalog import AttachedBundle
+from runtime.constants import DEFAULT_REVISION
 from runtime.errors import ArtifactNotFoundError, FallbackWarning, log_warning
 from runtime.manifest import ArtifactEntry
 
@@ -185,7 +186,7 @@ def spec_snippet(name: str) -> str:
                 f'[[artifact]]\nid = "{name}"\nsource = "hf"\nrepo = "ORG/NAME"   # the Hub repo it names')
     else:
         art_id = re.sub(r"[^a-z0-9]+", "-", name.rsplit("/", 1)[-1].lower()).strip("-")
-        body = f'source = "hf"\nrepo = "{name}"\nrevision = "main"'
+        body = f'source = "hf"\nrepo = "{name}"\nrevision = "{DEFAULT_REVISION}"'
     return f'[[artifact]]\nid = "{art_id or "artifact"}"\n{body}'
 
 

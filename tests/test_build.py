@@ -109,7 +109,7 @@ def test_hf_artifact_is_snapshotted_into_the_hub_cache_layout(bundle_factory, ti
     bundle = bundle_factory(HF_SPEC, hf={"org/tiny-vit": tiny_vit_folder})
 
     art = read_manifest(bundle).artifact("vit")
-    commit = art.revision
+    commit = art.commit
     snap = bundle / "hf/models--org--tiny-vit/snapshots" / commit
     assert art.path == snap.relative_to(bundle).as_posix()
     assert (bundle / "hf/models--org--tiny-vit/refs/main").read_bytes() == commit.encode()
@@ -453,7 +453,7 @@ def test_ls_lists_artifacts_of_a_bundle_and_of_a_spec(bundle_factory, tiny_vit_f
     assert table.exit_code == 0
     assert "vit" in table.stdout and "org/tiny-vit" in table.stdout and "hf" in table.stdout
     rows = json.loads(cli("ls", bundle, "--json").stdout)
-    assert rows[0]["files"] == 3 and len(rows[0]["revision"]) == 40
+    assert rows[0]["files"] == 3 and rows[0]["revision"] == "main" and len(rows[0]["commit"]) == 40
     spec_rows = json.loads(cli("ls", write_spec(tmp_path, HF_SPEC), "--json").stdout)
     assert spec_rows[0]["ref"] == "org/tiny-vit" and spec_rows[0]["files"] is None
 
@@ -520,7 +520,7 @@ def test_pinned_commit_include_patterns_and_rebuild_over_a_read_only_bundle(
     assert cli(*args).exit_code == 0
     bundle = tmp_path / "out/pinned"
     art = read_manifest(bundle).artifact("vit-config")
-    assert art.revision == commit
+    assert art.revision == art.commit == commit
     # Code that names no revision asks for main: main of this bundle is the pinned commit.
     assert (bundle / "hf/models--org--pinned-vit/refs/main").read_text() == commit
     assert sorted(Path(f.path).name for f in art.files) == ["config.json", "main"]

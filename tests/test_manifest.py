@@ -117,3 +117,17 @@ def test_missing_or_broken_bundle_json_says_which_file(tmp_path):
 def test_generated_top_level_files_are_recognised():
     assert is_generated("bundle.json") and is_generated("README.md")
     assert not is_generated("hf/README.md") and not is_generated("notes.md")
+
+
+def test_revision_is_what_was_asked_and_commit_what_it_resolved_to_old_bundles_included():
+    commit = "c" * 40
+    data = _manifest().to_json()
+    data["artifacts"][0]["revision"] = "main"
+    data["artifacts"][0]["commit"] = commit
+    (art,) = manifest_from_json(data).artifacts
+    assert art.revision == "main" and art.commit == commit
+    assert art.to_json()["revision"] == "main" and art.to_json()["commit"] == commit
+    # A bundle made before `commit` existed kept the commit in `revision`.
+    del data["artifacts"][0]["commit"]
+    data["artifacts"][0]["revision"] = commit
+    assert manifest_from_json(data).artifacts[0].commit == commit

@@ -89,7 +89,7 @@ def test_a_run_on_a_declared_fallback_says_so_in_best_pt_summary_and_evaluate(
         assert record["requested"] == "google/vit-base-patch16-224-in21k"  # the stack's default
         assert record["artifact"]["id"] == "vit-base"
         assert record["artifact"]["ref"] == "google/vit-base-patch16-224"
-        assert len(record["artifact"]["revision"]) == 40
+        assert record["artifact"]["revision"] == "main" and len(record["artifact"]["commit"]) == 40
         assert record["fallback"]["from"] == "google/vit-base-patch16-224-in21k"
         assert "'vit-base-in21k'" in record["fallback"]["reason"]  # the incomplete primary, by id
         assert "incomplete" in record["fallback"]["reason"]

@@ -18,7 +18,7 @@ from builder.build.report import BuildReport
 from builder.extras.runtime_wheels import missing_runtime_wheel, source_fingerprint
 from builder.sources import ResolvedArtifact
 from builder.store import Store
-from runtime.constants import WHEELS_DIR
+from runtime.constants import DEFAULT_REVISION, WHEELS_DIR
 from runtime.manifest import (
     ArtifactEntry,
     FileEntry,
@@ -193,7 +193,9 @@ def _artifact_entries(
                 id=art.id,
                 source=plan.source,
                 ref=plan.ref,
-                revision=plan.revision,
+                # What the spec asked for, and what it resolved to (a Hub commit).
+                revision=art.get("revision") or (DEFAULT_REVISION if plan.revision else None),
+                commit=plan.revision,
                 path=plan.path,
                 files=entries,
                 aliases=list(plan.aliases),

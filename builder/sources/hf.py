@@ -33,7 +33,7 @@ from builder.sources import (
     Source,
     register_source,
 )
-from runtime.constants import HF_DIR
+from runtime.constants import DEFAULT_REVISION, HF_DIR
 from runtime.manifest import ManifestError, check_relative_path
 
 if TYPE_CHECKING:
@@ -358,7 +358,7 @@ class HfSource(HubHostedSource):
         return plan_hub_repo(
             artifact.id,
             artifact.get("repo"),
-            revision=artifact.get("revision", "main"),
+            revision=artifact.get("revision", DEFAULT_REVISION),
             include=artifact.include,
             exclude=artifact.exclude,
         )

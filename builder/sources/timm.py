@@ -20,6 +20,7 @@ from builder.sources import (
 )
 from builder.sources.hf import HubHostedSource, plan_hub_repo, revision_field_problem
 from builder.sources.torchvision import checkpoint_plan
+from runtime.constants import DEFAULT_REVISION
 
 if TYPE_CHECKING:
     from builder.artifact import ArtifactSpec
@@ -76,7 +77,7 @@ class TimmSource(HubHostedSource):
             resolved = plan_hub_repo(
                 artifact.id,
                 repo,
-                revision=artifact.get("revision") or hub_rev or "main",
+                revision=artifact.get("revision") or hub_rev or DEFAULT_REVISION,
                 include=artifact.include,
                 exclude=artifact.exclude,
                 choose_files=_weights_chooser(getattr(cfg, "hf_hub_filename", None)),
@@ -84,7 +85,7 @@ class TimmSource(HubHostedSource):
                 ref=name,
                 # timm asks the hub cache for its own revision (or main), whatever
                 # revision the spec pinned the snapshot to.
-                ref_name=hub_rev or "main",
+                ref_name=hub_rev or DEFAULT_REVISION,
             )
             resolved.aliases = [repo, f"hf-hub:{repo}"]
             return resolved
