@@ -5,7 +5,7 @@ many small JSON files); large files are redirected to a sendfile "CDN" as on
 huggingface.co (see ``bench/servers.py``). The same files are then fetched,
 in alternating rounds, by:
 
-* ``bundle build`` (``builder.build.build``, fresh store, ``--jobs`` parallel
+* ``bundle build`` (``builder.pipeline.build``, fresh store, ``--jobs`` parallel
   downloads, sha256 / git-id verification, fsync, hard-linked bundle);
 * ``huggingface_hub.snapshot_download`` called once per repo in a loop, as a
   notebook does it, with its own ``max_workers`` default (8), fresh cache;
@@ -144,7 +144,7 @@ def _run_bundle(cfg: dict) -> dict:
     import requests  # noqa: F401
 
     import builder.sources.hf  # noqa: F401
-    from builder.build import build
+    from builder.pipeline import build
 
     work = Path(cfg["work"])
     spec = work / "spec.toml"

@@ -5,7 +5,7 @@ fast the link is. The bench CDN (``bench/servers.py``) paces every connection to
 ``--link-mb-s``; the Hub stand-in redirects the file there, as huggingface.co does.
 A file of the same size is then fetched, in alternating rounds, by:
 
-* ``bundle build`` (``builder.build.build``, fresh store), once per ``--source``:
+* ``bundle build`` (``builder.pipeline.build``, fresh store), once per ``--source``:
   ``hf`` (a Hub repo: the size comes from the Hub's file list), ``url`` (a url
   artifact with ``sha256`` and no ``size``, as every one in bundles/ddrm.toml) and
   ``torchvision`` (``ViT_B_16_Weights.IMAGENET1K_V1`` with its sha256 pinned, the
@@ -94,8 +94,8 @@ def _run_bundle(cfg: dict) -> dict:
     import huggingface_hub.hf_api  # noqa: F401
 
     import builder.sources.hf  # noqa: F401
-    from builder.build import build
     from builder.fetch import FetchPolicy
+    from builder.pipeline import build
 
     if cfg["source"] == "torchvision":
         import torchvision.models  # noqa: F401  (its import is not the download)

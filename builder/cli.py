@@ -203,7 +203,7 @@ def configure_logging(verbosity: int) -> None:
 @click.option("--trust-on-first-use", is_flag=True,
               help="Accept url artifacts without sha256; record the hash of the first download (warns).")
 @click.option("--refresh", is_flag=True,
-              help="Re-resolve every artifact (e.g. a moved Hub branch) instead of reusing the build lock.")
+              help="Re-resolve every artifact (e.g. a moved Hub branch) instead of reusing the resolved plan (.NAME.resolved.json).")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
 @click.option("--json", "as_json", is_flag=True, help="Print a JSON report on stdout.")
 @click.option("-v", "--verbose", count=True,
@@ -230,8 +230,8 @@ def build_command(
       bundle build spec.toml --mirror https://download.pytorch.org/=https://mirror.corp/pytorch/
       HF_ENDPOINT=https://hf-mirror.example bundle build spec.toml
     """
-    from builder.build import build
     from builder.fetch import FetchPolicy, parse_mirror
+    from builder.pipeline import build
 
     configure_logging(-1 if quiet else verbose)
     try:

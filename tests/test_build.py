@@ -544,7 +544,7 @@ def test_building_in_a_process_switched_offline_says_so(hub, tiny_vit_folder, tm
 
 
 def test_a_size_no_disk_holds_is_refused_before_any_request(tmp_path):
-    from builder.build import build
+    from builder.pipeline import build
     from builder.spec import SpecError
 
     spec = tmp_path / "huge.toml"
@@ -568,8 +568,8 @@ def test_a_size_no_disk_holds_is_refused_before_any_request(tmp_path):
 
 
 def test_a_build_whose_artifact_does_not_resolve_leaves_no_store_skeleton(tmp_path):
-    from builder.build import build
     from builder.errors import BuildError
+    from builder.pipeline import build
 
     spec = tmp_path / "tv.toml"
     spec.write_text('[bundle]\nname = "tv"\nversion = "1.0.0"\n\n[[artifact]]\nid = "w"\n'
@@ -577,3 +577,21 @@ def test_a_build_whose_artifact_does_not_resolve_leaves_no_store_skeleton(tmp_pa
     with pytest.raises(BuildError, match="has no weights 'No_Such_Weights.IMAGENET1K_V1'"):
         build(spec, out_dir=tmp_path / "out", store_dir=tmp_path / "store", progress=False)
     assert not (tmp_path / "store").exists()  # no aliases/, blobs/, layout
+
+
+def test_a_folder_built_before_the_rename_keeps_its_resolved_plan(hub, tiny_vit_folder, tmp_path):
+    from builder.pipeline import build
+
+    commit = hub.add_repo("org/renamed-lock", tiny_vit_folder)
+    spec = tmp_path / "spec.toml"
+    spec.write_text('[bundle]\nname = "renamed"\nversion = "1.0.0"\n\n[[artifact]]\nid = "vit"\n'
+                    'source = "hf"\nrepo = "org/renamed-lock"\n')
+    out, store = tmp_path / "out", tmp_path / "store"
+    build(spec, out_dir=out, store_dir=store, progress=False)
+    assert (out / ".renamed.resolved.json").is_file() and (out / ".renamed.building.lock").exists()
+    (out / ".renamed.resolved.json").rename(out / ".renamed.lock.json")  # as an older build left it
+    hub.requests.clear()
+    report = build(spec, out_dir=out, store_dir=store, progress=False)
+    assert report.fetched_files == 0 and not hub.requests  # the plan was reused: no server asked
+    assert (out / ".renamed.resolved.json").is_file() and not (out / ".renamed.lock.json").exists()
+    assert commit in (out / ".renamed.resolved.json").read_text()

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from builder.build import build_bundle
+from builder.pipeline import build_bundle
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCAL_MIRROR = "/opt/pypi/files"

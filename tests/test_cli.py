@@ -13,7 +13,7 @@ from builder.cli import COMMANDS, LazyGroup, main
 
 ROOT = Path(__file__).resolve().parents[1]
 HEAVY = ("torch", "transformers", "huggingface_hub", "timm", "requests", "docker", "kaggle",
-         "builder.build", "builder.fetch")
+         "builder.pipeline", "builder.fetch")
 
 
 def test_help_lists_every_command_without_importing_heavy_modules():

@@ -28,7 +28,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("builder store and download engine", ("builder.store", "builder.fetch")),
     ("builder sources, spec, bundle folder, extras",
      ("builder.sources", "builder.spec", "builder.layout", "builder.verify", "builder.extras")),
-    ("builder build", ("builder.build",)),
+    ("builder pipeline (bundle build)", ("builder.pipeline",)),
     ("builder publish, image and capture", ("builder.publish", "builder.image", "builder.capture")),
     ("builder command line", ("builder.cli", "builder.__main__")),
 ]
@@ -161,8 +161,8 @@ def test_no_import_circles():
 def test_the_checks_catch_what_they_are_for():
     """The graph is read right: a known downward import is seen, and a circle is found."""
     _, graph = _graph()
-    assert ("builder.fetch.api" in {t for _, t in graph["builder.build.download"]}
-            or "builder.fetch" in {t for _, t in graph["builder.build.download"]})
+    assert ("builder.fetch.api" in {t for _, t in graph["builder.pipeline.download"]}
+            or "builder.fetch" in {t for _, t in graph["builder.pipeline.download"]})
     assert "runtime.state" in {t for _, t in graph["runtime.resolve"]}
     assert _cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a"}}) == [["a", "b", "c"]]
     assert _layer("runtime.cli") > _layer("runtime.stacks.flood") > _layer("runtime.vision.classify")

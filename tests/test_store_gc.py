@@ -63,7 +63,7 @@ def test_prune_frees_what_a_removed_bundle_alone_used_and_keeps_the_rest(two_bun
     store, out, data = two_bundles
     sha = {k: hashlib.sha256(v).hexdigest() for k, v in data.items()}
     shutil.rmtree(out / "alpha")
-    (out / ".alpha.lock.json").unlink()
+    (out / ".alpha.resolved.json").unlink()
     dry = json.loads(_bundle("store", "prune", "--store", store, "--dry-run", "--json").output)
     assert dry["blobs"] == 1 and dry["blob_bytes"] == 5000 and dry["roots"] == 1
     assert _blobs(store) == set(sha.values())  # a dry run removes nothing
@@ -84,7 +84,7 @@ def test_a_blob_with_another_hard_link_or_a_lock_naming_it_is_kept(two_bundles):
     assert json.loads(_bundle("store", "prune", "--store", store, "--json").output)["blobs"] == 0
     # A hard link elsewhere (a bundle folder no root names): kept as well.
     os.link(store / "blobs" / "sha256" / sha_a, out.parent / "elsewhere.bin")
-    (out / ".alpha.lock.json").unlink()
+    (out / ".alpha.resolved.json").unlink()
     report = json.loads(_bundle("store", "prune", "--store", store, "--json").output)
     assert report["blobs"] == 0 and sha_a in _blobs(store)
 

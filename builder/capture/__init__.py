@@ -109,8 +109,8 @@ def capture_command(name: str | None, spec_out: Path | None, do_build: bool, out
              "fetched before that and may be incomplete; not building.")
         sys.exit(run.returncode)
     if do_build:
-        from builder.build import build
         from builder.errors import BuildError
+        from builder.pipeline import build
         from runtime.manifest import ManifestError
 
         try:

@@ -4,7 +4,7 @@ The store only grows: every build adds its blobs, and nothing removes one that n
 uses any more. Compare ``hf cache scan`` / ``hf cache delete``; here:
 
 * **roots**: every build records, in ``roots/``, the bundle folder it wrote and its lock
-  file (``.NAME.lock.json``). A blob is *referenced* when a recorded bundle's
+  file (``.NAME.resolved.json``). A blob is *referenced* when a recorded bundle's
   ``bundle.json`` or lock names its sha256, when a bundle in ``./bundles-dist`` or on
   ``$BUNDLE_PATH`` does, or when it has another hard link (a bundle folder made from it
   that no root names: a blob with ``st_nlink > 1`` is never removed).

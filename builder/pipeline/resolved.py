@@ -1,5 +1,6 @@
-"""The build lock (``OUT/.NAME.lock.json``): what each artifact resolved to, so a rerun of an
-unchanged spec entry asks no server anything."""
+"""The resolved plan (``OUT/.NAME.resolved.json``): what each artifact resolved to, so a
+rerun of an unchanged spec entry asks no server anything. (Beside it, ``.NAME.building.lock``
+is the mutex of one build at a time: a lock in the other sense.)"""
 
 from __future__ import annotations
 
@@ -17,8 +18,19 @@ LOCK_FORMAT = 1
 
 
 def lock_path(out_dir: Path, name: str) -> Path:
-    """The build lock of bundle ``name``: next to the bundle, not in it (not published)."""
-    return out_dir / f".{name}.lock.json"
+    """The resolved plan of bundle ``name``: next to the bundle, not in it (not published).
+    A folder built before the rename holds ``.NAME.lock.json``: it is read (and replaced)."""
+    path = out_dir / f".{name}.resolved.json"
+    older = out_dir / f".{name}.lock.json"
+    if not path.exists() and older.exists():
+        with contextlib.suppress(OSError):
+            os.replace(older, path)
+    return path
+
+
+def mutex_path(out_dir: Path, name: str) -> Path:
+    """The file whose lock lets one build of bundle ``name`` run at a time."""
+    return out_dir / f".{name}.building.lock"
 
 
 def fingerprint(artifact: ArtifactSpec, source: Source) -> str:

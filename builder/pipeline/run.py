@@ -11,10 +11,12 @@ from pathlib import Path
 from typing import NoReturn
 
 from builder.artifact import Spec
-from builder.build.download import fetch_all
-from builder.build.lockfile import lock_path, read_lock, write_lock
-from builder.build.materialise import materialise
-from builder.build.plan import (
+from builder.errors import BuildError
+from builder.fetch import FetchPolicy, parse_mirror
+from builder.kaggle_rules import publish_warnings
+from builder.pipeline.download import fetch_all
+from builder.pipeline.materialise import materialise
+from builder.pipeline.plan import (
     check_headers,
     check_paths,
     check_urls,
@@ -22,10 +24,8 @@ from builder.build.plan import (
     resolve_all,
     spec_urls,
 )
-from builder.build.report import BuildReport
-from builder.errors import BuildError
-from builder.fetch import FetchPolicy, parse_mirror
-from builder.kaggle_rules import publish_warnings
+from builder.pipeline.report import BuildReport
+from builder.pipeline.resolved import lock_path, mutex_path, read_lock, write_lock
 from builder.sources import ResolveContext
 from builder.spec import load_spec
 from builder.store import Store
@@ -67,7 +67,7 @@ def build(
 
     # One build of a given bundle folder at a time; different bundles (and their
     # fetches into the shared store) run concurrently.
-    with FileLock(str(out / f".{spec.name}.build.lock")):
+    with FileLock(str(mutex_path(out, spec.name))):
         lock_file = lock_path(out, spec.name)
         lock = read_lock(lock_file)
         ctx = ResolveContext(trust_on_first_use=trust_on_first_use, spec_path=str(spec.path))

@@ -14,8 +14,8 @@ from typing import Any
 
 from builder import SOURCE_ROOT, constants, layout
 from builder.artifact import Spec
-from builder.build.report import BuildReport
 from builder.extras.runtime_wheels import missing_runtime_wheel, source_fingerprint
+from builder.pipeline.report import BuildReport
 from builder.sources import ResolvedArtifact
 from builder.store import Store
 from runtime.constants import DEFAULT_REVISION, WHEELS_DIR

@@ -14,10 +14,10 @@ from urllib.parse import urlsplit
 
 from builder import layout
 from builder.artifact import ArtifactSpec, Spec
-from builder.build.report import BuildReport
 from builder.credentials import resolve_headers
 from builder.errors import FetchError, IntegrityError, StoreError
 from builder.fetch import FetchPolicy, fetch
+from builder.pipeline.report import BuildReport
 from builder.sources import (
     PlannedFile,
     ResolvedArtifact,

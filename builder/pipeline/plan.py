@@ -7,11 +7,11 @@ import concurrent.futures as cf
 from typing import Any
 
 from builder.artifact import ArtifactSpec, Spec
-from builder.build.lockfile import fingerprint
-from builder.build.report import BuildReport
 from builder.credentials import resolve_headers, restore_urls
 from builder.errors import BuildError, FetchError
 from builder.fetch import FetchPolicy, check_url_allowed, rewrite_url
+from builder.pipeline.report import BuildReport
+from builder.pipeline.resolved import fingerprint
 from builder.sources import (
     ResolveContext,
     ResolvedArtifact,

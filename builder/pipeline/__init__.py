@@ -4,8 +4,8 @@ The steps, in the order they run:
 
 1. load and validate the spec (:mod:`builder.spec`);
 2. resolve every artifact with its source (revision -> commit, file list,
-   expected hashes). A rerun reuses the plan recorded in the build lock
-   (``OUT/.NAME.lock.json``) when the artifact's spec entry is unchanged, so it
+   expected hashes). A rerun reuses the plan recorded beside the bundle
+   (``OUT/.NAME.resolved.json``) when the artifact's spec entry is unchanged, so it
    asks no server anything; ``refresh=True`` re-resolves (e.g. to move to the
    Hub's newest ``main``);
 3. fetch every planned file into the content-addressed store, in parallel
@@ -20,13 +20,13 @@ stays as it was, and nothing of the failing artifact is in the bundle or the
 store (files are added to the store only after verification).
 
 Modules, in the order the steps run: ``plan`` (steps 1-2 and the checks),
-``download`` (3), ``materialise`` (4), ``pipeline`` (build() running them),
-``lockfile`` and ``report`` (the records). The build imports the spec, sources,
+``download`` (3), ``materialise`` (4), ``run`` (build() running them),
+``resolved`` and ``report`` (the records). The build imports the spec, sources,
 fetch, store and layout; nothing below it imports the build.
 """
 
-from builder.build.lockfile import lock_path
-from builder.build.pipeline import build, build_bundle
-from builder.build.report import BuildReport
+from builder.pipeline.report import BuildReport
+from builder.pipeline.resolved import lock_path
+from builder.pipeline.run import build, build_bundle
 
 __all__ = ["BuildReport", "build", "build_bundle", "lock_path"]
