@@ -151,12 +151,13 @@ def _cache_env() -> dict[str, str]:
     if _State.cache_env is None:
         from runtime import caches
 
-        wanted = caches.unwritable_caches(os.environ)
+        environment = constants.environment()
+        wanted = caches.unwritable_caches(environment)
         env: dict[str, str] = {}
         if wanted:
             base = _private_dir(Path(_temp_root()), prefix="offline-bundle-caches-")
             _State.cache_base = base
-            env = caches.writable_cache_env(os.environ, str(base))
+            env = caches.writable_cache_env(environment, str(base))
             atexit.register(_remove_caches)
         _State.cache_env = env
     return dict(_State.cache_env)

@@ -18,7 +18,7 @@ import click
 from runtime import constants
 from runtime.sizes import human_size
 from runtime.stacks import UnknownStackError, get_stack, list_stacks
-from runtime.stacks.launch import activate_reporting, prepare_run
+from runtime.stacks.launch import activate_reporting, prepare_run, use_strict
 
 #: Libraries whose versions doctor reports (distribution names).
 LIBRARIES = (
@@ -390,7 +390,8 @@ def run_command(ctx: click.Context, strict: bool, no_network: bool, stack: str |
         _isolate()
     # The stack's own options are checked first; then the bundles are activated as this
     # command needs them (none at all for a run that loads nothing from a bundle).
-    prepare_run(record, sub_ctx, args, strict=strict or None, label=f"bundle run {stack}")
+    use_strict(strict)
+    prepare_run(record, sub_ctx, args, strict=None, label=f"bundle run {stack}")
     with sub_ctx:
         return group.invoke(sub_ctx)
 
@@ -406,7 +407,6 @@ def _isolate() -> None:
 
 def _run_external(command: list[str], *, strict: bool, no_network: bool) -> int:
     """`bundle run -- COMMAND`: the command, in the activated environment; its exit code."""
-    import os
     import shutil
     import subprocess
 
@@ -416,8 +416,9 @@ def _run_external(command: list[str], *, strict: bool, no_network: bool) -> int:
         raise click.ClickException(f"command not found: {command[0]!r} (bundle run -- COMMAND ...)")
     if no_network:
         _isolate()
-    activate_reporting(strict=strict)
-    env = dict(os.environ)  # activate() set the offline variables, HF_HUB_CACHE and TORCH_HOME
+    strict = use_strict(strict)
+    activate_reporting(strict=None)
+    env = constants.environment()  # activate() set the offline variables, HF_HUB_CACHE, TORCH_HOME
     if strict:
         from runtime.child import with_startup_hook
 

@@ -23,7 +23,14 @@ def _no_activation_leaks_between_tests():
     """`bundle run` (through CliRunner) activates the runtime in this process, as it
     would in a real one that then exits. Undo it after each test, so the offline
     switches, the strict-mode guard and the view never leak into the next test."""
+    strict = os.environ.get("OFFLINE_BUNDLE_STRICT")
     yield
     state = sys.modules.get("runtime.state")
     if state is not None and state.current() is not None:
         sys.modules["runtime.activate"].deactivate()  # the module; runtime.activate is the function
+    # `bundle run --strict` sets OFFLINE_BUNDLE_STRICT for the rest of its process (its ranks,
+    # workers and children inherit it); this process is the test session: put it back.
+    if strict is None:
+        os.environ.pop("OFFLINE_BUNDLE_STRICT", None)
+    else:
+        os.environ["OFFLINE_BUNDLE_STRICT"] = strict

@@ -11,22 +11,26 @@ ROOT = Path(__file__).resolve().parents[1]
 CONSTANTS = {ROOT / "runtime" / "constants.py", ROOT / "builder" / "constants.py"}
 
 
+_WRITES = frozenset({"pop", "update", "setdefault", "clear", "__setitem__", "__delitem__"})
+
+
 def _reads(path: Path) -> list[int]:
-    """Lines where ``os.environ`` or ``os.getenv`` is read (assignments to it are writes)."""
+    """Lines where ``os.environ`` is read in any form (``.get``, ``[...]``, ``dict(...)``,
+    ``in``, iteration) or ``os.getenv`` is called; setting or removing a variable is a write."""
     tree = ast.parse(path.read_text(), filename=str(path))
+    parents = {child: node for node in ast.walk(tree) for child in ast.iter_child_nodes(node)}
     lines = []
     for node in ast.walk(tree):
-        if isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute):
-            target = node.func.value
-            if node.func.attr in ("get", "__getitem__", "copy", "items") and ast.unparse(target) == "os.environ":
-                lines.append(node.lineno)
-            if node.func.attr == "getenv" and ast.unparse(target) == "os":
-                lines.append(node.lineno)
-        if isinstance(node, ast.Subscript) and ast.unparse(node.value) == "os.environ" \
-                and isinstance(node.ctx, ast.Load):
+        if isinstance(node, ast.Attribute) and ast.unparse(node) == "os.getenv":
             lines.append(node.lineno)
-        if isinstance(node, ast.Compare) and any(ast.unparse(c) == "os.environ" for c in node.comparators):
-            lines.append(node.lineno)
+        if not (isinstance(node, ast.Attribute) and ast.unparse(node) == "os.environ"):
+            continue
+        parent = parents.get(node)
+        if isinstance(parent, ast.Subscript) and isinstance(parent.ctx, (ast.Store, ast.Del)):
+            continue  # os.environ[X] = ... / del os.environ[X]
+        if isinstance(parent, ast.Attribute) and parent.attr in _WRITES:
+            continue  # os.environ.pop(X) / .update(...)
+        lines.append(node.lineno)
     return lines
 
 

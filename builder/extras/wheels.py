@@ -33,8 +33,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
-from builder import SOURCE_ROOT, constants
+from builder import SOURCE_ROOT
+from builder import constants as builder_constants
 from builder.errors import BuildError
+from runtime import constants
 from runtime.constants import WHEELS_DIR
 
 #: The Kaggle notebook image's interpreter and platform, the usual target.
@@ -62,7 +64,7 @@ def _as_list(value: Any, field: str) -> list[str]:
 def _pip(args: list[str], what: str, spec_name: str, *, extra_env: dict[str, str] | None = None) -> None:
     """Run pip, showing its lines on stderr as they come (downloads can be long)."""
     cmd = [sys.executable, "-m", "pip", *args]
-    env = dict(os.environ, PIP_DISABLE_PIP_VERSION_CHECK="1", **(extra_env or {}))
+    env = {**constants.environment(), "PIP_DISABLE_PIP_VERSION_CHECK": "1", **(extra_env or {})}
     tail: collections.deque[str] = collections.deque(maxlen=3)
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
     assert proc.stdout is not None
@@ -117,7 +119,7 @@ def build_project_wheel(out_dir: Path, *, spec_name: str = "?", source: Path | N
         # need an index to fetch it from.
         # Fixed zip timestamps: the same sources give the same wheel bytes, so a
         # rebuilt bundle keeps its digest and `bundle publish` uploads nothing.
-        epoch = constants.source_date_epoch() or _WHEEL_EPOCH
+        epoch = builder_constants.source_date_epoch() or _WHEEL_EPOCH
         _pip(["wheel", "--no-deps", "--no-build-isolation", "--quiet", "-w", str(out_dir), str(src)],
              "building the offline-bundle wheel", spec_name, extra_env={"SOURCE_DATE_EPOCH": epoch})
     wheels = sorted(out_dir.glob("offline_bundle-*.whl"))

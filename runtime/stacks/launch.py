@@ -29,6 +29,20 @@ from runtime.stacks.record import Stack, Use
 _HELP = frozenset({"--help", "-h"})
 
 
+def use_strict(flag: bool) -> bool:
+    """The one owner of the strict setting of a launch: ``--strict`` (``bundle run``,
+    ``python -m runtime.stacks.NAME``) sets ``$OFFLINE_BUNDLE_STRICT=1``, so torchrun's
+    ranks, data-loader workers and child processes inherit it; ``activate()`` then reads
+    it (flag -> environment -> guard). Returns whether this launch is strict."""
+    import os
+
+    from runtime import constants
+
+    if flag:
+        os.environ[constants.ENV_STRICT] = "1"
+    return constants.env_flag(constants.ENV_STRICT)
+
+
 def planned_uses(stack: Stack, ctx: click.Context, args: Sequence[str]) -> list[Use] | None:
     """What ``args`` (``COMMAND [OPTIONS]``) will load; None when click answers alone
     (``--help``, no or an unknown command), so nothing needs activating.

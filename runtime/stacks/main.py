@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import os
 import sys
 
 import click
@@ -19,13 +18,14 @@ def module_main(cli: click.Group, module: str) -> None:
         torchrun --nproc_per_node 2 -m runtime.stacks.emotion_vit --strict train --data D --out O
     """
     from runtime import constants
-    from runtime.stacks.launch import prepare_run
+    from runtime.stacks.launch import prepare_run, use_strict
     from runtime.stacks.record import plain_help, registered
 
     args = sys.argv[1:]
-    if args[:1] == ["--strict"]:
+    strict_flag = args[:1] == ["--strict"]
+    if strict_flag:
         args = args[1:]
-        os.environ[constants.ENV_STRICT] = "1"  # data-loader workers and children too
+    use_strict(strict_flag)
     stack = next(s for s in registered().values() if s.cli is cli)
     plain_help(cli)
     prog = f"python -m {module} [--strict]"
