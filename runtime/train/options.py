@@ -12,11 +12,49 @@ from __future__ import annotations
 import contextlib
 import sys
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass, fields
+from pathlib import Path
 from typing import Any
 
 import click
 
 from runtime import constants
+
+
+@dataclass(kw_only=True)
+class TrainingOptions:
+    """What every training command takes besides its data and model: the stacks' configs
+    extend it (``runtime.vision.classify.TrainConfig``, ``segment.SegmentConfig``,
+    ``pretrain.PretrainConfig``), overriding a default where their recipe differs."""
+
+    epochs: int = 5
+    batch_size: int = 32
+    lr: float = 1e-3
+    weight_decay: float = 0.05
+    warmup_fraction: float = 0.05
+    precision: str = "auto"
+    device: str = "auto"
+    seed: int = 0
+    val_fraction: float = 0.2
+    workers: int | None = None
+    accum_steps: int = 1
+    max_grad_norm: float | None = 1.0
+    progress: bool = True
+    resume: Path | None = None
+    skip_bad_files: bool = False
+
+    @classmethod
+    def pick(cls, options: dict[str, Any]) -> dict[str, Any]:
+        """The shared fields among a command's parsed options."""
+        names = {f.name for f in fields(TrainingOptions)}
+        return {k: v for k, v in options.items() if k in names}
+
+    def fit_settings(self, out_dir: Any) -> dict[str, Any]:
+        """The keyword arguments of ``runtime.train.loop.fit`` these options decide."""
+        return {"epochs": self.epochs, "out_dir": out_dir, "accum_steps": self.accum_steps,
+                "max_grad_norm": self.max_grad_norm, "resume": self.resume,
+                "progress": self.progress}
+
 
 #: ``--precision`` choices understood by ``runtime.train.precision.choose_precision``.
 PRECISION_NAMES = ("auto", "bf16", "fp16", "fp32")

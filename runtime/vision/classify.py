@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from runtime.provenance import lines
+from runtime.train.options import TrainingOptions
 from runtime.vision.errors import DatasetError
 
 if TYPE_CHECKING:
@@ -33,8 +34,8 @@ TaskKind = Literal["multiclass", "binary"]
 METRICS_NAME = "metrics.json"
 
 
-@dataclass
-class TrainConfig:
+@dataclass(kw_only=True)
+class TrainConfig(TrainingOptions):
     """Options of a training run (the click options of ``train``)."""
 
     data: Path
@@ -43,23 +44,9 @@ class TrainConfig:
     image_size: int | None = None
     pretrained: bool = True
     init_encoder: Path | None = None
-    epochs: int = 5
-    batch_size: int = 32
-    lr: float = 1e-3
     backbone_lr: float | None = None
-    weight_decay: float = 0.05
     warmup_fraction: float = 0.1
-    precision: str = "auto"
-    device: str = "auto"
-    seed: int = 0
-    val_fraction: float = 0.2
-    workers: int | None = None
-    accum_steps: int = 1
-    max_grad_norm: float | None = 1.0
     augment: bool = True
-    progress: bool = True
-    resume: Path | None = None
-    skip_bad_files: bool = False
     #: Sen1Floods11 chips (--data v1.1): the band set read, and the water share of the
     #: labelled pixels from which a tile counts as flooded
     bands: str = "s1"
@@ -306,24 +293,9 @@ def train(cfg: TrainConfig, task: Task) -> dict[str, Any]:
         "precision": policy.name,
         "provenance": origin,
     }
-    result = fit(
-        model,
-        train_loader=train_loader,
-        compute_loss=compute_loss,
-        evaluate=evaluate,
-        optimizer=optimizer,
-        policy=policy,
-        epochs=cfg.epochs,
-        out_dir=cfg.out,
-        select=BestTracker(task.select, "max"),
-        ctx=ctx,
-        scheduler=scheduler,
-        accum_steps=cfg.accum_steps,
-        max_grad_norm=cfg.max_grad_norm,
-        config=config,
-        resume=cfg.resume,
-        progress=cfg.progress,
-    )
+    result = fit(model, train_loader=train_loader, compute_loss=compute_loss, evaluate=evaluate,
+                 optimizer=optimizer, policy=policy, select=BestTracker(task.select, "max"),
+                 ctx=ctx, scheduler=scheduler, config=config, **cfg.fit_settings(cfg.out))
 
     # The kept model, scored once more on validation; its threshold is the one stored.
     best = result.best_path or result.last_path

@@ -19,6 +19,7 @@ import click
 from runtime.data.badfiles import SKIP_HELP, SKIP_OPTION
 from runtime.stacks.record import Need
 from runtime.train.options import (
+    TrainingOptions,
     device_option,
     is_main_process,
     one_line_errors,
@@ -228,14 +229,9 @@ def _train_segment(kw: dict[str, Any], *, crop: int, progress: bool) -> dict[str
     source = click.get_current_context().get_parameter_source("arch")
     if source is not None and source.name != "DEFAULT" and kw["arch"] != "unet_cnn":
         raise OptionError(f"--task segment trains the U-Net; --arch {kw['arch']} is for --task classify")
-    cfg = segment.SegmentConfig(
-        data=kw["data"], out=kw["out"], bands=kw["bands"], init_encoder=kw["init_encoder"],
-        crop=crop, epochs=kw["epochs"], batch_size=kw["batch_size"], lr=kw["lr"],
-        weight_decay=kw["weight_decay"], precision=kw["precision"], device=kw["device"],
-        seed=kw["seed"], val_fraction=kw["val_fraction"], workers=kw["workers"],
-        accum_steps=kw["accum_steps"], resume=kw["resume"], progress=progress,
-        skip_bad_files=kw["skip_bad_files"],
-    )
+    shared = {**TrainingOptions.pick(kw), "progress": progress}
+    cfg = segment.SegmentConfig(data=kw["data"], out=kw["out"], bands=kw["bands"],
+                                init_encoder=kw["init_encoder"], crop=crop, **shared)
     return segment.train(cfg)
 
 

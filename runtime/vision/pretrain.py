@@ -26,6 +26,7 @@ from typing import TYPE_CHECKING, Any
 
 from runtime import constants
 from runtime.provenance import line
+from runtime.train.options import TrainingOptions
 from runtime.vision.errors import DatasetError, OptionError
 
 if TYPE_CHECKING:
@@ -36,8 +37,8 @@ TASKS = ("masked", "temporal", "both")
 ENCODER_NAME = "encoder.pt"
 
 
-@dataclass
-class PretrainConfig:
+@dataclass(kw_only=True)
+class PretrainConfig(TrainingOptions):
     """Options of ``masked-ssl pretrain``."""
 
     out: Path
@@ -50,18 +51,7 @@ class PretrainConfig:
     context: int = 2
     widths: tuple[int, ...] = (16, 32, 64, 128)
     epochs: int = 10
-    batch_size: int = 32
-    lr: float = 1e-3
-    weight_decay: float = 0.05
-    warmup_fraction: float = 0.05
-    precision: str = "auto"
-    device: str = "auto"
-    seed: int = 0
     val_fraction: float = 0.1
-    workers: int | None = None
-    max_grad_norm: float | None = 1.0
-    progress: bool = True
-    skip_bad_files: bool = False
     #: Sen1Floods11 chips (--data v1.1): the band set the encoder learns to read
     bands: str = "s1"
 
@@ -309,21 +299,9 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
         "provenance": {"model": None},
     }
     print(line(None, "model"), file=sys.stderr, flush=True)
-    result = fit(
-        model,
-        train_loader=train_loader,
-        compute_loss=compute_loss,
-        evaluate=evaluate,
-        optimizer=optimizer,
-        policy=policy,
-        epochs=cfg.epochs,
-        out_dir=cfg.out,
-        select=BestTracker("loss", "min"),
-        scheduler=scheduler,
-        max_grad_norm=cfg.max_grad_norm,
-        config=config,
-        progress=cfg.progress,
-    )
+    result = fit(model, train_loader=train_loader, compute_loss=compute_loss, evaluate=evaluate,
+                 optimizer=optimizer, policy=policy, select=BestTracker("loss", "min"),
+                 scheduler=scheduler, config=config, **cfg.fit_settings(cfg.out))
     if "masked" in tasks and scored_masks == 0:
         # Every batch was skipped: an encoder.pt now would be the random initial one.
         raise OptionError(

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from runtime.train.options import TrainingOptions
 from runtime.vision.errors import CheckpointError, DatasetError
 from runtime.vision.geotiff import MASK_NODATA
 
@@ -39,8 +40,8 @@ WATER, DRY, NO_DATA = 1, 0, MASK_NODATA
 METRICS_NAME = "metrics.json"
 
 
-@dataclass
-class SegmentConfig:
+@dataclass(kw_only=True)
+class SegmentConfig(TrainingOptions):
     """Options of ``flood train --task segment``."""
 
     data: Path
@@ -51,20 +52,7 @@ class SegmentConfig:
     crop: int | None = 256  # training crops of this side (None: whole chips)
     epochs: int = 20
     batch_size: int = 8
-    lr: float = 1e-3
-    weight_decay: float = 0.05
-    warmup_fraction: float = 0.05
-    precision: str = "auto"
-    device: str = "auto"
-    seed: int = 0
-    val_fraction: float = 0.2
-    workers: int | None = None
-    accum_steps: int = 1
-    max_grad_norm: float | None = 1.0
     augment: bool = True
-    progress: bool = True
-    resume: Path | None = None
-    skip_bad_files: bool = False
 
 
 def log(line: str) -> None:
@@ -252,10 +240,8 @@ def train(cfg: SegmentConfig) -> dict[str, Any]:
     }
     result = fit(model, train_loader=train_loader, compute_loss=compute_loss,
                  evaluate=lambda m: score_split(m, val_loader, policy, ctx), optimizer=optimizer,
-                 policy=policy, epochs=cfg.epochs, out_dir=cfg.out, select=BestTracker("iou", "max"),
-                 ctx=ctx, scheduler=scheduler, accum_steps=cfg.accum_steps,
-                 max_grad_norm=cfg.max_grad_norm, config=config, resume=cfg.resume,
-                 progress=cfg.progress, log_keys=("loss", "iou", "f1"))
+                 policy=policy, select=BestTracker("iou", "max"), ctx=ctx, scheduler=scheduler,
+                 config=config, log_keys=("loss", "iou", "f1"), **cfg.fit_settings(cfg.out))
     best = result.best_path or result.last_path
     record = load_checkpoint(best, model=unwrap_model(model))
     splits = {name: score_split(model, _loader(chips, cfg.bands, mean, std, cfg.batch_size, ctx),
