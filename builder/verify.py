@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from builder.store import HASH_CHUNK, sha256_file
+from runtime._record import json_fields
 from runtime.integrity import unlisted_files
 from runtime.manifest import FileEntry, Manifest, read_manifest
 
@@ -24,8 +25,8 @@ class Problem:
     path: str
     reason: str
 
-    def to_json(self) -> dict[str, str]:
-        return {"path": self.path, "reason": self.reason}
+    def to_json(self) -> dict[str, Any]:
+        return json_fields(self, ("path", "reason"))
 
 
 @dataclass
@@ -54,17 +55,8 @@ class VerifyReport:
         return out
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "bundle_dir": str(self.bundle_dir),
-            "ok": self.ok,
-            "quick": self.quick,
-            "files": self.files,
-            "checked_bytes": self.checked_bytes,
-            "bad": [p.to_json() for p in self.bad],
-            "missing": list(self.missing),
-            "extra": list(self.extra),
-            "symlinks": list(self.symlinks),
-        }
+        return json_fields(self, ("bundle_dir", "ok", "quick", "files", "checked_bytes", "bad",
+                                  "missing", "extra", "symlinks"))
 
 
 def _check(root: Path, entry: FileEntry, quick: bool, bar: Any = None) -> tuple[str, str | None]:

@@ -52,3 +52,31 @@ class FrozenRecord(Record):
         # pickle / copy rebuild through __init__ (restoring slots would go through
         # the refused __setattr__); every subclass takes its fields in _fields order.
         return (self.__class__, self._values())
+
+
+def plain(value: object) -> object:
+    """A JSON-ready copy: objects with ``to_json`` through it, paths as strings, lists and
+    dicts element by element."""
+    if hasattr(value, "to_json"):
+        return value.to_json()  # type: ignore[union-attr]
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: plain(v) for k, v in value.items()}
+    if type(value).__name__.endswith("Path"):  # pathlib without importing it here
+        return str(value)
+    return value
+
+
+def json_fields(obj: object, names: tuple[str, ...], **extra: object) -> dict[str, object]:
+    """``to_json`` of a record: ``names`` read off ``obj`` in that order (properties too),
+    then ``extra``, each made JSON-ready by :func:`plain`."""
+    out = {name: plain(getattr(obj, name)) for name in names}
+    out.update({key: plain(value) for key, value in extra.items()})
+    return out
+
+
+def from_fields(cls: type, data: dict, names: tuple[str, ...], **converted: object) -> object:
+    """The inverse for a class whose constructor takes ``names`` as keywords: the values
+    ``data`` holds (missing ones left to the defaults), ``converted`` ones given."""
+    return cls(**{name: data[name] for name in names if name in data}, **converted)

@@ -35,7 +35,7 @@ import re
 from pathlib import Path
 from typing import Any
 
-from runtime._record import FrozenRecord, Record
+from runtime._record import FrozenRecord, Record, json_fields
 from runtime.constants import GENERATED_FILES, MANIFEST_FORMAT, MANIFEST_NAME
 
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}\Z")
@@ -100,17 +100,9 @@ class ArtifactEntry(Record):
         return [self.id, self.ref, *self.aliases]
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "source": self.source,
-            "ref": self.ref,
-            "revision": self.revision,
-            **({"commit": self.commit} if self.commit is not None else {}),
-            "path": self.path,
-            "aliases": list(self.aliases),
-            "fallbacks": list(self.fallbacks),
-            "files": [f.to_json() for f in sorted(self.files, key=lambda f: f.path)],
-        }
+        names = ("id", "source", "ref", "revision", *(("commit",) if self.commit is not None else ()),
+                 "path", "aliases", "fallbacks")
+        return json_fields(self, names, files=sorted(self.files, key=lambda f: f.path))
 
 
 class Manifest(Record):

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from runtime._record import json_fields
+
 
 @dataclass
 class BuildReport:
@@ -28,20 +30,7 @@ class BuildReport:
     warnings: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "bundle_dir": str(self.bundle_dir),
-            "name": self.name,
-            "version": self.version,
-            "digest": self.digest,
-            "artifacts": self.artifacts,
-            "files": self.files,
-            "size": self.size,
-            "fetched_files": self.fetched_files,
-            "fetched_bytes": self.fetched_bytes,
-            "retries": self.retries,
-            "resumed_bytes": self.resumed_bytes,
-            "resolved_from_lock": self.resolved_from_lock,
-            "unchanged": self.unchanged,
-            "seconds": round(self.seconds, 3),
-            "warnings": list(self.warnings),
-        }
+        return json_fields(self, ("bundle_dir", "name", "version", "digest", "artifacts", "files",
+                                  "size", "fetched_files", "fetched_bytes", "retries",
+                                  "resumed_bytes", "resolved_from_lock", "unchanged"),
+                           seconds=round(self.seconds, 3), warnings=self.warnings)

@@ -28,6 +28,7 @@ from builder.publish.checks import (
     bundle_files_to_send,
     check_bundle,
 )
+from runtime._record import json_fields
 from runtime.constants import KAGGLE_METADATA_NAME, MANIFEST_NAME, README_NAME
 from runtime.manifest import Manifest
 
@@ -70,7 +71,7 @@ class UploadUnit:
     size: int  # bytes of the bundle files it carries (before compression)
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "path": self.path, "files": self.files, "size": self.size}
+        return json_fields(self, ("name", "path", "files", "size"))
 
 
 @dataclass
@@ -118,21 +119,10 @@ class PublishResult:
     folders: str = "zip"
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "dataset": self.dataset,
-            "action": self.action,
-            "dry_run": self.dry_run,
-            "digest": self.digest,
-            "bundle_version": self.bundle_version,
-            "remote_version": self.remote_version,
-            "version_notes": self.version_notes,
-            "url": self.url,
-            "total_size": self.total_size,
-            "files": [u.to_json() for u in self.units],
-            "uploaded": list(self.uploaded),
-            "warnings": list(self.warnings),
-            "folders": self.folders,
-        }
+        return json_fields(self, ("dataset", "action", "dry_run", "digest", "bundle_version",
+                                  "remote_version", "version_notes", "url", "total_size"),
+                           files=self.units, uploaded=self.uploaded, warnings=self.warnings,
+                           folders=self.folders)
 
 
 def _upload_units(root: Path, manifest: Manifest) -> list[UploadUnit]:

@@ -19,6 +19,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from runtime._record import from_fields, json_fields
+
 if TYPE_CHECKING:
     from builder.artifact import ArtifactSpec
 
@@ -56,26 +58,14 @@ class PlannedFile:
     def to_json(self) -> dict[str, Any]:
         from builder.credentials import redact_url
 
-        return {
-            "path": self.path,
-            # What the build lock keeps: no signature or token is written to disk.
-            "urls": [redact_url(u) for u in self.urls],
-            "sha256": self.sha256,
-            "size": self.size,
-            "git_sha1": self.git_sha1,
-            "sha256_prefix": self.sha256_prefix,
-        }
+        # What the resolved plan keeps: no signature or token is written to disk.
+        return json_fields(self, ("path",), urls=[redact_url(u) for u in self.urls],
+                           **{k: getattr(self, k) for k in ("sha256", "size", "git_sha1", "sha256_prefix")})
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> PlannedFile:
-        return cls(
-            path=data["path"],
-            urls=list(data["urls"]),
-            sha256=data.get("sha256"),
-            size=data.get("size"),
-            git_sha1=data.get("git_sha1"),
-            sha256_prefix=data.get("sha256_prefix"),
-        )
+        return from_fields(cls, dict(data), ("path", "sha256", "size", "git_sha1", "sha256_prefix"),
+                           urls=list(data["urls"]))
 
 
 @dataclass
@@ -108,29 +98,16 @@ class ResolvedArtifact:
     warnings: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "id": self.id,
-            "source": self.source,
-            "ref": self.ref,
-            "revision": self.revision,
-            "path": self.path,
-            "aliases": list(self.aliases),
-            "files": [f.to_json() for f in self.files],
-            "generated": [g.to_json() for g in self.generated],
-        }
+        return json_fields(self, ("id", "source", "ref", "revision", "path", "aliases", "files",
+                                  "generated"))
 
     @classmethod
     def from_json(cls, data: Mapping[str, Any]) -> ResolvedArtifact:
-        return cls(
-            id=data["id"],
-            source=data["source"],
-            ref=data["ref"],
-            revision=data.get("revision"),
-            path=data["path"],
+        return from_fields(
+            cls, dict(data), ("id", "source", "ref", "path"), revision=data.get("revision"),
             aliases=list(data.get("aliases", [])),
             files=[PlannedFile.from_json(f) for f in data["files"]],
-            generated=[GeneratedFile.from_json(g) for g in data.get("generated", [])],
-        )
+            generated=[GeneratedFile.from_json(g) for g in data.get("generated", [])])
 
 
 @dataclass
