@@ -16,10 +16,19 @@ from __future__ import annotations
 import importlib
 import pkgutil
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from runtime._record import from_fields, json_fields
+__all__ = ["FieldSpec", "GeneratedFile", "HUB_SNAPSHOT_FIELDS", "PlannedFile", "ResolveContext",
+           "ResolvedArtifact", "Source", "URL_FILE_FIELDS", "get_source", "known_sources",
+           "register_source"]
+
+from builder.sources.records import (
+    GeneratedFile,
+    PlannedFile,
+    ResolveContext,
+    ResolvedArtifact,
+)
 
 if TYPE_CHECKING:
     from builder.artifact import ArtifactSpec
@@ -38,84 +47,6 @@ class FieldSpec:
     type: type | tuple[type, ...]
     required: bool = False
     help: str = ""
-
-
-@dataclass
-class PlannedFile:
-    """One file of an artifact: where it goes in the bundle and how to get it.
-
-    The expected hashes are data (not callbacks) so that a plan can be written to
-    the build lock and reused by a rerun without asking any server again.
-    """
-
-    path: str  # bundle-relative POSIX path
-    urls: list[str]  # tried in order (spec mirrors after the primary URL)
-    sha256: str | None = None  # None: unknown before the download (git-stored hub files, TOFU)
-    size: int | None = None
-    git_sha1: str | None = None  # hub files kept in git: the blob id the Hub reports
-    sha256_prefix: str | None = None  # torch.hub style hash prefix in the file name
-
-    def to_json(self) -> dict[str, Any]:
-        from builder.credentials import redact_url
-
-        # What the resolved plan keeps: no signature or token is written to disk.
-        return json_fields(self, ("path",), urls=[redact_url(u) for u in self.urls],
-                           **{k: getattr(self, k) for k in ("sha256", "size", "git_sha1", "sha256_prefix")})
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> PlannedFile:
-        return from_fields(cls, dict(data), ("path", "sha256", "size", "git_sha1", "sha256_prefix"),
-                           urls=list(data["urls"]))
-
-
-@dataclass
-class GeneratedFile:
-    """A small file the source writes itself (e.g. the hub cache's ``refs/main``)."""
-
-    path: str
-    data: bytes
-
-    def to_json(self) -> dict[str, Any]:
-        return {"path": self.path, "text": self.data.decode("utf-8")}
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> GeneratedFile:
-        return cls(path=data["path"], data=data["text"].encode("utf-8"))
-
-
-@dataclass
-class ResolvedArtifact:
-    """What a source made of one spec artifact: names, revision and the file plan."""
-
-    id: str
-    source: str
-    ref: str  # user-facing name: repo id, weights enum, timm model, URL
-    revision: str | None  # commit for hub sources; None where there is none
-    path: str  # what runtime.resolve() returns, relative to the bundle
-    files: list[PlannedFile]
-    generated: list[GeneratedFile] = field(default_factory=list)
-    aliases: list[str] = field(default_factory=list)
-    warnings: list[str] = field(default_factory=list)
-
-    def to_json(self) -> dict[str, Any]:
-        return json_fields(self, ("id", "source", "ref", "revision", "path", "aliases", "files",
-                                  "generated"))
-
-    @classmethod
-    def from_json(cls, data: Mapping[str, Any]) -> ResolvedArtifact:
-        return from_fields(
-            cls, dict(data), ("id", "source", "ref", "path"), revision=data.get("revision"),
-            aliases=list(data.get("aliases", [])),
-            files=[PlannedFile.from_json(f) for f in data["files"]],
-            generated=[GeneratedFile.from_json(g) for g in data.get("generated", [])])
-
-
-@dataclass
-class ResolveContext:
-    """What a source may need beyond its artifact: build options."""
-
-    trust_on_first_use: bool = False
-    spec_path: str = ""
 
 
 class Source:
@@ -163,6 +94,21 @@ class Source:
         return None
 
 
+#: The fields of a file fetched from a URL and checked: pinned hash, size, other URLs.
+URL_FILE_FIELDS: dict[str, FieldSpec] = {
+    "sha256": FieldSpec(str, help="sha256 of the file (pins it; a url source needs it unless "
+                                  "--trust-on-first-use)"),
+    "size": FieldSpec(int, help="expected size in bytes"),
+    "mirrors": FieldSpec(list, help="other URLs serving the same bytes, tried in order"),
+}
+#: The fields of a snapshot of a Hub repo: which revision, which files.
+HUB_SNAPSHOT_FIELDS: dict[str, FieldSpec] = {
+    "revision": FieldSpec(str, help='branch, tag or commit (default "main")'),
+    "include": FieldSpec(list, help='glob patterns of files to take, e.g. ["*.json", "*.safetensors"]'),
+    "exclude": FieldSpec(list, help="glob patterns of files to leave out"),
+}
+
+
 def register_source(name: str) -> Callable[[type[Source]], type[Source]]:
     """Class decorator: make a Source subclass available under ``name``."""
 
@@ -175,7 +121,8 @@ def register_source(name: str) -> Callable[[type[Source]], type[Source]]:
 
 
 def _module_names() -> list[str]:
-    return sorted(m.name for m in pkgutil.iter_modules(__path__) if not m.name.startswith("_"))
+    return sorted(m.name for m in pkgutil.iter_modules(__path__)
+                  if not m.name.startswith("_") and m.name != "records")
 
 
 def known_sources() -> list[str]:

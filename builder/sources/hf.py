@@ -24,15 +24,8 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from builder.errors import BuildError
-from builder.sources import (
-    FieldSpec,
-    GeneratedFile,
-    PlannedFile,
-    ResolveContext,
-    ResolvedArtifact,
-    Source,
-    register_source,
-)
+from builder.sources import HUB_SNAPSHOT_FIELDS, FieldSpec, Source, register_source
+from builder.sources.records import GeneratedFile, PlannedFile, ResolveContext, ResolvedArtifact
 from runtime.constants import DEFAULT_REVISION, HF_DIR
 from runtime.manifest import ManifestError, check_relative_path
 
@@ -342,12 +335,7 @@ class HfSource(HubHostedSource):
     """A model repo on the Hugging Face Hub (or the endpoint in ``HF_ENDPOINT``)."""
 
     ref_field = "repo"
-    fields = {
-        "repo": FieldSpec(str, required=True, help="ORG/NAME on the Hub"),
-        "revision": FieldSpec(str, help='branch, tag or commit (default "main")'),
-        "include": FieldSpec(list, help='glob patterns of files to take, e.g. ["*.json", "*.safetensors"]'),
-        "exclude": FieldSpec(list, help="glob patterns of files to leave out"),
-    }
+    fields = {"repo": FieldSpec(str, required=True, help="ORG/NAME on the Hub"), **HUB_SNAPSHOT_FIELDS}
 
     def check(self, options: dict[str, Any]) -> str | None:
         if not _REPO_RE.match(options["repo"]):

@@ -12,13 +12,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from builder.errors import BuildError
-from builder.sources import (
-    FieldSpec,
-    ResolveContext,
-    ResolvedArtifact,
-    register_source,
-)
+from builder.sources import HUB_SNAPSHOT_FIELDS, URL_FILE_FIELDS, FieldSpec, register_source
 from builder.sources.hf import HubHostedSource, plan_hub_repo, revision_field_problem
+from builder.sources.records import ResolveContext, ResolvedArtifact
 from builder.sources.torchvision import checkpoint_plan
 from runtime.constants import DEFAULT_REVISION
 
@@ -47,15 +43,9 @@ class TimmSource(HubHostedSource):
     """Pretrained weights of a timm model."""
 
     ref_field = "model"
-    fields = {
-        "model": FieldSpec(str, required=True, help='model name with tag, e.g. "mobilevit_s.cvnets_in1k"'),
-        "revision": FieldSpec(str, help="Hub revision of the weights repo (default: timm's, else main)"),
-        "include": FieldSpec(list, help="files of the weights repo to take (default: weights + config.json)"),
-        "exclude": FieldSpec(list, help="files of the weights repo to leave out"),
-        "sha256": FieldSpec(str, help="for URL-hosted weights: pin the file's sha256"),
-        "size": FieldSpec(int, help="for URL-hosted weights: expected size in bytes"),
-        "mirrors": FieldSpec(list, help="for URL-hosted weights: other URLs, tried in order"),
-    }
+    # Weights on the Hub take the snapshot fields; weights at a plain URL the file ones.
+    fields = {"model": FieldSpec(str, required=True, help='model name with tag, e.g. "mobilevit_s.cvnets_in1k"'),
+              **HUB_SNAPSHOT_FIELDS, **URL_FILE_FIELDS}
 
     def check(self, options: dict) -> str | None:
         return revision_field_problem(options)

@@ -16,14 +16,8 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from builder.errors import BuildError
-from builder.sources import (
-    FieldSpec,
-    PlannedFile,
-    ResolveContext,
-    ResolvedArtifact,
-    Source,
-    register_source,
-)
+from builder.sources import URL_FILE_FIELDS, FieldSpec, Source, register_source
+from builder.sources.records import PlannedFile, ResolveContext, ResolvedArtifact
 from runtime.constants import TORCH_CHECKPOINTS_DIR
 
 if TYPE_CHECKING:
@@ -78,12 +72,9 @@ class TorchvisionSource(Source):
     """Pretrained weights from torchvision's registry."""
 
     ref_field = "weights"
-    fields = {
-        "weights": FieldSpec(str, required=True, help='weights enum, e.g. "ViT_B_16_Weights.IMAGENET1K_V1"'),
-        "sha256": FieldSpec(str, help="pin the file's sha256 (replaces the file-name hash prefix check)"),
-        "size": FieldSpec(int, help="expected size in bytes"),
-        "mirrors": FieldSpec(list, help="other URLs serving the same file, tried in order"),
-    }
+    # A pinned sha256 replaces the check of the hash prefix in the file name.
+    fields = {"weights": FieldSpec(str, required=True, help='weights enum, e.g. "ViT_B_16_Weights.IMAGENET1K_V1"'),
+              **URL_FILE_FIELDS}
 
     def check(self, options: dict[str, Any]) -> str | None:
         if not _WEIGHTS_RE.match(options["weights"]):

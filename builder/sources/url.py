@@ -16,14 +16,8 @@ from typing import TYPE_CHECKING
 
 from builder.credentials import redact_url, url_without_query
 from builder.errors import BuildError
-from builder.sources import (
-    FieldSpec,
-    PlannedFile,
-    ResolveContext,
-    ResolvedArtifact,
-    Source,
-    register_source,
-)
+from builder.sources import URL_FILE_FIELDS, FieldSpec, Source, register_source
+from builder.sources.records import PlannedFile, ResolveContext, ResolvedArtifact
 from runtime.constants import FILES_DIR, TORCH_CHECKPOINTS_DIR
 
 if TYPE_CHECKING:
@@ -51,10 +45,8 @@ class UrlSource(Source):
     ref_field = "url"
     fields = {
         "url": FieldSpec(str, required=True, help="https URL of the file"),
-        "sha256": FieldSpec(str, help="sha256 of the file (required unless --trust-on-first-use)"),
-        "size": FieldSpec(int, help="expected size in bytes"),
+        **URL_FILE_FIELDS,
         "filename": FieldSpec(str, help="file name in the bundle (default: from the URL)"),
-        "mirrors": FieldSpec(list, help="other URLs serving the same bytes, tried in order"),
         "headers": FieldSpec(dict, help='request headers for the url\'s host, values from the '
                              'environment: { Authorization = "env:MY_TOKEN" }'),
         "torch_hub": FieldSpec(bool, help="keep the file in torch/hub/checkpoints/ (where "
