@@ -12,6 +12,10 @@ from typing import TYPE_CHECKING, Any
 import click
 
 from runtime.train.options import (
+    IN_FILE,
+    IN_FOLDER,
+    OUT_FILE,
+    OUT_FOLDER,
     device_option,
     is_main_process,
     one_line_errors,
@@ -87,7 +91,7 @@ def compute_options(f: Callable) -> Callable:
             ),
             click.option(
                 "--cache-dir",
-                type=click.Path(file_okay=False, path_type=Path),
+                type=OUT_FOLDER,
                 default=None,
                 help="Feature cache folder (default: OUT/cache, or next to the checkpoint).",
             ),
@@ -133,13 +137,13 @@ def make_cli(stack: EmotionStack, *, doc: str) -> click.Group:
         click.option(
             "--data",
             required=True,
-            type=click.Path(exists=True, file_okay=False, path_type=Path),
+            type=IN_FOLDER,
             help="Data folder.",
         ),
         click.option(
             "--out",
             required=True,
-            type=click.Path(file_okay=False, path_type=Path),
+            type=OUT_FOLDER,
             help="Output folder.",
         ),
         click.option(
@@ -187,7 +191,7 @@ def make_cli(stack: EmotionStack, *, doc: str) -> click.Group:
         ),
         click.option(
             "--resume",
-            type=click.Path(exists=True, dir_okay=False, path_type=Path),
+            type=IN_FILE,
             default=None,
             help="Continue from a last.pt.",
         ),
@@ -202,26 +206,13 @@ def make_cli(stack: EmotionStack, *, doc: str) -> click.Group:
     cli.command("train")(f)
 
     @cli.command("evaluate")
-    @click.option(
-        "--checkpoint", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
-    )
-    @click.option(
-        "--data", required=True, type=click.Path(exists=True, file_okay=False, path_type=Path)
-    )
-    @click.option(
-        "--split",
-        type=click.Choice(["val", "train", "all"]),
-        default="val",
-        show_default=True,
-        help="val/train: the split of the checkpoint's seed and fraction.",
-    )
+    @click.option("--checkpoint", required=True, type=IN_FILE)
+    @click.option("--data", required=True, type=IN_FOLDER)
+    @click.option("--split", type=click.Choice(["val", "train", "all"]), default="val", show_default=True,
+                  help="val/train: the split of the checkpoint's seed and fraction.")
     @click.option("--json", "json", is_flag=True, help="Print the metrics as JSON.")
-    @click.option(
-        "--output",
-        type=click.Path(dir_okay=False, path_type=Path),
-        default=None,
-        help="Also write the metrics, the checkpoint and its provenance here as JSON.",
-    )
+    @click.option("--output", type=OUT_FILE, default=None,
+                  help="Also write the metrics, the checkpoint and its provenance here as JSON.")
     @compute_options
     def evaluate_command(output: Path | None, **opts: Any) -> None:
         """CCC (over the whole set), Pearson, RMSE and R² of a checkpoint.
@@ -254,18 +245,9 @@ def make_cli(stack: EmotionStack, *, doc: str) -> click.Group:
 
     @cli.command("predict")
     @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
-    @click.option(
-        "--checkpoint", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path)
-    )
-    @click.option(
-        "--format", "fmt", type=click.Choice(["json", "csv"]), default="json", show_default=True
-    )
-    @click.option(
-        "--output",
-        type=click.Path(dir_okay=False, path_type=Path),
-        default=None,
-        help="Write here instead of stdout.",
-    )
+    @click.option("--checkpoint", required=True, type=IN_FILE)
+    @click.option("--format", "fmt", type=click.Choice(["json", "csv"]), default="json", show_default=True)
+    @click.option("--output", type=OUT_FILE, default=None, help="Write here instead of stdout.")
     @compute_options
     def predict_command(
         files: tuple[Path, ...], fmt: str, output: Path | None, **opts: Any

@@ -23,7 +23,7 @@ import click
 from runtime.data.badfiles import SKIP_OPTION
 from runtime.ddrm.configs import ADM_CLASSIFIER, ADM_COND, ADM_UNCOND, CELEBA_DDPM
 from runtime.stacks.record import Need, register_stack
-from runtime.train.options import device_option, one_line_errors
+from runtime.train.options import IN_FILE, OUT_FILE, OUT_FOLDER, device_option, one_line_errors
 
 STACK = "ddrm"
 
@@ -67,34 +67,15 @@ def cli() -> None:
 
 
 @cli.command("restore")
-@click.option(
-    "--config",
-    "config",
-    type=click.Choice(CONFIG_NAMES),
-    required=True,
-    help="Which published model.",
-)
+@click.option("--config", "config", type=click.Choice(CONFIG_NAMES), required=True,
+              help="Which published model.")
 @click.option("--deg", required=True, callback=_deg, help=DEG_HELP)
-@click.option(
-    "--images",
-    type=click.Path(path_type=Path, file_okay=False),
-    required=True,
-    help="Folder of clean images (ground truth); each is centre-cropped and resized.",
-)
-@click.option(
-    "--out",
-    type=click.Path(path_type=Path, file_okay=False),
-    required=True,
-    help="Folder for orig_/degraded_/restored_ PNGs and metrics.csv.",
-)
-@click.option(
-    "--sigma-0",
-    "sigma_0",
-    type=float,
-    default=0.05,
-    show_default=True,
-    help="Std of the noise added to y, in [0, 1] pixel units (DDRM's --sigma_0).",
-)
+@click.option("--images", type=OUT_FOLDER, required=True,
+              help="Folder of clean images (ground truth); each is centre-cropped and resized.")
+@click.option("--out", type=OUT_FOLDER, required=True,
+              help="Folder for orig_/degraded_/restored_ PNGs and metrics.csv.")
+@click.option("--sigma-0", "sigma_0", type=float, default=0.05, show_default=True,
+              help="Std of the noise added to y, in [0, 1] pixel units (DDRM's --sigma_0).")
 @click.option("--steps", type=int, default=20, show_default=True, help="Network evaluations.")
 @click.option("--eta", type=float, default=0.85, show_default=True, help="DDRM eta.")
 @click.option("--eta-b", "eta_b", type=float, default=1.0, show_default=True, help="DDRM eta_b.")
@@ -102,48 +83,25 @@ def cli() -> None:
 @click.option("--half/--no-half", default=None, help="fp16 network torso (default: on for CUDA).")
 @click.option("--batch-size", type=int, default=4, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
-@click.option(
-    "--class-label", type=int, default=None, help="imagenet-cond: ImageNet class id of every image."
-)
-@click.option(
-    "--labels",
-    "labels_csv",
-    type=click.Path(path_type=Path, dir_okay=False, exists=True),
-    help="imagenet-cond: CSV rows 'file,label'.",
-)
-@click.option(
-    "--mask",
-    type=click.Path(path_type=Path, dir_okay=False, exists=True),
-    help="inp: mask image, white = observed pixel.",
-)
-@click.option(
-    "--model-flags",
-    default="",
-    help="guided-diffusion MODEL_FLAGS overriding the config's "
-    "architecture, e.g. '--num_channels 128 --image_size 64'.",
-)
-@click.option(
-    "--classifier-flags",
-    default="",
-    help="guided-diffusion CLASSIFIER_FLAGS overriding the classifier's.",
-)
-@click.option(
-    "--model-artifact", default=None, help="Artifact id or ref of other denoiser weights."
-)
-@click.option(
-    "--classifier-artifact", default=None, help="Artifact id or ref of other classifier weights."
-)
+@click.option("--class-label", type=int, default=None,
+              help="imagenet-cond: ImageNet class id of every image.")
+@click.option("--labels", "labels_csv", type=IN_FILE, help="imagenet-cond: CSV rows 'file,label'.")
+@click.option("--mask", type=IN_FILE, help="inp: mask image, white = observed pixel.")
+@click.option("--model-flags", default="",
+              help="guided-diffusion MODEL_FLAGS overriding the config's " "architecture, e.g. '--num_channels 128 --image_size 64'.")
+@click.option("--classifier-flags", default="",
+              help="guided-diffusion CLASSIFIER_FLAGS overriding the classifier's.")
+@click.option("--model-artifact", default=None,
+              help="Artifact id or ref of other denoiser weights.")
+@click.option("--classifier-artifact", default=None,
+              help="Artifact id or ref of other classifier weights.")
 @click.option(SKIP_OPTION, "skip_bad_files", is_flag=True,
               help="Leave out images that cannot be read (named in a warning) instead of "
                    "stopping; every image is read once before the networks load.")
-@click.option(
-    "--reference-compat", "reference_compat", is_flag=True,
-    help="Compute what DDRM's reference code computes, quirks included (to reproduce the "
-    "paper's numbers; docs/ddrm.md lists the differences). Default: the correct algorithm.",
-)
-@click.option(
-    "--json", "as_json", is_flag=True, help="Print the per-image metrics as JSON on stdout."
-)
+@click.option("--reference-compat", "reference_compat", is_flag=True,
+              help="Compute what DDRM's reference code computes, quirks included (to reproduce the " "paper's numbers; docs/ddrm.md lists the differences). Default: the correct algorithm.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print the per-image metrics as JSON on stdout.")
 @click.option("--quiet", is_flag=True, help="No progress on stderr.")
 def restore_command(as_json: bool, quiet: bool, **options) -> None:
     """Degrade each image, restore it with DDRM, and report PSNR/SSIM.
@@ -186,8 +144,8 @@ def restore_command(as_json: bool, quiet: bool, **options) -> None:
 
 
 @cli.command("convert")
-@click.argument("src", type=click.Path(path_type=Path, dir_okay=False, exists=True))
-@click.argument("dst", type=click.Path(path_type=Path, dir_okay=False), required=False)
+@click.argument("src", type=IN_FILE)
+@click.argument("dst", type=OUT_FILE, required=False)
 def convert_command(src: Path, dst: Path | None) -> None:
     """Convert a .pt checkpoint to .safetensors (loads without pickle, memory-mapped).
 

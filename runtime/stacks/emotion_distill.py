@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import click
@@ -35,7 +34,7 @@ from runtime.distill.common import STACK_NAME, DistillConfigError
 from runtime.distill.run import distill, evaluate
 from runtime.emotion.commands import compute_options, run_command
 from runtime.stacks.record import Need, register_stack
-from runtime.train.options import is_main_process
+from runtime.train.options import IN_FILE, IN_FOLDER, OUT_FOLDER, is_main_process
 
 #: The student's pretrained weights, by timm name (bundles/emotion-distill.toml calls
 #: the artifact mobilevit-s). The teacher checkpoint carries all its weights; the ViT
@@ -73,16 +72,16 @@ def _echo_json(summary: dict[str, Any] | None, as_json: bool) -> None:
 _TEACHER = click.option(
     "--teacher",
     required=True,
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=IN_FILE,
     help="best.pt of `bundle run emotion-vit train`: features, split and (distill) teacher.",
 )
 _DATA = click.option(
     "--data",
     required=True,
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    type=IN_FOLDER,
     help="The DEAM folder the teacher was trained on (or a labels.csv folder).",
 )
-_OUT = click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
+_OUT = click.option("--out", required=True, type=OUT_FOLDER)
 _JSON = click.option("--json", "json", is_flag=True, help="Print the summary as JSON on stdout.")
 
 
@@ -117,37 +116,21 @@ def cli() -> None:
 @click.option("--width", default=32, show_default=True, help="Channels of the narrowest layer.")
 @click.option("--epochs", default=50, show_default=True)
 @click.option("--g-lr", default=2e-4, show_default=True, help="Generator learning rate.")
-@click.option(
-    "--d-lr",
-    default=1e-4,
-    show_default=True,
-    help="Discriminator learning rate (keep it below --g-lr).",
-)
-@click.option(
-    "--real-label",
-    default=0.9,
-    show_default=True,
-    help="One-sided label smoothing: target of real images (fakes stay 0).",
-)
-@click.option(
-    "--noise-start",
-    default=0.1,
-    show_default=True,
-    help="Instance noise std at the first step (images are in [-1, 1]).",
-)
-@click.option(
-    "--noise-end", default=0.0, show_default=True, help="Instance noise std at the last step."
-)
+@click.option("--d-lr", default=1e-4, show_default=True,
+              help="Discriminator learning rate (keep it below --g-lr).")
+@click.option("--real-label", default=0.9, show_default=True,
+              help="One-sided label smoothing: target of real images (fakes stay 0).")
+@click.option("--noise-start", default=0.1, show_default=True,
+              help="Instance noise std at the first step (images are in [-1, 1]).")
+@click.option("--noise-end", default=0.0, show_default=True,
+              help="Instance noise std at the last step.")
 @click.option("--g-steps", default=2, show_default=True, help="Generator updates per iteration.")
-@click.option(
-    "--d-steps", default=1, show_default=True, help="Discriminator updates per iteration."
-)
-@click.option(
-    "--clip", default=1.0, show_default=True, help="Max gradient norm of both networks (0: off)."
-)
-@click.option(
-    "--sample-every", default=5, show_default=True, help="Write a samples PNG every N epochs."
-)
+@click.option("--d-steps", default=1, show_default=True,
+              help="Discriminator updates per iteration.")
+@click.option("--clip", default=1.0, show_default=True,
+              help="Max gradient norm of both networks (0: off).")
+@click.option("--sample-every", default=5, show_default=True,
+              help="Write a samples PNG every N epochs.")
 @click.option("--seed", default=0, show_default=True)
 @_JSON
 @compute_options
@@ -170,77 +153,36 @@ def train_gan_command(**opts: Any) -> None:
 @_TEACHER
 @_DATA
 @_OUT
-@click.option(
-    "--student",
-    default=DEFAULT_STUDENT,
-    show_default=True,
-    help="timm model name (mobilevit_s, mobilevit_xs, mobilevit_xxs, with or without tag).",
-)
-@click.option(
-    "--pretrained-student/--no-pretrained-student",
-    default=True,
-    show_default=True,
-    help="Student weights from the bundle (an error if it lacks them), or random on purpose.",
-)
-@click.option(
-    "--image-size",
-    type=int,
-    default=None,
-    help="Student input size (default: the timm model's, 256 for MobileViT).",
-)
-@click.option(
-    "--gan",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    default=None,
-    help="generator.pt of train-gan: add its samples to the training set.",
-)
-@click.option(
-    "--gan-samples",
-    type=int,
-    default=None,
-    help="How many GAN samples (default: as many as training songs).",
-)
-@click.option(
-    "--supervised-weight", default=1.0, show_default=True, help="Weight of the label loss."
-)
-@click.option(
-    "--supervised-loss",
-    type=click.Choice(["mse", "ccc", "mse+ccc"]),
-    default="mse",
-    show_default=True,
-)
-@click.option(
-    "--output-weight",
-    default=1.0,
-    show_default=True,
-    help="Weight of matching the teacher's predictions.",
-)
-@click.option(
-    "--feature-weight",
-    default=0.0,
-    show_default=True,
-    help="Weight of matching the teacher's pooled features (0: off).",
-)
+@click.option("--student", default=DEFAULT_STUDENT, show_default=True,
+              help="timm model name (mobilevit_s, mobilevit_xs, mobilevit_xxs, with or without tag).")
+@click.option("--pretrained-student/--no-pretrained-student", default=True, show_default=True,
+              help="Student weights from the bundle (an error if it lacks them), or random on purpose.")
+@click.option("--image-size", type=int, default=None,
+              help="Student input size (default: the timm model's, 256 for MobileViT).")
+@click.option("--gan", type=IN_FILE, default=None,
+              help="generator.pt of train-gan: add its samples to the training set.")
+@click.option("--gan-samples", type=int, default=None,
+              help="How many GAN samples (default: as many as training songs).")
+@click.option("--supervised-weight", default=1.0, show_default=True,
+              help="Weight of the label loss.")
+@click.option("--supervised-loss", type=click.Choice(["mse", "ccc", "mse+ccc"]), default="mse", show_default=True)
+@click.option("--output-weight", default=1.0, show_default=True,
+              help="Weight of matching the teacher's predictions.")
+@click.option("--feature-weight", default=0.0, show_default=True,
+              help="Weight of matching the teacher's pooled features (0: off).")
 @click.option("--epochs", default=10, show_default=True)
 @click.option("--lr", default=1e-3, show_default=True, help="Learning rate of head and projector.")
-@click.option(
-    "--backbone-lr", default=3e-4, show_default=True, help="Learning rate of the MobileViT."
-)
+@click.option("--backbone-lr", default=3e-4, show_default=True,
+              help="Learning rate of the MobileViT.")
 @click.option("--weight-decay", default=0.01, show_default=True)
-@click.option(
-    "--warmup", default=0.1, show_default=True, help="Warm-up, as a fraction of all steps."
-)
+@click.option("--warmup", default=0.1, show_default=True,
+              help="Warm-up, as a fraction of all steps.")
 @click.option("--accum", default=1, show_default=True, help="Micro-batches per optimiser step.")
 @click.option("--clip", default=1.0, show_default=True, help="Max gradient norm (0: off).")
 @click.option("--dropout", default=0.1, show_default=True)
 @click.option("--seed", default=0, show_default=True)
 @click.option("--workers", default=2, show_default=True, help="DataLoader worker processes.")
-@click.option(
-    "--resume",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    default=None,
-    help="Continue from a last.pt.",
-)
+@click.option("--resume", type=IN_FILE, default=None, help="Continue from a last.pt.")
 @_JSON
 @compute_options
 def distill_command(**opts: Any) -> None:
@@ -270,29 +212,14 @@ def distill_command(**opts: Any) -> None:
 
 @cli.command("evaluate")
 @_TEACHER
-@click.option(
-    "--student",
-    required=True,
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
-    help="best.pt of distill.",
-)
+@click.option("--student", required=True, type=IN_FILE, help="best.pt of distill.")
 @_DATA
-@click.option(
-    "--out",
-    type=click.Path(file_okay=False, path_type=Path),
-    default=None,
-    help="Where the report goes (default: next to the student checkpoint).",
-)
-@click.option(
-    "--split",
-    type=click.Choice(["val", "train", "all"]),
-    default="val",
-    show_default=True,
-    help="Songs of the teacher's split to compare on.",
-)
-@click.option(
-    "--latency-runs", default=20, show_default=True, help="Timed runs per model and device."
-)
+@click.option("--out", type=OUT_FOLDER, default=None,
+              help="Where the report goes (default: next to the student checkpoint).")
+@click.option("--split", type=click.Choice(["val", "train", "all"]), default="val", show_default=True,
+              help="Songs of the teacher's split to compare on.")
+@click.option("--latency-runs", default=20, show_default=True,
+              help="Timed runs per model and device.")
 @_JSON
 @compute_options
 def evaluate_command(**opts: Any) -> None:

@@ -26,13 +26,11 @@ Examples:
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import click
 
 from runtime.data.badfiles import SKIP_HELP, SKIP_OPTION
 from runtime.stacks.record import register_stack
-from runtime.train.options import device_option, precision_option
+from runtime.train.options import IN_FOLDER, OUT_FOLDER, device_option, precision_option
 from runtime.vision.commands import emit, friendly_errors
 
 STACK = "masked-ssl"
@@ -60,56 +58,21 @@ def cli() -> None:
 
 
 @cli.command("pretrain")
-@click.option(
-    "--task", type=click.Choice(["masked", "temporal", "both"]), default="masked", show_default=True
-)
-@click.option(
-    "--data",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    default=None,
-    help="Unlabelled tiles (masked, both).",
-)
-@click.option(
-    "--series",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    default=None,
-    help="Time series, one sub-folder each (temporal, both).",
-)
-@click.option(
-    "--out",
-    type=click.Path(file_okay=False, path_type=Path),
-    required=True,
-    help="Run folder: best.pt, last.pt, curves, encoder.pt.",
-)
+@click.option("--task", type=click.Choice(["masked", "temporal", "both"]), default="masked", show_default=True)
+@click.option("--data", type=IN_FOLDER, default=None, help="Unlabelled tiles (masked, both).")
+@click.option("--series", type=IN_FOLDER, default=None,
+              help="Time series, one sub-folder each (temporal, both).")
+@click.option("--out", type=OUT_FOLDER, required=True,
+              help="Run folder: best.pt, last.pt, curves, encoder.pt.")
 @click.option("--image-size", type=int, default=64, show_default=True)
-@click.option(
-    "--patch-size",
-    type=int,
-    default=8,
-    show_default=True,
-    help="Side of the square patches that are masked.",
-)
-@click.option(
-    "--mask-ratio",
-    type=click.FloatRange(0, 1, min_open=True, max_open=True),
-    default=0.6,
-    show_default=True,
-    help="Probability that a patch is masked (above 0, below 1).",
-)
-@click.option(
-    "--context",
-    type=int,
-    default=2,
-    show_default=True,
-    help="Frames given to predict the next one (temporal).",
-)
-@click.option(
-    "--widths",
-    default="16,32,64,128",
-    show_default=True,
-    callback=_widths,
-    help="Channels per U-Net level.",
-)
+@click.option("--patch-size", type=int, default=8, show_default=True,
+              help="Side of the square patches that are masked.")
+@click.option("--mask-ratio", type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.6, show_default=True,
+              help="Probability that a patch is masked (above 0, below 1).")
+@click.option("--context", type=int, default=2, show_default=True,
+              help="Frames given to predict the next one (temporal).")
+@click.option("--widths", default="16,32,64,128", show_default=True, callback=_widths,
+              help="Channels per U-Net level.")
 @click.option("--epochs", type=int, default=10, show_default=True)
 @click.option("--batch-size", type=int, default=32, show_default=True)
 @click.option("--lr", type=float, default=1e-3, show_default=True)
@@ -117,12 +80,8 @@ def cli() -> None:
 @device_option()
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--val-fraction", type=float, default=0.1, show_default=True)
-@click.option(
-    "--workers",
-    type=int,
-    default=None,
-    help="DataLoader workers [default: 0 on CPU, 4 with a GPU].",
-)
+@click.option("--workers", type=int, default=None,
+              help="DataLoader workers [default: 0 on CPU, 4 with a GPU].")
 @click.option("--bands", type=click.Choice(["s1", "s2", "both"]), default="s1", show_default=True,
               help="Sen1Floods11 chips (--data v1.1): the bands the encoder learns to read.")
 @click.option(SKIP_OPTION, "skip_bad_files", is_flag=True, help=SKIP_HELP)

@@ -56,6 +56,12 @@ class TrainingOptions:
                 "progress": self.progress}
 
 
+#: Path types of the stacks' options: folders and files that must exist, and outputs.
+IN_FOLDER = click.Path(exists=True, file_okay=False, path_type=Path)
+IN_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
+OUT_FOLDER = click.Path(file_okay=False, path_type=Path)
+OUT_FILE = click.Path(dir_okay=False, path_type=Path)
+
 #: ``--precision`` choices understood by ``runtime.train.precision.choose_precision``.
 PRECISION_NAMES = ("auto", "bf16", "fp16", "fp32")
 PRECISION_HELP = "auto: bf16 on sm_80+, fp16 + GradScaler below, fp32 on CPU."

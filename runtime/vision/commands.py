@@ -19,6 +19,9 @@ import click
 from runtime.data.badfiles import SKIP_HELP, SKIP_OPTION
 from runtime.stacks.record import Need
 from runtime.train.options import (
+    IN_FOLDER,
+    OUT_FILE,
+    OUT_FOLDER,
     TrainingOptions,
     device_option,
     is_main_process,
@@ -92,9 +95,9 @@ def emit(data: Any, as_json: bool, text: str) -> None:
 def train_options(default_arch: str) -> Callable[[Callable], Callable]:
     """The options every classification ``train`` takes."""
     opts = [
-        click.option("--data", type=click.Path(exists=True, file_okay=False, path_type=Path),
+        click.option("--data", type=IN_FOLDER,
                      required=True, help="Folder-per-class images (or train/ and val/ inside)."),
-        click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+        click.option("--out", type=OUT_FOLDER, required=True,
                      help="Run folder: best.pt, last.pt, curves, metrics, confusion matrix."),
         click.option("--arch", type=click.Choice(ARCH_NAMES), default=default_arch,
                      show_default=True,
@@ -104,7 +107,7 @@ def train_options(default_arch: str) -> Callable[[Callable], Callable]:
                           "ViT position embeddings are interpolated to it."),
         click.option("--pretrained/--no-pretrained", default=True, show_default=True,
                      help="Start from the torchvision weights in the bundle."),
-        click.option("--init-encoder", type=click.Path(dir_okay=False, path_type=Path),
+        click.option("--init-encoder", type=OUT_FILE,
                      default=None, help="unet_cnn: start from a masked-ssl encoder.pt."),
         click.option("--epochs", type=int, default=5, show_default=True),
         click.option("--batch-size", type=int, default=32, show_default=True),
@@ -121,7 +124,7 @@ def train_options(default_arch: str) -> Callable[[Callable], Callable]:
         click.option("--seed", type=int, default=0, show_default=True),
         click.option("--workers", type=int, default=None,
                      help="DataLoader workers [default: 0 on CPU, up to 8 with a GPU]."),
-        click.option("--resume", type=click.Path(dir_okay=False, path_type=Path), default=None,
+        click.option("--resume", type=OUT_FILE, default=None,
                      help="Continue from a last.pt."),
         click.option(SKIP_OPTION, "skip_bad_files", is_flag=True, help=SKIP_HELP),
         click.option("--no-progress", is_flag=True, help="No progress bars."),
@@ -247,7 +250,7 @@ def checkpoint_task(path: Path) -> str | None:
 
 
 _checkpoint_option = click.option(
-    "--checkpoint", type=click.Path(dir_okay=False, path_type=Path), required=True,
+    "--checkpoint", type=OUT_FILE, required=True,
     help="best.pt written by train.",
 )
 
@@ -278,9 +281,9 @@ def make_evaluate_command(stack: str) -> click.Command:
         f"  bundle run {stack} evaluate --checkpoint runs/vit/best.pt --data TEST --out runs/test",
     )
     @_checkpoint_option
-    @click.option("--data", type=click.Path(exists=True, file_okay=False, path_type=Path),
+    @click.option("--data", type=IN_FOLDER,
                   required=True, help="Folder-per-class images with the training classes.")
-    @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+    @click.option("--out", type=OUT_FOLDER, required=True,
                   help="Receives metrics.json, confusion_matrix.csv and .png.")
     @_scoring_options
     @click.option("--json", "as_json", is_flag=True, help="Print the metrics as JSON.")
@@ -368,10 +371,10 @@ def make_attention_command(stack: str) -> click.Command:
     )
     @click.argument("inputs", nargs=-1, required=True,
                     type=click.Path(exists=True, path_type=Path))
-    @click.option("--out", type=click.Path(file_okay=False, path_type=Path), required=True,
+    @click.option("--out", type=OUT_FOLDER, required=True,
                   help="Folder for NAME_rollout.png (and NAME_layers.png, NAME_attention.pt); "
                        "inputs that share a file name go to sub-folders named after their folders.")
-    @click.option("--checkpoint", type=click.Path(dir_okay=False, path_type=Path), default=None,
+    @click.option("--checkpoint", type=OUT_FILE, default=None,
                   help="A ViT best.pt from train [default: the pretrained ViT-B/16 of the bundle].")
     @click.option("--image-size", type=int, default=None,
                   help="Without --checkpoint: input size for the pretrained ViT [default 224].")
