@@ -230,7 +230,7 @@ def build_command(
       bundle build spec.toml --mirror https://download.pytorch.org/=https://mirror.corp/pytorch/
       HF_ENDPOINT=https://hf-mirror.example bundle build spec.toml
     """
-    from builder.fetch import FetchPolicy, parse_mirror
+    from builder.fetch import FetchPolicy, parse_mirrors
     from builder.pipeline import build
 
     configure_logging(-1 if quiet else verbose)
@@ -240,12 +240,10 @@ def build_command(
         _fail(f"--segment-threshold: {e}")
     policy = FetchPolicy(connections=connections, max_connections=max_connections,
                          segment_threshold=threshold)
-    pairs = []
-    for m in mirrors:
-        try:
-            pairs.append(parse_mirror(m))
-        except ValueError as e:
-            _fail(str(e))
+    try:
+        pairs = parse_mirrors(mirrors)
+    except ValueError as e:
+        _fail(str(e))
     report = _run_reporting_errors(lambda: build(
         spec, out_dir=out_dir, store_dir=store_dir, jobs=jobs, mirrors=pairs,
         allow_http=allow_http, trust_on_first_use=trust_on_first_use,

@@ -8,6 +8,8 @@ and the spec block to add. runtime.loaders raises it as MissingFromBundleError.
 
 from __future__ import annotations
 
+from typing import Any
+
 from runtime import constants
 from runtime.catalog import AttachedBundle, Problem
 from runtime.errors import MissingFromBundleError
@@ -70,6 +72,19 @@ def _how_to_add(name: str) -> str:
             f"attach the new bundle:\n\n{spec_snippet(name)}\n")
 
 
+def _damaged(head: str, bundle: AttachedBundle, artifact: Any, path: str,
+             info: dict[str, Any]) -> MissingFromBundleError:
+    """A bundle lists the file, and its copy is missing or of the wrong size."""
+    problem = _problem_for(bundle, path)
+    detail = problem.detail if problem else "not usable"
+    return MissingFromBundleError(
+        f"{head}: bundle '{bundle.name}' at {bundle.path} lists it (artifact '{artifact.id}', "
+        f"{bundle.path / path}) but its copy is damaged: {detail}. Re-attach or re-download the "
+        f"bundle, or rebuild it with `bundle build`; `bundle verify {bundle.path}` lists every "
+        "damaged file." + _fallback_text(bundle, artifact.id, artifact.fallbacks),
+        reason="broken", **info)
+
+
 def _problem_for(bundle: AttachedBundle, path: str) -> Problem | None:
     return next((p for p in bundle.problems if p.path == path), None)
 
@@ -124,16 +139,7 @@ def hub_file(repo_id: str, filename: str | None, *, revision: str | None, repo_t
         commit = files[0].split("/", 1)[0]
         names = sorted({f.split("/", 1)[1] for f in files if "/" in f})
         if filename and filename in names:
-            path = f"{folder}{commit}/{filename}"
-            problem = _problem_for(bundle, path)
-            detail = problem.detail if problem else "not usable"
-            return MissingFromBundleError(
-                f"{head}: bundle '{bundle.name}' at {bundle.path} lists it (artifact "
-                f"'{artifact.id}', {bundle.path / path}) but its copy is damaged: {detail}. "
-                f"Re-attach or re-download the bundle, or rebuild it with `bundle build`; "
-                f"`bundle verify {bundle.path}` lists every damaged file."
-                + _fallback_text(bundle, artifact.id, artifact.fallbacks),
-                reason="broken", **info)
+            return _damaged(head, bundle, artifact, f"{folder}{commit}/{filename}", info)
         shown = ", ".join(names[:_LISTED_FILES]) + (
             f" (+{len(names) - _LISTED_FILES} more)" if len(names) > _LISTED_FILES else "")
         lines.append(f"bundle '{bundle.name}' at {bundle.path} holds {repo_id} as artifact "
@@ -165,13 +171,6 @@ def url_file(url: str, filename: str, bundles: list[AttachedBundle]) -> MissingF
     for bundle in bundles:
         for artifact in bundle.manifest.artifacts:
             if any(f.path == path for f in artifact.files):
-                problem = _problem_for(bundle, path)
-                detail = problem.detail if problem else "not usable"
-                return MissingFromBundleError(
-                    f"{head}: bundle '{bundle.name}' at {bundle.path} lists it (artifact "
-                    f"'{artifact.id}', {bundle.path / path}) but its copy is damaged: {detail}. "
-                    f"Re-attach or rebuild the bundle; `bundle verify {bundle.path}` lists every "
-                    "damaged file." + _fallback_text(bundle, artifact.id, artifact.fallbacks),
-                    reason="broken", **info)
+                return _damaged(head, bundle, artifact, path, info)
     return MissingFromBundleError(f"{head}.\n{_listing(bundles)}\n{_how_to_add(url)}",
                                   reason="not-bundled", **info)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +110,20 @@ def line(record: dict[str, Any] | None, what: str = "model") -> str:
     if record.get("fallback"):
         text += f"; FALLBACK taken: {record['fallback']['reason']}"
     return text
+
+
+def say_loaded(model: Any, checkpoint: Any, config: dict[str, Any], device: Any,
+               log: Callable[[str], None]) -> None:
+    """Put a model rebuilt from ``checkpoint`` on ``device`` in eval mode, and say where it
+    came from: the checkpoint's path and the provenance its config carries."""
+    from pathlib import Path
+
+    if device is not None:
+        model.to(device)
+    model.eval()
+    log(f"checkpoint: {Path(checkpoint).resolve()}")
+    for text in lines(config.get("provenance")):
+        log(text)
 
 
 def lines(block: dict[str, dict[str, Any] | None] | None) -> list[str]:

@@ -67,16 +67,14 @@ def capture_command(name: str | None, spec_out: Path | None, do_build: bool, out
     """
     from builder.capture.run import CaptureError, run_capture, write_outputs
     from builder.capture.spec_writer import bundle_name
-    from builder.fetch import parse_mirror
+    from builder.fetch import parse_mirrors
     from runtime import constants
 
     argv = list(command)
-    pairs = []
-    for m in mirrors:
-        try:
-            pairs.append(parse_mirror(m))
-        except ValueError as e:
-            _fail(str(e))
+    try:
+        pairs = parse_mirrors(mirrors)
+    except ValueError as e:
+        _fail(str(e))
     name = name or bundle_name(argv)
     spec_out = spec_out or Path("bundles") / f"{name}.toml"
     if spec_out.exists() and not force:

@@ -40,6 +40,7 @@ builder.credentials, builder.store):
 
 from builder.fetch.api import fetch
 from builder.fetch.policy import FetchPolicy, FetchResult
-from builder.fetch.urls import check_url_allowed, parse_mirror, rewrite_url
+from builder.fetch.urls import check_url_allowed, parse_mirror, parse_mirrors, rewrite_url
 
-__all__ = ["FetchPolicy", "FetchResult", "check_url_allowed", "fetch", "parse_mirror", "rewrite_url"]
+__all__ = ["FetchPolicy", "FetchResult", "check_url_allowed", "fetch", "parse_mirror", "parse_mirrors",
+           "rewrite_url"]

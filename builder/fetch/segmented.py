@@ -131,12 +131,8 @@ def attempt(st: DownloadState, url: str) -> bool:
             raise st.permanent(f"{exc.reason} from {shown}", shown, exc.reason) from None
         raise Transient(exc.reason,
                          progressed=st.advanced(getattr(exc, "done", 0))) from None
-    except FetchError as exc:  # a redirect to a refused url
-        raise st.permanent(
-            f"{shown} redirected to a refused url: {exc}", shown, "redirect refused"
-        ) from None
-    except httpclient.TooManyRedirects as exc:
-        raise st.permanent(f"{shown}: {exc}", shown, "redirects") from None
+    except (FetchError, httpclient.TooManyRedirects) as exc:
+        raise st.redirect_failed(exc, shown) from None
     except (urllib3.exceptions.HTTPError, http.client.HTTPException) as exc:
         raise Transient(describe_network_error(exc, st.policy.stall_timeout)) from None
     except OSError as exc:

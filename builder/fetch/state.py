@@ -173,3 +173,11 @@ class DownloadState:
         return FetchError(
             message, url=shown_url, reason=reason, permanent=True, artifact=self.label
         )
+
+    def redirect_failed(self, exc: Exception, shown_url: str) -> FetchError:
+        """The permanent error for a redirect to a refused URL (a FetchError of the check)
+        or one redirect too many (httpclient.TooManyRedirects)."""
+        if isinstance(exc, FetchError):
+            return self.permanent(f"{shown_url} redirected to a refused url: {exc}", shown_url,
+                                  "redirect refused")
+        return self.permanent(f"{shown_url}: {exc}", shown_url, "redirects")

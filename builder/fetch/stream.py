@@ -63,12 +63,8 @@ def attempt(st: DownloadState, url: str) -> bool:
             read_timeout=read_timeout,
             check=lambda target: check_url_allowed(target, allow_http=allow_http),
         )
-    except FetchError as exc:  # a redirect to a refused url
-        raise st.permanent(
-            f"{shown} redirected to a refused url: {exc}", shown, "redirect refused"
-        ) from None
-    except httpclient.TooManyRedirects as exc:
-        raise st.permanent(f"{shown}: {exc}", shown, "redirects") from None
+    except (FetchError, httpclient.TooManyRedirects) as exc:
+        raise st.redirect_failed(exc, shown) from None
     except urllib3.exceptions.SSLError as exc:
         if "CERTIFICATE_VERIFY_FAILED" in str(exc):
             raise st.permanent(

@@ -25,6 +25,11 @@ def parse_mirror(spec: str) -> tuple[str, str]:
     return src.strip(), dst.strip()
 
 
+def parse_mirrors(values: Sequence[str]) -> list[tuple[str, str]]:
+    """Every ``--mirror FROM=TO`` value parsed (see :func:`parse_mirror`)."""
+    return [parse_mirror(v) for v in values]
+
+
 def rewrite_url(url: str, mirrors: Sequence[tuple[str, str]]) -> str:
     """Apply the first mirror whose FROM prefix starts ``url``; unchanged if none does."""
     for src, dst in mirrors:

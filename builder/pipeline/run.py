@@ -8,7 +8,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import Any, NoReturn
 
 from builder.artifact import Spec
 from builder.errors import BuildError
@@ -129,50 +129,20 @@ def raise_failed(spec: Spec, errors: dict[str, str]) -> NoReturn:
     raise BuildError(f"{spec.path}: {len(ordered)} artifacts failed:\n{lines}", artifact=ordered[0])
 
 
-def build_bundle(
-    spec_path: str | os.PathLike,
-    *,
-    out_dir: str | os.PathLike,
-    store_dir: str | os.PathLike | None = None,
-    jobs: int = 4,
-    mirrors: Sequence[tuple[str, str] | str] = (),
-    allow_http: bool = False,
-    trust_on_first_use: bool = False,
-    progress: bool = True,
-    refresh: bool = False,
-) -> Path:
-    """Build the bundle a spec describes into ``out_dir/NAME/``.
+def build_bundle(spec_path: str | os.PathLike, **options: Any) -> Path:
+    """Build the bundle a spec describes into ``out_dir/NAME/``; the bundle folder.
 
-    Args:
-        spec_path: the spec, e.g. ``bundles/emotion-vit.toml``.
-        out_dir: parent of the bundle folder (the CLI's default: ``./bundles-dist``).
-        store_dir: content-addressed store; default ``$OFFLINE_BUNDLE_STORE`` or the
-            user cache dir.
-        jobs: files fetched in parallel.
-        mirrors: URL prefix rewrites, ``(FROM, TO)`` pairs or ``"FROM=TO"`` strings.
-        allow_http: allow plain http to non-loopback hosts.
-        trust_on_first_use: allow url artifacts without sha256 (the hash of the
-            first download is recorded, with a loud warning).
-        progress: tqdm bars on stderr.
-        refresh: re-resolve every artifact (e.g. a moved ``main``) instead of
-            reusing the build lock.
-
-    Returns:
-        The bundle folder.
+    Takes the keyword options of :func:`build`: ``out_dir`` (the parent of the bundle
+    folder; the CLI's default is ``./bundles-dist``), ``store_dir`` (default
+    ``$OFFLINE_BUNDLE_STORE`` or the user cache dir), ``jobs``, ``mirrors`` (``(FROM,
+    TO)`` pairs or ``"FROM=TO"`` strings), ``allow_http``, ``trust_on_first_use`` (url
+    artifacts without sha256 record the hash of the first download, with a loud
+    warning), ``progress``, ``refresh`` (re-resolve every artifact instead of reusing
+    the resolved plan).
 
     Raises:
         SpecError: the spec is invalid (names file, artifact, field).
         BuildError: an artifact could not be resolved or fetched (names it); the
             previous bundle folder, if any, is left untouched.
     """
-    return build(
-        spec_path,
-        out_dir=out_dir,
-        store_dir=store_dir,
-        jobs=jobs,
-        mirrors=mirrors,
-        allow_http=allow_http,
-        trust_on_first_use=trust_on_first_use,
-        progress=progress,
-        refresh=refresh,
-    ).bundle_dir
+    return build(spec_path, **options).bundle_dir

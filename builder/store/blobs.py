@@ -20,6 +20,7 @@ from builder.store.diskio import (
     CHUNK_SIZE,
     LINK_REFUSED,
     check_sha256,
+    flocked,
     replace_making_parent,
     sha256_file,
     store_os_error,
@@ -121,17 +122,14 @@ class Store:
         # description). Four system calls; filelock's bookkeeping cost ~1 ms a file
         # under load, which a repo of hundreds of small files adds up.
         try:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            held = flocked(path)
+            held.__enter__()
         except OSError as exc:
             raise store_os_error(exc, f"creating the lock {path}") from exc
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(fd, fcntl.LOCK_UN)
+            yield
         finally:
-            os.close(fd)
+            held.__exit__(None, None, None)
 
     @staticmethod
     def _safe_key(key: str) -> str:

@@ -9,7 +9,7 @@ import hashlib
 import os
 import re
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -142,6 +142,28 @@ def store_os_error(exc: OSError, what: str) -> StoreError:
             f"elsewhere with --store DIR or ${constants.ENV_STORE}"
         )
     return StoreError(f"store error while {what}: {exc}")
+
+
+@contextlib.contextmanager
+def flocked(path: str | os.PathLike, *, exclusive: bool = True, wait: bool = True) -> Iterator[None]:
+    """Hold an flock on ``path`` (created when missing) for the block: an inter-process and
+    inter-thread lock (the lock belongs to this open file description).
+
+    Raises:
+        BlockingIOError: ``wait`` is False and someone else holds it.
+        OSError: the lock file cannot be opened.
+    """
+    import fcntl
+
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | (0 if wait else fcntl.LOCK_NB))
+        try:
+            yield
+        finally:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+    finally:
+        os.close(fd)
 
 
 def replace_making_parent(src: Path, dest: Path) -> None:

@@ -114,25 +114,20 @@ def _gc_lock(store_root: Path, *, exclusive: bool, wait: bool) -> Iterator[None]
     if fcntl is None:  # pragma: no cover - Windows: no shared locks; prune is not guarded
         yield
         return
-    path = store_root / GC_LOCK
+    from builder.store.diskio import flocked
+
+    held = flocked(store_root / GC_LOCK, exclusive=exclusive, wait=wait)
     try:
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        held.__enter__()
+    except BlockingIOError:
+        raise StoreError(f"{store_root}: a build is using this store right now; run `bundle store "
+                         "prune` again when it has finished") from None
     except OSError as exc:
-        raise StoreError(f"cannot open {path}: {exc.strerror or exc}") from None
+        raise StoreError(f"cannot open {store_root / GC_LOCK}: {exc.strerror or exc}") from None
     try:
-        flags = (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | (0 if wait else fcntl.LOCK_NB)
-        try:
-            fcntl.flock(fd, flags)
-        except BlockingIOError:
-            raise StoreError(
-                f"{store_root}: a build is using this store right now; run `bundle store prune` "
-                "again when it has finished") from None
-        try:
-            yield
-        finally:
-            fcntl.flock(fd, fcntl.LOCK_UN)
+        yield
     finally:
-        os.close(fd)
+        held.__exit__(None, None, None)
 
 
 def _shas_in(value: Any, found: set[str]) -> None:

@@ -45,21 +45,10 @@ def train_gan(opts: dict[str, Any]) -> dict[str, Any]:
     say = main_process_log(single_process())
     teacher = Path(opts["teacher"])
     config = teacher_config(teacher)
-    settings = GanSettings(
-        epochs=opts["epochs"],
-        batch_size=opts["batch_size"],
-        g_lr=opts["g_lr"],
-        d_lr=opts["d_lr"],
-        real_label=opts["real_label"],
-        noise_start=opts["noise_start"],
-        noise_end=opts["noise_end"],
-        g_steps=opts["g_steps"],
-        d_steps=opts["d_steps"],
-        clip=opts["clip"],
-        sample_every=opts["sample_every"],
-        seed=opts["seed"],
-        shape=GanShape(size=opts["size"], z_dim=opts["z_dim"], width=opts["width"]),
-    )
+    names = ("epochs", "batch_size", "g_lr", "d_lr", "real_label", "noise_start", "noise_end",
+             "g_steps", "d_steps", "clip", "sample_every", "seed")
+    settings = GanSettings(**{name: opts[name] for name in names},
+                           shape=GanShape(size=opts["size"], z_dim=opts["z_dim"], width=opts["width"]))
     if settings.d_lr >= settings.g_lr:
         say(
             f"warning: --d-lr {settings.d_lr} is not below --g-lr {settings.g_lr}; the seed's "

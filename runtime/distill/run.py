@@ -177,18 +177,9 @@ def distill(opts: dict[str, Any]) -> dict[str, Any]:
         loss_parts.append({"epoch": first_epoch + len(loss_parts), **running.pop()})
         return evaluate_model(student, val_loader, policy, ctx)
 
-    result = fit_selecting_ccc(
-        model,
-        train_loader=train_loader,
-        compute_loss=compute_loss,
-        evaluate=evaluate_epoch,
-        policy=policy,
-        ctx=ctx,
-        opts=opts,
-        out=out,
-        config=config,
-        log=say,
-    )
+    result = fit_selecting_ccc(model, train_loader=train_loader, compute_loss=compute_loss,
+                               evaluate=evaluate_epoch, policy=policy, ctx=ctx, opts=opts, out=out,
+                               config=config, log=say)
     if ctx.is_main:
         write_curves(loss_parts, out, name=LOSS_PARTS_NAME)
     summary = {

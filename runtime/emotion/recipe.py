@@ -243,17 +243,9 @@ def train(stack: EmotionStack, opts: dict[str, Any]) -> dict[str, Any]:
     freeze_all_but_last(model.backbone, blocks, opts["train_blocks"], also_train=always)
     model.to(policy.device)
     result = fit_selecting_ccc(
-        model,
-        train_loader=train_loader,
-        compute_loss=mse_loss,
-        evaluate=lambda m: evaluate_model(m, val_loader, policy, ctx),
-        policy=policy,
-        ctx=ctx,
-        opts=opts,
-        out=out,
-        config=config,
-        log=say,
-    )
+        model, train_loader=train_loader, compute_loss=mse_loss,
+        evaluate=lambda m: evaluate_model(m, val_loader, policy, ctx), policy=policy, ctx=ctx,
+        opts=opts, out=out, config=config, log=say)
     summary = {
         "stack": stack.name,
         "out": str(out),

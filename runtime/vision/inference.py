@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from runtime.provenance import lines
+from runtime.provenance import say_loaded
 from runtime.vision.classify import (
     METRICS_NAME,
     Task,
@@ -83,12 +83,7 @@ def load_classifier(
         record = load_checkpoint(path, model=model)
     except CoreCheckpointError as err:
         raise CheckpointError(str(err)) from err
-    if device is not None:
-        model.to(device)
-    model.eval()
-    log(f"checkpoint: {Path(path).resolve()}")
-    for text in lines(config.get("provenance")):
-        log(text)
+    say_loaded(model, path, config, device, log)
     return LoadedClassifier(model=model, config=config, metrics=record.metrics, path=Path(path))
 
 

@@ -281,7 +281,7 @@ def _loader(chips: list, bands: str, mean: list[float], std: list[float], batch_
 
 def load_segmenter(checkpoint: Path, device: Any = None) -> tuple[nn.Module, dict[str, Any]]:
     """The model of a ``--task segment`` checkpoint (no bundle needed) and its config."""
-    from runtime.provenance import lines
+    from runtime.provenance import say_loaded
     from runtime.train.checkpoint import CheckpointError as CoreCheckpointError
     from runtime.train.checkpoint import load_checkpoint, read_checkpoint
 
@@ -293,12 +293,7 @@ def load_segmenter(checkpoint: Path, device: Any = None) -> tuple[nn.Module, dic
         raise CheckpointError(f"{checkpoint} is not a flood --task segment checkpoint")
     model = build_segmenter(int(config["in_channels"]), tuple(config["widths"]))
     load_checkpoint(checkpoint, model=model)
-    if device is not None:
-        model.to(device)
-    model.eval()
-    log(f"checkpoint: {Path(checkpoint).resolve()}")
-    for text in lines(config.get("provenance")):
-        log(text)
+    say_loaded(model, checkpoint, config, device, log)
     return model, config
 
 
