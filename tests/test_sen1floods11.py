@@ -142,7 +142,7 @@ def test_the_first_layer_reads_new_bands_and_every_other_layer_keeps_the_bundle_
 ):
     import torch
 
-    from runtime.vision.architectures import FIRST_CONV, build_classifier
+    from runtime.vision.architectures import build_classifier, get_architecture
 
     vit = vit_b_16_random_weights()
     bundle = bundle_factory(
@@ -156,7 +156,7 @@ def test_the_first_layer_reads_new_bands_and_every_other_layer_keeps_the_bundle_
             for bands in (2, 13):
                 model = build_classifier(arch, num_outputs=1, image_size=size, pretrained=True,
                                          in_channels=bands)
-                first = FIRST_CONV[arch] + ".weight"
+                first = get_architecture(arch).first_conv + ".weight"
                 new, old = model.state_dict(), rgb.state_dict()
                 assert new[first].shape[1] == bands
                 expected = old[first].mean(dim=1, keepdim=True).expand(-1, bands, -1, -1) * 3 / bands

@@ -18,8 +18,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from runtime.data.spectrogram import SpectrogramImage
-from runtime.emotion.model import regression_head
+from runtime.emotion.regressor import SpectrogramRegressor
 
 #: Weight files of a timm Hub repo, in the order timm prefers them.
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
@@ -99,7 +98,7 @@ def student_weights(name: str) -> StudentWeights:
     )
 
 
-class StudentRegressor(nn.Module):
+class StudentRegressor(SpectrogramRegressor):
     """Spectrogram ``(B, n_mels, frames)`` in dB -> ``(B, 2)`` valence/arousal in [-1, 1].
 
     ``forward(spec, with_features=True)`` also returns the pooled backbone
@@ -112,22 +111,20 @@ class StudentRegressor(nn.Module):
         self,
         backbone: nn.Module,
         *,
-        image_size: int,
-        mean: list[float],
-        std: list[float],
+        image: dict[str, Any],
         top_db: float,
         dropout: float,
         teacher_dim: int | None = None,
     ) -> None:
-        super().__init__()
-        self.backbone = backbone
         width = int(backbone.num_features)
-        self.head = regression_head(width, dropout=dropout)
+        super().__init__(backbone, width=width, dropout=dropout, image=image, top_db=top_db)
         self.projector = nn.Linear(width, teacher_dim) if teacher_dim else None
-        self.to_image = SpectrogramImage(size=image_size, top_db=top_db, mean=mean, std=std)
+
+    def pool(self, spec: torch.Tensor) -> torch.Tensor:
+        return self.backbone(self.to_image(spec))  # timm with num_classes=0: pooled features
 
     def forward(self, spec: torch.Tensor, with_features: bool = False):
-        pooled = self.backbone(self.to_image(spec))  # timm with num_classes=0: pooled features
+        pooled = self.pool(spec)
         pred = self.head(pooled)
         if not with_features:
             return pred
@@ -184,12 +181,9 @@ def build_student(config: dict[str, Any], weights: StudentWeights | None) -> Stu
         )
     else:
         backbone = timm.create_model(config["student"], pretrained=False, num_classes=0)
-    image = config["image"]
     return StudentRegressor(
         backbone,
-        image_size=image["size"],
-        mean=image["mean"],
-        std=image["std"],
+        image=config["image"],
         top_db=config["top_db"],
         dropout=config["dropout"],
         teacher_dim=config.get("teacher_dim"),

@@ -14,7 +14,6 @@ from runtime.emotion.model import (
     EmotionStack,
     backbone_blocks,
     from_pretrained_complete,
-    regression_head,
 )
 
 #: The backbone, by its Hub repo id (any artifact id in a spec matches; the
@@ -23,18 +22,14 @@ DEFAULT_MODEL = "MIT/ast-finetuned-audioset-10-10-0.4593"
 
 
 def _emotion_ast_module():
-    from torch import nn
+    """The model class, built on first use so that importing the stack stays light."""
+    from runtime.emotion.regressor import SpectrogramRegressor
 
-    class EmotionAST(nn.Module):
-        """Filterbank features (B, max_length, num_mel_bins) -> (B, 2) valence/arousal in [-1, 1]."""
+    class EmotionAST(SpectrogramRegressor):
+        """Filterbank features (B, max_length, num_mel_bins) -> AST pooler output -> (B, 2)."""
 
-        def __init__(self, backbone: nn.Module, *, dropout: float) -> None:
-            super().__init__()
-            self.backbone = backbone
-            self.head = regression_head(backbone.config.hidden_size, dropout=dropout)
-
-        def forward(self, features):
-            return self.head(self.backbone(input_values=features).pooler_output)
+        def pool(self, features):
+            return self.backbone(input_values=features).pooler_output
 
     return EmotionAST
 
@@ -71,7 +66,9 @@ def build(config: dict[str, Any], pretrained: Path | None):
         backbone = from_pretrained_complete(ASTModel, pretrained)
     else:
         backbone = ASTModel(ASTConfig.from_dict(config["backbone_config"]))
-    return _emotion_ast_module()(backbone, dropout=config["dropout"])
+    return _emotion_ast_module()(
+        backbone, width=backbone.config.hidden_size, dropout=config["dropout"]
+    )
 
 
 class ASTFeatures:

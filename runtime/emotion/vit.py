@@ -17,7 +17,6 @@ from runtime.emotion.model import (
     EmotionStack,
     backbone_blocks,
     from_pretrained_complete,
-    regression_head,
 )
 
 #: The backbone, by its Hub repo id (so any artifact id in a spec matches; the
@@ -28,33 +27,13 @@ DEFAULT_MODEL = "google/vit-base-patch16-224-in21k"
 
 def _emotion_vit_module():
     """The model class, built on first use so that importing the stack stays light."""
-    import torch
-    from torch import nn
+    from runtime.emotion.regressor import SpectrogramRegressor
 
-    from runtime.data.spectrogram import SpectrogramImage
+    class EmotionViT(SpectrogramRegressor):
+        """Spectrogram (B, n_mels, frames) in dB -> picture -> ViT [CLS] token -> (B, 2)."""
 
-    class EmotionViT(nn.Module):
-        """Spectrogram (B, n_mels, frames) in dB -> (B, 2) valence/arousal in [-1, 1]."""
-
-        def __init__(
-            self,
-            backbone: nn.Module,
-            *,
-            image_size: int,
-            mean: list[float],
-            std: list[float],
-            top_db: float,
-            dropout: float,
-        ) -> None:
-            super().__init__()
-            self.backbone = backbone
-            self.head = regression_head(backbone.config.hidden_size, dropout=dropout)
-            # The one conversion the distilled student uses too, so both see the same picture.
-            self.to_image = SpectrogramImage(size=image_size, top_db=top_db, mean=mean, std=std)
-
-        def forward(self, spec: torch.Tensor) -> torch.Tensor:
-            hidden = self.backbone(pixel_values=self.to_image(spec)).last_hidden_state
-            return self.head(hidden[:, 0])
+        def pool(self, spec):
+            return self.backbone(pixel_values=self.to_image(spec)).last_hidden_state[:, 0]
 
     return EmotionViT
 
@@ -117,14 +96,12 @@ def build(config: dict[str, Any], pretrained: Path | None):
         backbone = from_pretrained_complete(ViTModel, pretrained, add_pooling_layer=False)
     else:
         backbone = ViTModel(ViTConfig.from_dict(config["backbone_config"]), add_pooling_layer=False)
-    image = config["image"]
     return _emotion_vit_module()(
         backbone,
-        image_size=image["size"],
-        mean=image["mean"],
-        std=image["std"],
-        top_db=config["mel"]["top_db"],
+        width=backbone.config.hidden_size,
         dropout=config["dropout"],
+        image=config["image"],
+        top_db=config["mel"]["top_db"],
     )
 
 

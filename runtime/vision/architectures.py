@@ -44,29 +44,32 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 Family = Literal["vit", "cnn"]
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class Architecture:
     """One classifier architecture.
 
     Attributes:
         name: what ``--arch`` takes.
-        family: "vit" (has attention maps) or "cnn".
         weights: the torchvision weights enum name (``"ViT_B_16_Weights.IMAGENET1K_V1"``),
             which is also the artifact ``ref`` in the bundle; None when trained from scratch.
-        default_image_size: the input size the weights were trained at.
-        size_multiple: the image size must be a multiple of this.
         build: ``build(num_outputs, image_size, pretrained, widths) -> nn.Module``.
         head_prefix: parameter-name prefix of the freshly initialised head (it
             trains at the full learning rate; the rest is the backbone).
+        first_conv: the module path of the first convolution, the layer that reads
+            the bands (``adapt_first_conv`` replaces it for non-RGB inputs).
+        family: "vit" (has attention maps) or "cnn".
+        default_image_size: the input size the weights were trained at.
+        size_multiple: the image size must be a multiple of this.
     """
 
     name: str
-    family: Family
     weights: str | None
-    default_image_size: int
-    size_multiple: int
     build: Callable[..., nn.Module]
     head_prefix: str
+    first_conv: str
+    family: Family = "cnn"
+    default_image_size: int = 224
+    size_multiple: int = 1
     description: str = ""
 
 
@@ -229,59 +232,26 @@ def _build_unet_cnn(
     return UNetClassifier(num_outputs, in_channels=in_channels, widths=tuple(widths or DEFAULT_WIDTHS))
 
 
-register(
-    Architecture(
-        name="vit_b_16",
-        family="vit",
-        weights="ViT_B_16_Weights.IMAGENET1K_V1",
-        default_image_size=224,
-        size_multiple=16,
-        build=_build_vit_b_16,
-        head_prefix="heads.head.",
-        description="torchvision ViT-B/16 (86M), ImageNet-1k weights, head replaced",
-    )
-)
-register(
-    Architecture(
-        name="mobilenet_v3_small",
-        family="cnn",
-        weights="MobileNet_V3_Small_Weights.IMAGENET1K_V1",
-        default_image_size=224,
-        size_multiple=1,
-        build=_build_mobilenet_v3_small,
-        head_prefix="classifier.3.",
-        description="torchvision MobileNetV3-Small (2.5M), ImageNet-1k weights",
-    )
-)
-register(
-    Architecture(
-        name="resnet18",
-        family="cnn",
-        weights="ResNet18_Weights.IMAGENET1K_V1",
-        default_image_size=224,
-        size_multiple=1,
-        build=_build_resnet18,
-        head_prefix="fc.",
-        description="torchvision ResNet-18 (11.7M), ImageNet-1k weights",
-    )
-)
-register(
-    Architecture(
-        name="unet_cnn",
-        family="cnn",
-        weights=None,
-        default_image_size=64,
-        size_multiple=8,
-        build=_build_unet_cnn,
-        head_prefix="head.",
-        description="our U-Net encoder + linear head; from scratch or --init-encoder (masked-ssl)",
-    )
-)
-
-
-#: Where each architecture's first convolution sits (the layer that reads the bands).
-FIRST_CONV = {"vit_b_16": "conv_proj", "mobilenet_v3_small": "features.0.0", "resnet18": "conv1",
-              "unet_cnn": "encoder.stem.layers.0"}
+register(Architecture(
+    name="vit_b_16", weights="ViT_B_16_Weights.IMAGENET1K_V1", build=_build_vit_b_16,
+    head_prefix="heads.head.", first_conv="conv_proj", family="vit", size_multiple=16,
+    description="torchvision ViT-B/16 (86M), ImageNet-1k weights, head replaced",
+))
+register(Architecture(
+    name="mobilenet_v3_small", weights="MobileNet_V3_Small_Weights.IMAGENET1K_V1",
+    build=_build_mobilenet_v3_small, head_prefix="classifier.3.", first_conv="features.0.0",
+    description="torchvision MobileNetV3-Small (2.5M), ImageNet-1k weights",
+))
+register(Architecture(
+    name="resnet18", weights="ResNet18_Weights.IMAGENET1K_V1", build=_build_resnet18,
+    head_prefix="fc.", first_conv="conv1",
+    description="torchvision ResNet-18 (11.7M), ImageNet-1k weights",
+))
+register(Architecture(
+    name="unet_cnn", weights=None, build=_build_unet_cnn, head_prefix="head.",
+    first_conv="encoder.stem.layers.0", default_image_size=64, size_multiple=8,
+    description="our U-Net encoder + linear head; from scratch or --init-encoder (masked-ssl)",
+))
 
 
 def adapt_first_conv(model: nn.Module, arch_name: str, in_channels: int) -> nn.Module:
@@ -297,7 +267,7 @@ def adapt_first_conv(model: nn.Module, arch_name: str, in_channels: int) -> nn.M
 
     if in_channels == 3:
         return model
-    path = FIRST_CONV[arch_name]
+    path = get_architecture(arch_name).first_conv
     parent_path, _, name = path.rpartition(".")
     parent = model.get_submodule(parent_path) if parent_path else model
     old: nn.Conv2d = getattr(parent, name)
