@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import Any
 
 from builder.credentials import redact_url
-from builder.errors import FetchError, StoreError
+from builder.errors import FetchError
 from builder.fetch import httpclient
 from builder.fetch.outcomes import (
     Mismatch,
@@ -137,12 +137,7 @@ def attempt(st: DownloadState, url: str) -> bool:
         raise Transient(describe_network_error(exc, st.policy.stall_timeout)) from None
     except OSError as exc:
         if exc.errno in (errno.ENOSPC, errno.EROFS, errno.EACCES, errno.EDQUOT):
-            what = "disk full" if exc.errno == errno.ENOSPC else f"cannot write ({exc.strerror})"
-            raise StoreError(
-                f"{st.label}: {what} while downloading into {st.part}; free space or "
-                "point the store elsewhere with --store DIR / $OFFLINE_BUNDLE_STORE",
-                artifact=st.label,
-            ) from None
+            raise st.write_failed(exc) from None
         raise Transient(describe_network_error(exc, st.policy.stall_timeout)) from None
     st.hash, st.hashed = outcome.digest, outcome.hashed
     st.fetched += outcome.received
@@ -310,6 +305,21 @@ def _worker(plan: Plan, fd: int, shared: dict, url: str, size: int, policy: Any,
             return
 
 
+def _store(plan: Plan, part: Part, fd: int, data: memoryview, offset: int,
+           progress: Callable[[int], None], counters: dict) -> None:
+    """Write ``data`` at ``offset`` of the partial (in WRITE_PIECE pieces) and count it as
+    done in ``part``, waking whoever waits on the plan's progress."""
+    for i in range(0, len(data), WRITE_PIECE):
+        piece = data[i:i + WRITE_PIECE]
+        if os.pwrite(fd, piece, offset + i) != len(piece):
+            raise OSError(f"short write at byte {offset + i}")
+    with plan.lock:
+        part.done += len(data)
+        counters["received"] += len(data)
+        plan.progressed.notify_all()
+    progress(len(data))
+
+
 def _read_handover(plan: Plan, part: Part, fd: int, buf: bytearray, handover: Handover,
                    progress: Callable[[int], None], counters: dict) -> None:
     """Read the rest of the first request into part 0; a failure leaves the rest to retries."""
@@ -326,13 +336,7 @@ def _read_handover(plan: Plan, part: Part, fd: int, buf: bytearray, handover: Ha
                 return
             if not n:
                 return
-            if os.pwrite(fd, memoryview(buf)[:n], part.next) != n:
-                raise OSError(f"short write at byte {part.next}")
-            with plan.lock:
-                part.done += n
-                counters["received"] += n
-                plan.progressed.notify_all()
-            progress(n)
+            _store(plan, part, fd, memoryview(buf)[:n], part.next, progress, counters)
         body_read = part.complete
     finally:
         httpclient.release(handover.response, body_read=body_read)
@@ -443,16 +447,7 @@ def _fetch_range(plan: Plan, part: Part, fd: int, buf: bytearray, target: Target
                 if allowed < n and not split:
                     raise BadAnswer(f"the server sent more than bytes {part.start}-{requested_end - 1}")
                 if allowed > 0:
-                    view = memoryview(buf)[:allowed]
-                    for i in range(0, allowed, WRITE_PIECE):
-                        piece = view[i:i + WRITE_PIECE]
-                        if os.pwrite(fd, piece, offset + i) != len(piece):
-                            raise OSError(f"short write at byte {offset + i}")
-                    with plan.lock:
-                        part.done += allowed
-                        counters["received"] += allowed
-                        plan.progressed.notify_all()
-                    progress(allowed)
+                    _store(plan, part, fd, memoryview(buf)[:allowed], offset, progress, counters)
                     since_writeback += allowed
                     if since_writeback >= WRITEBACK_EVERY:
                         start_writeback(fd, offset + allowed - since_writeback, since_writeback)

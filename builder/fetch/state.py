@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import time
@@ -11,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from builder.credentials import redact_url
-from builder.errors import FetchError
+from builder.errors import FetchError, StoreError
 from builder.fetch.policy import FetchPolicy
 from builder.store import Store
 
@@ -172,6 +173,16 @@ class DownloadState:
         """A failure no retry of this url fixes (the next mirror may)."""
         return FetchError(
             message, url=shown_url, reason=reason, permanent=True, artifact=self.label
+        )
+
+    def write_failed(self, exc: OSError) -> StoreError:
+        """The error for a partial that cannot be written (disk full, store unwritable):
+        no retry helps, the user frees space or moves the store."""
+        what = "disk full" if exc.errno == errno.ENOSPC else f"cannot write ({exc.strerror})"
+        return StoreError(
+            f"{self.label}: {what} while downloading into {self.part}; free space or "
+            "point the store elsewhere with --store DIR / $OFFLINE_BUNDLE_STORE",
+            artifact=self.label,
         )
 
     def redirect_failed(self, exc: Exception, shown_url: str) -> FetchError:

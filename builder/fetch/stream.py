@@ -8,13 +8,12 @@ exceptions of :mod:`builder.fetch.outcomes`.
 
 from __future__ import annotations
 
-import errno
 import hashlib
 import logging
 from typing import Any
 
 from builder.credentials import redact_url
-from builder.errors import FetchError, StoreError
+from builder.errors import FetchError
 from builder.fetch import httpclient
 from builder.fetch.outcomes import (
     Mismatch,
@@ -233,10 +232,5 @@ def _stream(
     except OSError as exc:
         # Writing the partial failed (disk full, store unwritable): no retry helps.
         st.discard_partial()
-        what = "disk full" if exc.errno == errno.ENOSPC else f"cannot write ({exc.strerror})"
-        raise StoreError(
-            f"{st.label}: {what} while downloading into {st.part}; free space or "
-            "point the store elsewhere with --store DIR / $OFFLINE_BUNDLE_STORE",
-            artifact=st.label,
-        ) from None
+        raise st.write_failed(exc) from None
     return received

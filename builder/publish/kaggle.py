@@ -21,12 +21,8 @@ sent), ``kaggle_client`` (the official client); this one runs them.
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
-import shutil
-import sys
-import tempfile
 from pathlib import Path
 
 import click
@@ -37,8 +33,8 @@ from builder.publish.kaggle_client import (
     calling,
     check_reply,
     make_api,
-    private_tempdir,
     remote_state,
+    upload_workspace,
 )
 from builder.publish.kaggle_plan import KaggleAuthError, PublishPlan, PublishResult, plan_publish
 from runtime.constants import KAGGLE_METADATA_NAME
@@ -118,26 +114,19 @@ def publish(
     if dry_run:
         return result
 
-    work = Path(tempfile.mkdtemp(prefix="bundle-publish-"))  # mode 0700
-    try:
+    with upload_workspace("bundle-publish-") as work:
         stage = _stage(plan, owner, work)
-        # The client prints progress with print(); keep stdout for our report.
-        with private_tempdir(work), contextlib.redirect_stdout(sys.stderr):
-            if remote.exists:
-                with calling("CreateDatasetVersion"):
-                    response = api.dataset_create_version(
-                        str(stage), plan.version_notes, quiet=quiet, dir_mode="zip")
-                check_reply("CreateDatasetVersion", response)
-            else:
-                with calling("CreateDataset"):
-                    response = api.dataset_create_new(
-                        str(stage), public=public, quiet=quiet, dir_mode="zip")
-                check_reply("CreateDataset", response)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    result.uploaded = list(api.uploaded_names)
-    result.url = getattr(response, "url", None) or result.url
-    return result
+        if remote.exists:
+            with calling("CreateDatasetVersion"):
+                response = api.dataset_create_version(
+                    str(stage), plan.version_notes, quiet=quiet, dir_mode="zip")
+            check_reply("CreateDatasetVersion", response)
+        else:
+            with calling("CreateDataset"):
+                response = api.dataset_create_new(
+                    str(stage), public=public, quiet=quiet, dir_mode="zip")
+            check_reply("CreateDataset", response)
+    return result.sent(api, response)
 
 
 @click.command("publish")

@@ -10,6 +10,7 @@ import os
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from builder import constants as builder_constants
@@ -215,19 +216,28 @@ def check_reply(method: str, response: Any) -> None:
 
 
 @contextlib.contextmanager
-def private_tempdir(work: Any) -> Iterator[None]:
-    """The client writes its folder archives and upload-resume records under
-    tempfile.gettempdir(); keep them in our private (0700) folder ``work/tmp``."""
+def upload_workspace(prefix: str) -> Iterator[Path]:
+    """A private (0700) scratch folder for one upload, removed whatever happens.
+
+    The staged tree goes in it; so do the client's folder archives and upload-resume
+    records, which it writes under tempfile.gettempdir() (pointed at ``WORK/tmp`` for
+    the block); the client's print() progress goes to stderr, keeping stdout for our
+    report.
+    """
+    import shutil
     import tempfile
 
+    work = Path(tempfile.mkdtemp(prefix=prefix))  # mode 0700
     tmp = work / "tmp"
     tmp.mkdir()
     saved = tempfile.tempdir
     tempfile.tempdir = str(tmp)
     try:
-        yield
+        with contextlib.redirect_stdout(sys.stderr):
+            yield work
     finally:
         tempfile.tempdir = saved
+        shutil.rmtree(work, ignore_errors=True)
 
 
 @dataclass

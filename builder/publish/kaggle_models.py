@@ -205,7 +205,7 @@ def publish_model(bundle_dir: str | os.PathLike, *, handle: str | None = None, m
         KaggleServerError: as for datasets; the message is the server's.
     """
     from builder.extras.runtime_wheels import missing_runtime_wheel
-    from builder.publish.kaggle_client import calling, make_api, private_tempdir
+    from builder.publish.kaggle_client import calling, make_api, upload_workspace
 
     plan = plan_publish(bundle_dir, message=message, public=public, full_verify=full_verify)
     where = parse_handle(handle, plan)
@@ -247,25 +247,19 @@ def publish_model(bundle_dir: str | os.PathLike, *, handle: str | None = None, m
                      "create variation" if remote.model_exists else "create")
     if dry_run:
         return result
-    work = Path(tempfile.mkdtemp(prefix="bundle-publish-model-"))
-    try:
+    with upload_workspace("bundle-publish-model-") as work:
         stage = _stage(plan, work, model_meta, instance_meta)
-        with private_tempdir(work), contextlib.redirect_stdout(sys.stderr):
-            if not remote.model_exists:
-                with calling("CreateModel"):
-                    response = api.model_create_new(str(stage))
-                check_model_reply("CreateModel", response)
-            if remote.instance_exists:
-                response = _new_version(api, where, plan, stage, work, remote, instance_meta, quiet)
-            else:
-                with calling("CreateModelInstance"):
-                    response = api.model_instance_create(str(stage), quiet=quiet, dir_mode=TREE)
-                check_model_reply("CreateModelInstance", response)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-    result.uploaded = list(api.uploaded_names)
-    result.url = getattr(response, "url", None) or result.url
-    return result
+        if not remote.model_exists:
+            with calling("CreateModel"):
+                response = api.model_create_new(str(stage))
+            check_model_reply("CreateModel", response)
+        if remote.instance_exists:
+            response = _new_version(api, where, plan, stage, work, remote, instance_meta, quiet)
+        else:
+            with calling("CreateModelInstance"):
+                response = api.model_instance_create(str(stage), quiet=quiet, dir_mode=TREE)
+            check_model_reply("CreateModelInstance", response)
+    return result.sent(api, response)
 
 
 def _update_overview(api: Any, where: Handle, instance_meta: dict, overview: str) -> None:

@@ -118,6 +118,12 @@ class PublishResult:
     warnings: list[str] = field(default_factory=list)
     folders: str = "zip"
 
+    def sent(self, api: Any, response: Any) -> PublishResult:
+        """Record what the client uploaded and the URL Kaggle answered with."""
+        self.uploaded = list(api.uploaded_names)
+        self.url = getattr(response, "url", None) or self.url
+        return self
+
     def to_json(self) -> dict[str, Any]:
         return json_fields(self, ("dataset", "action", "dry_run", "digest", "bundle_version",
                                   "remote_version", "version_notes", "url", "total_size"),

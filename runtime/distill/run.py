@@ -50,15 +50,12 @@ def distill(opts: dict[str, Any]) -> dict[str, Any]:
         student_weights,
     )
     from runtime.distill.teacher import load_teacher, teacher_outputs, teacher_width
-    from runtime.train.checkpoint import read_checkpoint, seed_everything
+    from runtime.train.checkpoint import read_checkpoint
     from runtime.train.curves import write_curves
-    from runtime.train.distributed import setup_distributed
-    from runtime.train.precision import choose_precision
+    from runtime.train.distributed import start_training
 
     # Where and how we compute (one process per GPU under torchrun).
-    policy = choose_precision(opts["device"], opts["precision"])
-    ctx = setup_distributed(policy.device)
-    seed_everything(opts["seed"])
+    policy, ctx = start_training(opts["device"], opts["precision"], opts["seed"])
     say = main_process_log(ctx)
     weights = DistillWeights(
         supervised=opts["supervised_weight"],

@@ -186,15 +186,11 @@ def scan_songs(cache, songs: list, ctx, opts: dict[str, Any], say) -> set[Path]:
 def train(stack: EmotionStack, opts: dict[str, Any]) -> dict[str, Any]:
     """Fine-tune the stack's backbone + head on a DEAM-style folder (see ``train --help``)."""
     from runtime.data.deam import read_songs, split_songs
-    from runtime.train.checkpoint import seed_everything
-    from runtime.train.distributed import setup_distributed
+    from runtime.train.distributed import start_training
     from runtime.train.optim import freeze_all_but_last
-    from runtime.train.precision import choose_precision
 
     # Where and how we compute: one process per GPU under torchrun.
-    policy = choose_precision(opts["device"], opts["precision"])
-    ctx = setup_distributed(policy.device)
-    seed_everything(opts["seed"])
+    policy, ctx = start_training(opts["device"], opts["precision"], opts["seed"])
     say = main_process_log(ctx)
     say(f"{stack.name}: {policy.name} on {policy.device}, {ctx.world_size} process(es)")
 

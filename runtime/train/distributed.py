@@ -19,6 +19,8 @@ if TYPE_CHECKING:
     from torch import nn
     from torch.utils.data import Dataset, Sampler
 
+    from runtime.train.precision import PrecisionPolicy
+
 
 @dataclass(frozen=True)
 class DistContext:
@@ -75,6 +77,24 @@ def setup_distributed(device: torch.device) -> DistContext:
         world_size=dist.get_world_size(),
         local_rank=constants.local_rank(),
     )
+
+
+def start_training(device: str, precision: str, seed: int) -> tuple[PrecisionPolicy, DistContext]:
+    """Where and how a training run computes, the same start for every stack.
+
+    Picks the device and precision (``choose_precision``), joins the process group
+    under torchrun (one process per GPU) and seeds every generator.
+
+    Returns:
+        The precision policy (its ``device`` is this rank's) and the process context.
+    """
+    from runtime.train.checkpoint import seed_everything
+    from runtime.train.precision import choose_precision
+
+    policy = choose_precision(device, precision)
+    ctx = setup_distributed(policy.device)
+    seed_everything(seed)
+    return policy, ctx
 
 
 def cleanup_distributed() -> None:

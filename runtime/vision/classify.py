@@ -163,17 +163,16 @@ def train(cfg: TrainConfig, task: Task) -> dict[str, Any]:
     """
     from torch.utils.data import DataLoader
 
-    from runtime.train.checkpoint import BestTracker, load_checkpoint, seed_everything
+    from runtime.train.checkpoint import BestTracker, load_checkpoint
     from runtime.train.distributed import (
         ShardedEvalSampler,
-        setup_distributed,
+        start_training,
         train_sampler,
         unwrap_model,
         wrap_model,
     )
     from runtime.train.loop import collect_predictions, fit
     from runtime.train.optim import build_adamw, cosine_with_warmup
-    from runtime.train.precision import choose_device, choose_precision
     from runtime.vision.architectures import (
         IMAGENET_MEAN,
         IMAGENET_STD,
@@ -183,10 +182,8 @@ def train(cfg: TrainConfig, task: Task) -> dict[str, Any]:
     from runtime.vision.images import labelled_split
     from runtime.vision.reports import write_confusion_matrix, write_json
 
-    device = choose_device(cfg.device)
-    ctx = setup_distributed(device)
-    policy = choose_precision(device, cfg.precision)
-    seed_everything(cfg.seed)
+    policy, ctx = start_training(cfg.device, cfg.precision, cfg.seed)
+    device = policy.device
 
     arch = get_architecture(cfg.arch)
     image_size = cfg.image_size or arch.default_image_size

@@ -147,26 +147,23 @@ def train(cfg: SegmentConfig) -> dict[str, Any]:
     from torch.utils.data import DataLoader
 
     from runtime.provenance import line, of_local
-    from runtime.train.checkpoint import BestTracker, load_checkpoint, seed_everything
+    from runtime.train.checkpoint import BestTracker, load_checkpoint
     from runtime.train.distributed import (
         ShardedEvalSampler,
-        setup_distributed,
+        start_training,
         train_sampler,
         unwrap_model,
         wrap_model,
     )
     from runtime.train.loop import fit
     from runtime.train.optim import build_adamw, cosine_with_warmup
-    from runtime.train.precision import choose_device, choose_precision
     from runtime.vision import sen1floods11 as s1f
     from runtime.vision.architectures import load_encoder_file
     from runtime.vision.reports import write_json
     from runtime.vision.unet import DEFAULT_WIDTHS
 
-    device = choose_device(cfg.device)
-    ctx = setup_distributed(device)
-    policy = choose_precision(device, cfg.precision)
-    seed_everything(cfg.seed)
+    policy, ctx = start_training(cfg.device, cfg.precision, cfg.seed)
+    device = policy.device
     say = log if ctx.is_main else (lambda _line: None)
 
     data = s1f.load(cfg.data, bands=cfg.bands, seed=cfg.seed, val_fraction=cfg.val_fraction)
