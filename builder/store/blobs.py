@@ -21,6 +21,7 @@ from builder.store.diskio import (
     LINK_REFUSED,
     check_sha256,
     flocked,
+    making_parent,
     replace_making_parent,
     sha256_file,
     store_os_error,
@@ -188,12 +189,7 @@ class Store:
         the second copy is dropped. Only a damaged blob (wrong size) is replaced.
         """
         try:
-            os.link(src, dest)
-        except FileNotFoundError:
-            if not os.path.exists(src):
-                raise
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            return self._name(src, dest, sha256)
+            making_parent(os.link, src, dest)
         except FileExistsError:
             if not self.has(sha256, src.stat().st_size):
                 replace_making_parent(src, dest)

@@ -166,20 +166,26 @@ def flocked(path: str | os.PathLike, *, exclusive: bool = True, wait: bool = Tru
         os.close(fd)
 
 
-def replace_making_parent(src: Path, dest: Path) -> None:
-    """``os.replace(src, dest)``, creating ``dest``'s folder when it is missing.
+def making_parent(op: Callable[[Path, Path], None], src: Path, dest: Path) -> None:
+    """``op(src, dest)`` (``os.replace``, ``os.link``), creating ``dest``'s folder when
+    it is missing.
 
-    Tries the rename first: the 256 fan-out folders exist after the first few
+    Tries the operation first: the 256 fan-out folders exist after the first few
     hundred files, and ``mkdir`` on an existing folder costs a locked system
     call per file while other threads create files in it.
     """
     try:
-        os.replace(src, dest)
+        op(src, dest)
     except FileNotFoundError:
         if not os.path.exists(src):
             raise
         dest.parent.mkdir(parents=True, exist_ok=True)
-        os.replace(src, dest)
+        op(src, dest)
+
+
+def replace_making_parent(src: Path, dest: Path) -> None:
+    """``os.replace(src, dest)``, creating ``dest``'s folder when it is missing."""
+    making_parent(os.replace, src, dest)
 
 
 def unlink_quietly(path: Path) -> None:

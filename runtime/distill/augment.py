@@ -9,17 +9,10 @@ from typing import Any
 
 from runtime.distill.common import (
     STACK_NAME,
-    cache_dir,
     same_features,
     single_process,
-    songs_and_split,
     teacher_provenance,
-    teacher_stack,
-)
-from runtime.emotion.recipe import (
-    feature_cache,
-    scan_songs,
-    song_dataset,
+    teacher_songs,
 )
 from runtime.provenance import lines
 from runtime.train.options import main_process_log
@@ -56,14 +49,12 @@ def train_gan(opts: dict[str, Any]) -> dict[str, Any]:
         )
 
     # The teacher's training songs only: validation songs stay unseen by every step.
-    _songs_all, train_songs, _val = songs_and_split(opts["data"], config)
     out = Path(opts["out"])
-    cache = feature_cache(teacher_stack(), config, cache_dir(opts, teacher, out))
-    bad = scan_songs(cache, train_songs, single_process(), opts, say)
-    train_songs = [s for s in train_songs if Path(s.audio) not in bad]
+    songs = teacher_songs(opts, teacher, config, out)
+    [train_songs] = songs.usable([songs.train], single_process(), opts, say)
     top_db = float(config["mel"]["top_db"])
     images, labels = [], []
-    loader = DataLoader(song_dataset(teacher_stack(), config, train_songs, cache), batch_size=64)
+    loader = DataLoader(songs.dataset(train_songs), batch_size=64)
     for spec, label in loader:  # small GAN images, never the whole set of full spectrograms
         images.append(db_to_gan_image(spec, size=settings.shape.size, top_db=top_db))
         labels.append(label)

@@ -4,8 +4,12 @@ checks that checkpoints fit together."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from runtime.emotion.recipe import feature_cache, scan_songs, song_dataset
 
 STACK_NAME = "emotion-distill"
 STUDENT_KIND = "student"
@@ -37,6 +41,38 @@ def cache_dir(opts: dict[str, Any], teacher: Path, out: Path | None) -> Path:
     if os.access(beside if beside.exists() else teacher.parent, os.W_OK):
         return beside
     return (out or Path.cwd()) / "cache"
+
+
+@dataclass
+class TeacherSongs:
+    """The DEAM songs, split as the teacher was trained, and the feature cache of the
+    teacher's spectrograms (every step reads the songs the way the teacher did)."""
+
+    config: dict[str, Any]
+    cache: Any
+    all: list
+    train: list
+    val: list
+
+    def usable(self, groups: list[list], ctx: Any, opts: dict[str, Any],
+               say: Callable[[str], None]) -> list[list]:
+        """Each group of songs less those whose audio does not decode (one scan for all:
+        an error naming them, or a warning with --skip-bad-files)."""
+        bad = scan_songs(self.cache, [s for group in groups for s in group], ctx, opts, say)
+        return [[s for s in group if Path(s.audio) not in bad] for group in groups]
+
+    def dataset(self, songs: list):
+        """(spectrogram, label) of each song, from the cache."""
+        return song_dataset(teacher_stack(), self.config, songs, self.cache)
+
+
+def teacher_songs(opts: dict[str, Any], teacher: Path, config: dict[str, Any],
+                  out: Path | None) -> TeacherSongs:
+    """The songs of ``--data`` split by the teacher's settings, its cache (see
+    :func:`cache_dir`)."""
+    songs, train, val = songs_and_split(opts["data"], config)
+    cache = feature_cache(teacher_stack(), config, cache_dir(opts, teacher, out))
+    return TeacherSongs(config, cache, songs, train, val)
 
 
 def teacher_stack():

@@ -15,21 +15,16 @@ from runtime.distill.common import (
     STACK_NAME,
     STUDENT_KIND,
     DistillConfigError,
-    cache_dir,
     same_features,
     single_process,
-    songs_and_split,
     teacher_provenance,
-    teacher_stack,
+    teacher_songs,
 )
 from runtime.emotion.model import SELECT_METRIC
 from runtime.emotion.recipe import (
     eval_loader,
     evaluate_model,
-    feature_cache,
     fit_selecting_ccc,
-    scan_songs,
-    song_dataset,
     training_loader,
 )
 from runtime.provenance import lines
@@ -83,23 +78,15 @@ def distill(opts: dict[str, Any]) -> dict[str, Any]:
               "student": student_file.provenance if student_file is not None else None}
     for text in lines(origin):
         say(text)
-    _songs_all, train_songs, val_songs = songs_and_split(opts["data"], tcfg)
     out = Path(opts["out"])
-    cache = feature_cache(teacher_stack(), tcfg, cache_dir(opts, teacher_path, out))
-    bad = scan_songs(cache, train_songs + val_songs, ctx, opts, say)
-    train_songs = [s for s in train_songs if Path(s.audio) not in bad]
-    val_songs = [s for s in val_songs if Path(s.audio) not in bad]
-    train_base = song_dataset(teacher_stack(), tcfg, train_songs, cache)
+    songs = teacher_songs(opts, teacher_path, tcfg, out)
+    train_songs, val_songs = songs.usable([songs.train, songs.val], ctx, opts, say)
+    train_base = songs.dataset(train_songs)
     if opts["gan"] is not None:
         train_base = ConcatDataset(
             [train_base, generated_set(opts, tcfg, train_songs, teacher_path, say)]
         )
-    val_loader = eval_loader(
-        song_dataset(teacher_stack(), tcfg, val_songs, cache),
-        ctx,
-        opts["batch_size"],
-        opts["workers"],
-    )
+    val_loader = eval_loader(songs.dataset(val_songs), ctx, opts["batch_size"], opts["workers"])
     say(
         f"{STACK_NAME}: {len(train_songs)} training songs + "
         f"{len(train_base) - len(train_songs)} GAN samples, {len(val_songs)} validation songs; "
@@ -253,13 +240,11 @@ def evaluate(opts: dict[str, Any]) -> dict[str, Any]:
         for text in lines(what["provenance"]):
             click.echo(f"  {text}", err=True)
 
-    songs, train_songs, val_songs = songs_and_split(opts["data"], tcfg)
-    chosen = {"val": val_songs, "train": train_songs, "all": songs}[opts["split"]]
     out = Path(opts["out"] or student_path.parent)
-    cache = feature_cache(teacher_stack(), tcfg, cache_dir(opts, teacher_path, out))
-    bad = scan_songs(cache, chosen, ctx, opts, lambda line: click.echo(line, err=True))
-    chosen = [s for s in chosen if Path(s.audio) not in bad]
-    dataset = song_dataset(teacher_stack(), tcfg, chosen, cache)
+    songs = teacher_songs(opts, teacher_path, tcfg, out)
+    chosen = {"val": songs.val, "train": songs.train, "all": songs.all}[opts["split"]]
+    [chosen] = songs.usable([chosen], ctx, opts, lambda line: click.echo(line, err=True))
+    dataset = songs.dataset(chosen)
     loader = eval_loader(dataset, ctx, opts["batch_size"], 0)
     t_metrics = evaluate_model(teacher, loader, policy, ctx)
     s_metrics = evaluate_model(student, loader, policy, ctx)

@@ -10,28 +10,11 @@ from typing import Any
 import click
 
 from runtime.emotion.commands import OFFSET_OPTION
-from runtime.emotion.model import (
-    EmotionStack,
-    backbone_blocks,
-    from_pretrained_complete,
-)
+from runtime.emotion.model import EmotionStack, backbone_blocks, from_pretrained_complete
 
 #: The backbone, by its Hub repo id (any artifact id in a spec matches; the
 #: catalogue's bundles/emotion-ast.toml calls it ast-audioset).
 DEFAULT_MODEL = "MIT/ast-finetuned-audioset-10-10-0.4593"
-
-
-def _emotion_ast_module():
-    """The model class, built on first use so that importing the stack stays light."""
-    from runtime.emotion.regressor import SpectrogramRegressor
-
-    class EmotionAST(SpectrogramRegressor):
-        """Filterbank features (B, max_length, num_mel_bins) -> AST pooler output -> (B, 2)."""
-
-        def pool(self, features):
-            return self.backbone(input_values=features).pooler_output
-
-    return EmotionAST
 
 
 def prepare(pretrained: Path, opts: dict[str, Any]) -> dict[str, Any]:
@@ -62,11 +45,13 @@ def build(config: dict[str, Any], pretrained: Path | None):
     """EmotionAST: backbone weights from ``pretrained`` (or from a checkpoint later, when None)."""
     from transformers import ASTConfig, ASTModel
 
+    from runtime.emotion.regressor import EmotionAST
+
     if pretrained is not None:
         backbone = from_pretrained_complete(ASTModel, pretrained)
     else:
         backbone = ASTModel(ASTConfig.from_dict(config["backbone_config"]))
-    return _emotion_ast_module()(
+    return EmotionAST(
         backbone, width=backbone.config.hidden_size, dropout=config["dropout"]
     )
 

@@ -1,6 +1,6 @@
-"""The one shape of the three emotion models (emotion-vit, emotion-ast and the
-distilled student): a backbone pools each clip to one vector, and the regression
-head maps it to (valence, arousal) in [-1, 1].
+"""The emotion models: emotion-vit's, emotion-ast's and (in runtime.distill.student)
+the distilled student share one shape: a backbone pools each clip to one vector, and
+the regression head maps it to (valence, arousal) in [-1, 1].
 
 A model says only how its backbone pools (:meth:`SpectrogramRegressor.pool`).
 Those that read a spectrogram as an image (a ViT, a timm CNN) pass ``image``, and
@@ -56,3 +56,17 @@ class SpectrogramRegressor(nn.Module):
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         return self.head(self.pool(inputs))
+
+
+class EmotionViT(SpectrogramRegressor):
+    """Spectrogram (B, n_mels, frames) in dB -> picture -> ViT [CLS] token -> (B, 2)."""
+
+    def pool(self, spec: torch.Tensor) -> torch.Tensor:
+        return self.backbone(pixel_values=self.to_image(spec)).last_hidden_state[:, 0]
+
+
+class EmotionAST(SpectrogramRegressor):
+    """Filterbank features (B, max_length, num_mel_bins) -> AST pooler output -> (B, 2)."""
+
+    def pool(self, features: torch.Tensor) -> torch.Tensor:
+        return self.backbone(input_values=features).pooler_output

@@ -13,29 +13,12 @@ from typing import Any
 import click
 
 from runtime.emotion.commands import OFFSET_OPTION
-from runtime.emotion.model import (
-    EmotionStack,
-    backbone_blocks,
-    from_pretrained_complete,
-)
+from runtime.emotion.model import EmotionStack, backbone_blocks, from_pretrained_complete
 
 #: The backbone, by its Hub repo id (so any artifact id in a spec matches; the
 #: catalogue's bundles/emotion-vit.toml calls it vit-base-in21k and declares the
 #: ImageNet-1k fine-tuned ViT-B/16 as its fallback).
 DEFAULT_MODEL = "google/vit-base-patch16-224-in21k"
-
-
-def _emotion_vit_module():
-    """The model class, built on first use so that importing the stack stays light."""
-    from runtime.emotion.regressor import SpectrogramRegressor
-
-    class EmotionViT(SpectrogramRegressor):
-        """Spectrogram (B, n_mels, frames) in dB -> picture -> ViT [CLS] token -> (B, 2)."""
-
-        def pool(self, spec):
-            return self.backbone(pixel_values=self.to_image(spec)).last_hidden_state[:, 0]
-
-    return EmotionViT
 
 
 def prepare(pretrained: Path, opts: dict[str, Any]) -> dict[str, Any]:
@@ -90,13 +73,15 @@ def build(config: dict[str, Any], pretrained: Path | None):
     """EmotionViT: backbone weights from ``pretrained`` (or from a checkpoint later, when None)."""
     from transformers import ViTConfig, ViTModel
 
+    from runtime.emotion.regressor import EmotionViT
+
     if pretrained is not None:
         # No pooler: the head reads the [CLS] token, and DDP needs every trainable
         # parameter to take part in the forward pass.
         backbone = from_pretrained_complete(ViTModel, pretrained, add_pooling_layer=False)
     else:
         backbone = ViTModel(ViTConfig.from_dict(config["backbone_config"]), add_pooling_layer=False)
-    return _emotion_vit_module()(
+    return EmotionViT(
         backbone,
         width=backbone.config.hidden_size,
         dropout=config["dropout"],

@@ -52,7 +52,8 @@ class Architecture:
         name: what ``--arch`` takes.
         weights: the torchvision weights enum name (``"ViT_B_16_Weights.IMAGENET1K_V1"``),
             which is also the artifact ``ref`` in the bundle; None when trained from scratch.
-        build: ``build(num_outputs, image_size, pretrained, widths) -> nn.Module``.
+        build: ``build(num_outputs, image_size, weights, widths) -> nn.Module``, with
+            ``weights`` the name above to start from it, None for random initialisation.
         head_prefix: parameter-name prefix of the freshly initialised head (it
             trains at the full learning rate; the rest is the backbone).
         first_conv: the module path of the first convolution, the layer that reads
@@ -175,56 +176,52 @@ def resize_vit(model: Any, image_size: int) -> None:
     model.seq_length = state["encoder.pos_embedding"].shape[1]
 
 
-def _build_vit_b_16(num_outputs: int, image_size: int, pretrained: bool, **_: Any) -> nn.Module:
+def torchvision_model(constructor: Callable[..., nn.Module], weights: str | None,
+                      **scratch: Any) -> nn.Module:
+    """``constructor(weights=...)`` with the bundle's copy of ``weights`` (checked there
+    first, unpickled as tensors only), or ``constructor(**scratch)`` when ``weights`` is
+    None (random initialisation)."""
+    if weights is None:
+        return constructor(**scratch)
+    member = pretrained_weights(weights)
+    with weights_only_loads(weights):
+        return constructor(weights=member)
+
+
+def _build_vit_b_16(num_outputs: int, image_size: int, weights: str | None, **_: Any) -> nn.Module:
     from collections import OrderedDict
 
     from torch import nn
     from torchvision.models import vit_b_16
 
-    if pretrained:
-        weights = pretrained_weights("ViT_B_16_Weights.IMAGENET1K_V1")
-        with weights_only_loads(weights.__class__.__name__ + "." + weights.name):
-            model = vit_b_16(weights=weights)  # built at 224, the weights' size
-        resize_vit(model, image_size)
-    else:
-        model = vit_b_16(image_size=image_size)
+    model = torchvision_model(vit_b_16, weights, image_size=image_size)
+    resize_vit(model, image_size)  # pretrained ones are built at 224, the weights' size
     model.heads = nn.Sequential(OrderedDict(head=nn.Linear(model.hidden_dim, num_outputs)))
     return model
 
 
-def _build_mobilenet_v3_small(
-    num_outputs: int, image_size: int, pretrained: bool, **_: Any
-) -> nn.Module:
+def _build_mobilenet_v3_small(num_outputs: int, image_size: int, weights: str | None,
+                              **_: Any) -> nn.Module:
     from torch import nn
     from torchvision.models import mobilenet_v3_small
 
-    if pretrained:
-        weights = pretrained_weights("MobileNet_V3_Small_Weights.IMAGENET1K_V1")
-        with weights_only_loads(weights.__class__.__name__ + "." + weights.name):
-            model = mobilenet_v3_small(weights=weights)
-    else:
-        model = mobilenet_v3_small()
+    model = torchvision_model(mobilenet_v3_small, weights)
     last = model.classifier[-1]
     model.classifier[-1] = nn.Linear(last.in_features, num_outputs)
     return model
 
 
-def _build_resnet18(num_outputs: int, image_size: int, pretrained: bool, **_: Any) -> nn.Module:
+def _build_resnet18(num_outputs: int, image_size: int, weights: str | None, **_: Any) -> nn.Module:
     from torch import nn
     from torchvision.models import resnet18
 
-    if pretrained:
-        weights = pretrained_weights("ResNet18_Weights.IMAGENET1K_V1")
-        with weights_only_loads(weights.__class__.__name__ + "." + weights.name):
-            model = resnet18(weights=weights)
-    else:
-        model = resnet18()
+    model = torchvision_model(resnet18, weights)
     model.fc = nn.Linear(model.fc.in_features, num_outputs)
     return model
 
 
 def _build_unet_cnn(
-    num_outputs: int, image_size: int, pretrained: bool, widths: tuple[int, ...] | None = None,
+    num_outputs: int, image_size: int, weights: str | None, widths: tuple[int, ...] | None = None,
     in_channels: int = 3,
 ) -> nn.Module:
     from runtime.vision.unet import DEFAULT_WIDTHS, UNetClassifier
@@ -317,10 +314,10 @@ def build_classifier(
             f"{arch.size_multiple}"
         )
     if init_encoder is None:
-        use_weights = pretrained and arch.weights is not None
+        weights = arch.weights if pretrained else None
         if arch.name == "unet_cnn":
-            return arch.build(num_outputs, image_size, False, widths=widths, in_channels=in_channels)
-        return adapt_first_conv(arch.build(num_outputs, image_size, use_weights, widths=widths),
+            return arch.build(num_outputs, image_size, None, widths=widths, in_channels=in_channels)
+        return adapt_first_conv(arch.build(num_outputs, image_size, weights, widths=widths),
                                 arch.name, in_channels)
     if arch.name != "unet_cnn":
         raise CheckpointError(
@@ -333,7 +330,7 @@ def build_classifier(
             f"--init-encoder {init_encoder} reads {encoder['in_channels']} band(s), the data "
             f"{in_channels}: pre-train with the same --bands (masked-ssl pretrain --bands ...)"
         )
-    model = arch.build(num_outputs, image_size, False, widths=encoder["widths"],
+    model = arch.build(num_outputs, image_size, None, widths=encoder["widths"],
                        in_channels=in_channels)
     model.encoder.load_state_dict(encoder["state_dict"])
     return model
