@@ -7,10 +7,13 @@ import io
 import json
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import click
 
+from runtime.data.badfiles import SKIP_HELP, SKIP_OPTION
+from runtime.emotion import recipe
+from runtime.emotion.model import EmotionStack
 from runtime.train.options import (
     IN_FILE,
     IN_FOLDER,
@@ -20,21 +23,11 @@ from runtime.train.options import (
     is_main_process,
     one_line_errors,
     precision_option,
+    with_options,
 )
 
-if TYPE_CHECKING:
-    pass
-
-from runtime.data.badfiles import SKIP_HELP, SKIP_OPTION
-from runtime.emotion import recipe
-from runtime.emotion.model import EmotionStack
-
-OFFSET_OPTION = click.option(
-    "--offset",
-    default=0.0,
-    show_default=True,
-    help="Seconds skipped at the start of each file.",
-)
+OFFSET_OPTION = click.option("--offset", default=0.0, show_default=True,
+                             help="Seconds skipped at the start of each file.")
 
 
 # --- the commands --------------------------------------------------------------
@@ -79,33 +72,18 @@ def run_command(
         cleanup_distributed()
 
 
-def compute_options(f: Callable) -> Callable:
-    """``--device``, ``--precision``, ``--batch-size``, ``--cache-dir``, ``--progress``,
-    ``--skip-bad-files``."""
-    for option in reversed(
-        [
-            device_option(),
-            precision_option(),
-            click.option(
-                "--batch-size", default=16, show_default=True, help="Per process (per GPU)."
-            ),
-            click.option(
-                "--cache-dir",
-                type=OUT_FOLDER,
-                default=None,
-                help="Feature cache folder (default: OUT/cache, or next to the checkpoint).",
-            ),
-            click.option(
-                "--progress/--no-progress",
-                default=True,
-                show_default=True,
-                help="Progress bars on stderr.",
-            ),
-            click.option(SKIP_OPTION, "skip_bad_files", is_flag=True, help=SKIP_HELP),
-        ]
-    ):
-        f = option(f)
-    return f
+#: ``--device``, ``--precision``, ``--batch-size``, ``--cache-dir``, ``--progress``,
+#: ``--skip-bad-files``: how every emotion command computes.
+compute_options = with_options(
+    device_option(),
+    precision_option(),
+    click.option("--batch-size", default=16, show_default=True, help="Per process (per GPU)."),
+    click.option("--cache-dir", type=OUT_FOLDER, default=None,
+                 help="Feature cache folder (default: OUT/cache, or next to the checkpoint)."),
+    click.option("--progress/--no-progress", default=True, show_default=True,
+                 help="Progress bars on stderr."),
+    click.option(SKIP_OPTION, "skip_bad_files", is_flag=True, help=SKIP_HELP),
+)
 
 
 def make_cli(stack: EmotionStack, *, doc: str) -> click.Group:
@@ -133,77 +111,34 @@ def make_cli(stack: EmotionStack, *, doc: str) -> click.Group:
       torchrun --nproc_per_node 2 -m runtime.stacks.{stack.name.replace("-", "_")} train --data D --out O
       bundle run {stack.name} train --data D --out O --resume O/last.pt --epochs 20
     """
-    params = [
-        click.option(
-            "--data",
-            required=True,
-            type=IN_FOLDER,
-            help="Data folder.",
-        ),
-        click.option(
-            "--out",
-            required=True,
-            type=OUT_FOLDER,
-            help="Output folder.",
-        ),
-        click.option(
-            "--model",
-            default=stack.default_model,
-            show_default=True,
-            help="Backbone: artifact id or ref in the attached bundles, or a local folder.",
-        ),
+    train_options = with_options(
+        click.option("--data", required=True, type=IN_FOLDER, help="Data folder."),
+        click.option("--out", required=True, type=OUT_FOLDER, help="Output folder."),
+        click.option("--model", default=stack.default_model, show_default=True,
+                     help="Backbone: artifact id or ref in the attached bundles, or a local folder."),
         click.option("--epochs", default=10, show_default=True),
         click.option("--lr", default=1e-3, show_default=True, help="Learning rate of the head."),
-        click.option(
-            "--backbone-lr",
-            default=3e-5,
-            show_default=True,
-            help="Learning rate of the pretrained backbone.",
-        ),
+        click.option("--backbone-lr", default=3e-5, show_default=True,
+                     help="Learning rate of the pretrained backbone."),
         click.option("--weight-decay", default=0.01, show_default=True),
-        click.option(
-            "--warmup", default=0.1, show_default=True, help="Warm-up, as a fraction of all steps."
-        ),
-        click.option(
-            "--accum", default=1, show_default=True, help="Micro-batches per optimiser step."
-        ),
-        click.option(
-            "--clip", default=1.0, show_default=True, help="Max gradient norm (0: no clipping)."
-        ),
-        click.option(
-            "--train-blocks",
-            type=int,
-            default=None,
-            help="Train only the last K transformer blocks (0: frozen backbone).",
-        ),
+        click.option("--warmup", default=0.1, show_default=True,
+                     help="Warm-up, as a fraction of all steps."),
+        click.option("--accum", default=1, show_default=True, help="Micro-batches per optimiser step."),
+        click.option("--clip", default=1.0, show_default=True,
+                     help="Max gradient norm (0: no clipping)."),
+        click.option("--train-blocks", type=int, default=None,
+                     help="Train only the last K transformer blocks (0: frozen backbone)."),
         click.option("--dropout", default=0.1, show_default=True),
         click.option("--val-fraction", default=0.2, show_default=True),
         click.option("--seed", default=0, show_default=True),
-        click.option(
-            "--label-scale",
-            type=click.Choice(["auto", "1-9", "unit"]),
-            default="auto",
-            show_default=True,
-            help="Scale of labels.csv (DEAM annotations are always 1-9).",
-        ),
-        click.option(
-            "--workers", default=2, show_default=True, help="DataLoader worker processes."
-        ),
-        click.option(
-            "--resume",
-            type=IN_FILE,
-            default=None,
-            help="Continue from a last.pt.",
-        ),
-        click.option(
-            "--json", "json", is_flag=True, help="Print the run summary as JSON on stdout."
-        ),
+        click.option("--label-scale", type=click.Choice(["auto", "1-9", "unit"]), default="auto",
+                     show_default=True, help="Scale of labels.csv (DEAM annotations are always 1-9)."),
+        click.option("--workers", default=2, show_default=True, help="DataLoader worker processes."),
+        click.option("--resume", type=IN_FILE, default=None, help="Continue from a last.pt."),
+        click.option("--json", "json", is_flag=True, help="Print the run summary as JSON on stdout."),
         *stack.options,
-    ]
-    f = compute_options(train_command)
-    for option in reversed(params):
-        f = option(f)
-    cli.command("train")(f)
+    )
+    cli.command("train")(train_options(compute_options(train_command)))
 
     @cli.command("evaluate")
     @click.option("--checkpoint", required=True, type=IN_FILE)

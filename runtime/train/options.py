@@ -61,6 +61,9 @@ IN_FOLDER = click.Path(exists=True, file_okay=False, path_type=Path)
 IN_FILE = click.Path(exists=True, dir_okay=False, path_type=Path)
 OUT_FOLDER = click.Path(file_okay=False, path_type=Path)
 OUT_FILE = click.Path(dir_okay=False, path_type=Path)
+#: An input file the command checks itself: its error names the file and what to pass
+#: (a missing checkpoint, encoder or last.pt), where click's would only say "does not exist".
+CHECKED_FILE = click.Path(dir_okay=False, path_type=Path)
 
 #: ``--precision`` choices understood by ``runtime.train.precision.choose_precision``.
 PRECISION_NAMES = ("auto", "bf16", "fp16", "fp32")
@@ -82,6 +85,17 @@ def precision_option() -> Callable[[Callable], Callable]:
         show_default=True,
         help=PRECISION_HELP,
     )
+
+
+def with_options(*options: Callable[[Callable], Callable]) -> Callable[[Callable], Callable]:
+    """One decorator for a list of click options, listed in the order ``--help`` shows them."""
+
+    def decorate(func: Callable) -> Callable:
+        for option in reversed(options):
+            func = option(func)
+        return func
+
+    return decorate
 
 
 def is_main_process() -> bool:

@@ -19,14 +19,15 @@ import click
 from runtime.data.badfiles import SKIP_HELP, SKIP_OPTION
 from runtime.stacks.record import Need
 from runtime.train.options import (
+    CHECKED_FILE,
     IN_FOLDER,
-    OUT_FILE,
     OUT_FOLDER,
     TrainingOptions,
     device_option,
     is_main_process,
     one_line_errors,
     precision_option,
+    with_options,
 )
 from runtime.vision.architectures import ARCHITECTURES
 from runtime.vision.errors import VisionError
@@ -94,7 +95,7 @@ def emit(data: Any, as_json: bool, text: str) -> None:
 
 def train_options(default_arch: str) -> Callable[[Callable], Callable]:
     """The options every classification ``train`` takes."""
-    opts = [
+    return with_options(
         click.option("--data", type=IN_FOLDER,
                      required=True, help="Folder-per-class images (or train/ and val/ inside)."),
         click.option("--out", type=OUT_FOLDER, required=True,
@@ -107,7 +108,7 @@ def train_options(default_arch: str) -> Callable[[Callable], Callable]:
                           "ViT position embeddings are interpolated to it."),
         click.option("--pretrained/--no-pretrained", default=True, show_default=True,
                      help="Start from the torchvision weights in the bundle."),
-        click.option("--init-encoder", type=OUT_FILE,
+        click.option("--init-encoder", type=CHECKED_FILE,
                      default=None, help="unet_cnn: start from a masked-ssl encoder.pt."),
         click.option("--epochs", type=int, default=5, show_default=True),
         click.option("--batch-size", type=int, default=32, show_default=True),
@@ -124,19 +125,12 @@ def train_options(default_arch: str) -> Callable[[Callable], Callable]:
         click.option("--seed", type=int, default=0, show_default=True),
         click.option("--workers", type=int, default=None,
                      help="DataLoader workers [default: 0 on CPU, up to 8 with a GPU]."),
-        click.option("--resume", type=OUT_FILE, default=None,
+        click.option("--resume", type=CHECKED_FILE, default=None,
                      help="Continue from a last.pt."),
         click.option(SKIP_OPTION, "skip_bad_files", is_flag=True, help=SKIP_HELP),
         click.option("--no-progress", is_flag=True, help="No progress bars."),
         click.option("--json", "as_json", is_flag=True, help="Print the summary as JSON."),
-    ]
-
-    def decorate(func: Callable) -> Callable:
-        for opt in reversed(opts):
-            func = opt(func)
-        return func
-
-    return decorate
+    )
 
 
 def make_train_command(stack: str, task_kind: str, *, default_arch: str,
@@ -208,7 +202,7 @@ def _chip_options(func: Callable) -> Callable:
     """flood's options for Sen1Floods11 chips."""
     from runtime.vision.sen1floods11 import BAND_SETS, DEFAULT_WATER_FRACTION
 
-    for opt in reversed([
+    return with_options(
         click.option("--task", type=click.Choice(["classify", "segment"]), default="classify",
                      show_default=True,
                      help="classify: a label per tile; segment: water per pixel (Sen1Floods11)."),
@@ -220,9 +214,7 @@ def _chip_options(func: Callable) -> Callable:
                           "of its labelled pixels."),
         click.option("--crop", type=int, default=256, show_default=True,
                      help="--task segment: train on random square crops of this side."),
-    ]):
-        func = opt(func)
-    return func
+    )(func)
 
 
 def _train_segment(kw: dict[str, Any], *, crop: int, progress: bool) -> dict[str, Any]:
@@ -250,24 +242,21 @@ def checkpoint_task(path: Path) -> str | None:
 
 
 _checkpoint_option = click.option(
-    "--checkpoint", type=OUT_FILE, required=True,
+    "--checkpoint", type=CHECKED_FILE, required=True,
     help="best.pt written by train.",
 )
 
 
-def _scoring_options(func: Callable) -> Callable:
-    """What evaluate and predict take to score a checkpoint: threshold, batch size, device."""
-    for opt in reversed([
-        click.option("--threshold", type=click.FloatRange(0, 1), default=None,
-                     help="Binary stacks: decision threshold [default: the one chosen on "
-                          "validation]; --task segment: the water probability from which a "
-                          "pixel is water [default: 0.5]."),
-        click.option("--batch-size", type=int, default=64, show_default=True),
-        device_option(),
-        click.option(SKIP_OPTION, "skip_bad_files", is_flag=True, help=SKIP_HELP),
-    ]):
-        func = opt(func)
-    return func
+#: What evaluate and predict take to score a checkpoint: threshold, batch size, device.
+_scoring_options = with_options(
+    click.option("--threshold", type=click.FloatRange(0, 1), default=None,
+                 help="Binary stacks: decision threshold [default: the one chosen on "
+                      "validation]; --task segment: the water probability from which a "
+                      "pixel is water [default: 0.5]."),
+    click.option("--batch-size", type=int, default=64, show_default=True),
+    device_option(),
+    click.option(SKIP_OPTION, "skip_bad_files", is_flag=True, help=SKIP_HELP),
+)
 
 
 def make_evaluate_command(stack: str) -> click.Command:
@@ -374,7 +363,7 @@ def make_attention_command(stack: str) -> click.Command:
     @click.option("--out", type=OUT_FOLDER, required=True,
                   help="Folder for NAME_rollout.png (and NAME_layers.png, NAME_attention.pt); "
                        "inputs that share a file name go to sub-folders named after their folders.")
-    @click.option("--checkpoint", type=OUT_FILE, default=None,
+    @click.option("--checkpoint", type=CHECKED_FILE, default=None,
                   help="A ViT best.pt from train [default: the pretrained ViT-B/16 of the bundle].")
     @click.option("--image-size", type=int, default=None,
                   help="Without --checkpoint: input size for the pretrained ViT [default 224].")
