@@ -34,7 +34,7 @@ from runtime.distill.common import STACK_NAME, DistillConfigError
 from runtime.distill.run import distill, evaluate
 from runtime.emotion.commands import compute_options, run_command
 from runtime.stacks.record import Need, register_stack
-from runtime.train.options import IN_FILE, IN_FOLDER, OUT_FOLDER, is_main_process
+from runtime.train.options import IN_FILE, IN_FOLDER, OUT_FOLDER, is_main_process, with_options
 
 #: The student's pretrained weights, by timm name (bundles/emotion-distill.toml calls
 #: the artifact mobilevit-s). The teacher checkpoint carries all its weights; the ViT
@@ -85,6 +85,28 @@ _OUT = click.option("--out", required=True, type=OUT_FOLDER)
 _JSON = click.option("--json", "json", is_flag=True, help="Print the summary as JSON on stdout.")
 
 
+#: train-gan's hyper-parameters: (flag, default, help), as ``train-gan --help`` lists them.
+_GAN_OPTIONS = with_options(*(
+    click.option(flag, default=default, show_default=True, help=text)
+    for flag, default, text in (
+        ("--size", 64, "GAN image size (power of two)."),
+        ("--z-dim", 64, "Noise dimensions."),
+        ("--width", 32, "Channels of the narrowest layer."),
+        ("--epochs", 50, None),
+        ("--g-lr", 2e-4, "Generator learning rate."),
+        ("--d-lr", 1e-4, "Discriminator learning rate (keep it below --g-lr)."),
+        ("--real-label", 0.9, "One-sided label smoothing: target of real images (fakes stay 0)."),
+        ("--noise-start", 0.1, "Instance noise std at the first step (images are in [-1, 1])."),
+        ("--noise-end", 0.0, "Instance noise std at the last step."),
+        ("--g-steps", 2, "Generator updates per iteration."),
+        ("--d-steps", 1, "Discriminator updates per iteration."),
+        ("--clip", 1.0, "Max gradient norm of both networks (0: off)."),
+        ("--sample-every", 5, "Write a samples PNG every N epochs."),
+        ("--seed", 0, None),
+    )
+))
+
+
 GROUP_HELP = """Spectrogram GAN augmentation and distillation of an emotion-vit teacher into a
 timm MobileViT student, offline from the bundle.
 
@@ -111,27 +133,7 @@ def cli() -> None:
 @_TEACHER
 @_DATA
 @_OUT
-@click.option("--size", default=64, show_default=True, help="GAN image size (power of two).")
-@click.option("--z-dim", default=64, show_default=True, help="Noise dimensions.")
-@click.option("--width", default=32, show_default=True, help="Channels of the narrowest layer.")
-@click.option("--epochs", default=50, show_default=True)
-@click.option("--g-lr", default=2e-4, show_default=True, help="Generator learning rate.")
-@click.option("--d-lr", default=1e-4, show_default=True,
-              help="Discriminator learning rate (keep it below --g-lr).")
-@click.option("--real-label", default=0.9, show_default=True,
-              help="One-sided label smoothing: target of real images (fakes stay 0).")
-@click.option("--noise-start", default=0.1, show_default=True,
-              help="Instance noise std at the first step (images are in [-1, 1]).")
-@click.option("--noise-end", default=0.0, show_default=True,
-              help="Instance noise std at the last step.")
-@click.option("--g-steps", default=2, show_default=True, help="Generator updates per iteration.")
-@click.option("--d-steps", default=1, show_default=True,
-              help="Discriminator updates per iteration.")
-@click.option("--clip", default=1.0, show_default=True,
-              help="Max gradient norm of both networks (0: off).")
-@click.option("--sample-every", default=5, show_default=True,
-              help="Write a samples PNG every N epochs.")
-@click.option("--seed", default=0, show_default=True)
+@_GAN_OPTIONS
 @_JSON
 @compute_options
 def train_gan_command(**opts: Any) -> None:

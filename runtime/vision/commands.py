@@ -259,16 +259,20 @@ _scoring_options = with_options(
 )
 
 
+def _command(name: str, short_help: str, text: str, *examples: str) -> Callable:
+    """A stack command whose ``--help`` is ``text`` and then its examples, kept as written."""
+    label = "Example" if len(examples) == 1 else "Examples"
+    shown = "\n".join(f"  {example}" for example in examples)
+    return click.command(name, short_help=short_help, help=f"{text}\n\n{label}:\n\n\b\n{shown}")
+
+
 def make_evaluate_command(stack: str) -> click.Command:
     """``STACK evaluate``: metrics and confusion matrix of a checkpoint on a labelled folder."""
 
-    @click.command(
-        "evaluate",
-        short_help="Metrics and confusion matrix of a checkpoint.",
-        help="Score a checkpoint on a folder-per-class dataset; write metrics.json and "
-        "confusion_matrix.csv/png to --out.\n\nExample:\n\n\b\n"
-        f"  bundle run {stack} evaluate --checkpoint runs/vit/best.pt --data TEST --out runs/test",
-    )
+    @_command("evaluate", "Metrics and confusion matrix of a checkpoint.",
+              "Score a checkpoint on a folder-per-class dataset; write metrics.json and "
+              "confusion_matrix.csv/png to --out.",
+              f"bundle run {stack} evaluate --checkpoint runs/vit/best.pt --data TEST --out runs/test")
     @_checkpoint_option
     @click.option("--data", type=IN_FOLDER,
                   required=True, help="Folder-per-class images with the training classes.")
@@ -305,13 +309,10 @@ def make_evaluate_command(stack: str) -> click.Command:
 def make_predict_command(stack: str) -> click.Command:
     """``STACK predict``: the class of each image."""
 
-    @click.command(
-        "predict",
-        short_help="Predict the class of images.",
-        help="Predict the class of each image (files or folders): label, confidence and "
-        "per-class probabilities; --out writes them as CSV.\n\nExample:\n\n\b\n"
-        f"  bundle run {stack} predict --checkpoint runs/vit/best.pt tiles/ --out preds.csv",
-    )
+    @_command("predict", "Predict the class of images.",
+              "Predict the class of each image (files or folders): label, confidence and "
+              "per-class probabilities; --out writes them as CSV.",
+              f"bundle run {stack} predict --checkpoint runs/vit/best.pt tiles/ --out preds.csv")
     @click.argument("inputs", nargs=-1, required=True,
                     type=click.Path(exists=True, path_type=Path))
     @_checkpoint_option
@@ -349,15 +350,12 @@ def make_predict_command(stack: str) -> click.Command:
 def make_attention_command(stack: str) -> click.Command:
     """``STACK attention``: attention-rollout overlays (and per-layer grids) for images."""
 
-    @click.command(
-        "attention",
-        short_help="ViT attention-rollout overlays as PNG.",
-        help="Write attention-rollout overlays (NAME_rollout.png) and per-layer, per-head "
-        "class-token maps (NAME_layers.png) for each image, from a ViT checkpoint or, "
-        "without one, the bundle's pretrained ViT-B/16.\n\nExamples:\n\n\b\n"
-        f"  bundle run {stack} attention --checkpoint runs/vit/best.pt tiles/a.png --out attn\n"
-        f"  bundle run {stack} attention tiles/ --out attn --image-size 224 --save-maps",
-    )
+    @_command("attention", "ViT attention-rollout overlays as PNG.",
+              "Write attention-rollout overlays (NAME_rollout.png) and per-layer, per-head "
+              "class-token maps (NAME_layers.png) for each image, from a ViT checkpoint or, "
+              "without one, the bundle's pretrained ViT-B/16.",
+              f"bundle run {stack} attention --checkpoint runs/vit/best.pt tiles/a.png --out attn",
+              f"bundle run {stack} attention tiles/ --out attn --image-size 224 --save-maps")
     @click.argument("inputs", nargs=-1, required=True,
                     type=click.Path(exists=True, path_type=Path))
     @click.option("--out", type=OUT_FOLDER, required=True,
