@@ -29,7 +29,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
 
-from builder.errors import BuildError
+from builder.errors import CredentialError
 from runtime import constants
 from runtime.redact import REDACTED, redact_url
 
@@ -42,10 +42,6 @@ SECRET_MIN_LENGTH = 8
 _USERINFO_RE = re.compile(rb"[A-Za-z][A-Za-z0-9+.-]{1,15}://[^\s/@:\"'<>]+:[^\s/@\"'<>]+@[^\s/\"'<>]")
 #: Files up to this size that look like text are also searched for user:password URLs.
 _TEXT_SCAN_MAX = 8 << 20
-
-
-class CredentialError(BuildError):
-    """A credential would have been written or sent; the message names where, never what."""
 
 
 # --- URLs --------------------------------------------------------------------------

@@ -119,6 +119,95 @@ class BundleIntegrityError(BundleRuntimeError):
         self.problems = problems
 
 
+# --- Errors of the stacks and the code they share -------------------------------
+# Every public error the runtime raises is declared here, so one ``except
+# BundleRuntimeError`` catches them all; each is also the builtin a caller may
+# already catch (ValueError, OSError, ...). The modules that raise them import them
+# from here, and the old import paths (``runtime.vision.errors``,
+# ``runtime.train.checkpoint``, ...) still work.
+
+
+class ManifestError(BundleRuntimeError, ValueError):
+    """bundle.json is missing, unreadable or malformed. The message names the file and field."""
+
+
+class NetworkNamespaceError(BundleRuntimeError, OSError):
+    """The operating system refused a private network namespace; the message says why."""
+
+
+class UnknownStackError(BundleRuntimeError, KeyError):
+    """No stack registers the name asked for; the message lists the known ones."""
+
+    def __str__(self) -> str:  # KeyError would quote the message
+        return str(self.args[0]) if self.args else ""
+
+
+class CheckpointError(BundleRuntimeError, RuntimeError):
+    """A checkpoint (a stack's best.pt or last.pt, a masked-ssl encoder.pt, a DDRM model
+    file) is missing, unreadable, or was written for another stack or network; the
+    message names the file and what to pass instead."""
+
+
+class PrecisionError(BundleRuntimeError, ValueError):
+    """A precision that the device cannot run was requested."""
+
+
+class IncompleteWeightsError(BundleRuntimeError, RuntimeError):
+    """A backbone checkpoint lacks weights the model needs (they would stay random)."""
+
+
+class AudioDecodeError(BundleRuntimeError, RuntimeError):
+    """An audio file could not be decoded."""
+
+
+class DeamLayoutError(BundleRuntimeError, ValueError):
+    """A data folder is neither the DEAM layout nor the plain layout, or is inconsistent."""
+
+
+class DistillConfigError(BundleRuntimeError, ValueError):
+    """Checkpoints or options that do not fit together (features, split, kinds)."""
+
+
+class GanConfigError(BundleRuntimeError, ValueError):
+    """A GAN size or width that the networks cannot be built with."""
+
+
+class StudentModelError(BundleRuntimeError, ValueError):
+    """The student name is not a timm model with pretrained weights."""
+
+
+class FlagError(BundleRuntimeError, ValueError):
+    """A DDRM --model-flags / --classifier-flags string could not be understood."""
+
+
+class RestoreError(BundleRuntimeError):
+    """A DDRM request (inputs, labels, options) cannot run; the message says what to change."""
+
+
+class VisionError(BundleRuntimeError):
+    """Base class of the vision stacks' errors: the message says why and what to do."""
+
+
+class DatasetError(VisionError):
+    """An image folder is missing, empty or not laid out as the stack expects."""
+
+
+class MissingWeightsError(VisionError):
+    """Pretrained torchvision weights are not in any attached bundle."""
+
+
+class UnknownArchitectureError(VisionError):
+    """An --arch name that the registry does not know."""
+
+
+class UnsafeWeightsError(VisionError):
+    """A weights file holds pickled objects other than tensors: it is not loaded."""
+
+
+class OptionError(VisionError, ValueError):
+    """Option values the stack cannot run with (e.g. an image size the model cannot take)."""
+
+
 class BundleIntegrityWarning(UserWarning):
     """activate() found files missing or of the wrong size in an attached bundle."""
 

@@ -37,14 +37,11 @@ from typing import Any
 
 from runtime._record import FrozenRecord, Record, json_fields
 from runtime.constants import GENERATED_FILES, MANIFEST_FORMAT, MANIFEST_NAME
+from runtime.errors import ManifestError
 
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}\Z")
 _DRIVE_RE = re.compile(r"^[A-Za-z]:")
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
-
-
-class ManifestError(ValueError):
-    """bundle.json is missing, unreadable or malformed. The message names the file and field."""
 
 
 class FileEntry(FrozenRecord):

@@ -21,15 +21,13 @@ from __future__ import annotations
 
 import os
 
+from runtime.errors import NetworkNamespaceError
+
 _CLONE_NEWNET = 0x40000000
 _CLONE_NEWUSER = 0x10000000
 _SIOCGIFFLAGS = 0x8913
 _SIOCSIFFLAGS = 0x8914
 _IFF_UP = 0x1
-
-
-class NetworkNamespaceError(OSError):
-    """The operating system refused a private network namespace; the message says why."""
 
 
 def _unshare(flags: int) -> None:

@@ -12,9 +12,9 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from builder.publish.checks import BundleCheckError
+from builder.errors import BundleCheckError, KaggleMetadataError
 from builder.publish.kaggle import publish, publish_command
-from builder.publish.kaggle_plan import KaggleMetadataError, plan_publish
+from builder.publish.kaggle_plan import plan_publish
 from runtime.manifest import ArtifactEntry, FileEntry, Manifest, read_manifest, write_manifest
 from tests.fixtures.kaggleserver import KEY, TOKEN, USERNAME
 

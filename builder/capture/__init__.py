@@ -65,8 +65,9 @@ def capture_command(name: str | None, spec_out: Path | None, do_build: bool, out
     Then, offline:
       BUNDLE_PATH=bundles-dist bundle run --strict -- python infer.py images/
     """
-    from builder.capture.run import CaptureError, run_capture, write_outputs
+    from builder.capture.run import run_capture, write_outputs
     from builder.capture.spec_writer import bundle_name
+    from builder.errors import CaptureError
     from builder.fetch import parse_mirrors
     from runtime import constants
 

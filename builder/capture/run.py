@@ -34,13 +34,8 @@ from builder.capture.reconcile import (
     read_log,
     reconcile,
 )
-from builder.errors import BuildError
+from builder.errors import CaptureError
 from runtime import constants
-
-
-class CaptureError(BuildError):
-    """The capture could not run or its results could not be written."""
-
 
 #: variables that would send a library to another cache, or keep it offline
 CLEARED_ENV = ("HUGGINGFACE_HUB_CACHE", "TRANSFORMERS_CACHE", "PYTORCH_PRETRAINED_BERT_CACHE",

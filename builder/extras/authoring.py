@@ -87,7 +87,8 @@ def stack_spec(stack_name: str, *, online: bool = True) -> str:
 
 def write_validated(path: Path, text: str) -> None:
     """Write ``text`` to ``path`` only if it loads as a spec (nothing half-written)."""
-    from builder.spec import SpecError, load_spec
+    from builder.errors import SpecError
+    from builder.spec import load_spec
 
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".toml", dir=path.parent or ".")
@@ -121,7 +122,7 @@ def init_command(stack_name: str, out: Path | None, offline: bool, force: bool) 
       bundle init --stack emotion-vit            # -> bundles/emotion-vit.toml
       bundle init --stack ddrm --out my-ddrm.toml --offline
     """
-    from builder.spec import SpecError
+    from builder.errors import SpecError
     from runtime.stacks import UnknownStackError
 
     out = out or Path("bundles") / f"{stack_name}.toml"
@@ -157,7 +158,7 @@ def add_command(ref: str, spec_path: Path, art_id: str | None, offline: bool) ->
       bundle add ResNet18_Weights.IMAGENET1K_V1 --spec bundles/landcover.toml
       bundle add https://example.org/model.pt --spec my.toml --id my-model
     """
-    from builder.spec import SpecError
+    from builder.errors import SpecError
 
     try:
         block = artifact_block(ref, art_id=art_id, online=not offline)

@@ -20,14 +20,10 @@ import zipfile
 from pathlib import Path, PurePosixPath
 
 from builder import SOURCE_ROOT
-from builder.errors import BuildError
+from builder.errors import BuildError, RuntimeWheelError
 from runtime import constants
 
 PROJECT_DISTRIBUTION = "offline-bundle"
-
-
-class RuntimeWheelError(BuildError):
-    """No offline-bundle wheel (or dependency wheel) can be had offline; says what to pass."""
 
 
 def _cache_root() -> Path:

@@ -35,7 +35,7 @@ from typing import Any
 
 from builder import SOURCE_ROOT
 from builder import constants as builder_constants
-from builder.errors import BuildError
+from builder.errors import WheelhouseError
 from runtime import constants
 from runtime.constants import WHEELS_DIR
 
@@ -45,10 +45,6 @@ DEFAULT_PLATFORM = "manylinux2014_x86_64"
 PROJECT_NAME = "offline-bundle"
 _PROJECT_ROOT = SOURCE_ROOT
 _WHEEL_EPOCH = "315532800"  # 1980-01-01, the earliest time a zip can hold
-
-
-class WheelhouseError(BuildError):
-    """pip could not fill the wheelhouse; the message names the requirements and pip's reason."""
 
 
 def _as_list(value: Any, field: str) -> list[str]:

@@ -379,7 +379,8 @@ def assemble_context(
         buildargs["BASE_IMAGE"] = base_image
     # Defense in depth: no byte of the context (nor a build arg, which the image
     # keeps in its history) holds a credential of this machine.
-    from builder.credentials import CredentialError, refuse_secrets
+    from builder.credentials import refuse_secrets
+    from builder.errors import CredentialError
 
     try:
         refuse_secrets(

@@ -6,16 +6,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+from builder.errors import BundleCheckError
 from runtime.constants import GENERATED_FILES
 from runtime.manifest import Manifest, ManifestError, read_manifest
-
-
-class PublishError(Exception):
-    """`bundle publish` could not finish; the message is one line that says what to do."""
-
-
-class BundleCheckError(PublishError):
-    """The bundle folder fails verification (missing, resized, stray or linked files)."""
 
 
 def check_bundle(bundle_dir: str | os.PathLike, *, full: bool = False,

@@ -27,8 +27,8 @@ from pathlib import Path
 
 import click
 
+from builder.errors import KaggleAuthError, PublishError
 from builder.extras.runtime_wheels import missing_runtime_wheel
-from builder.publish.checks import PublishError
 from builder.publish.kaggle_client import (
     calling,
     check_reply,
@@ -36,7 +36,7 @@ from builder.publish.kaggle_client import (
     remote_state,
     upload_workspace,
 )
-from builder.publish.kaggle_plan import KaggleAuthError, PublishPlan, PublishResult, plan_publish
+from builder.publish.kaggle_plan import PublishPlan, PublishResult, plan_publish
 from runtime.constants import KAGGLE_METADATA_NAME
 
 

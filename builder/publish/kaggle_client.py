@@ -14,12 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from builder import constants as builder_constants
-from builder.publish.kaggle_plan import (
-    DIGEST_RE,
-    KaggleAuthError,
-    KaggleMetadataError,
-    KaggleServerError,
-)
+from builder.errors import KaggleAuthError, KaggleMetadataError, KaggleServerError
+from builder.publish.kaggle_plan import DIGEST_RE
 from runtime import constants
 
 _ENV_TO_CLIENT_FLAG = {"LOCALHOST": "--local", "STAGING": "--staging", "ADMIN": "--admin"}

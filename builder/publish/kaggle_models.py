@@ -43,14 +43,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from builder.credentials import CredentialError, refuse_secrets
-from builder.publish.checks import BundleCheckError, bundle_files_to_send
-from builder.publish.kaggle_client import TREE
-from builder.publish.kaggle_plan import (
-    DIGEST_RE,
+from builder.credentials import refuse_secrets
+from builder.errors import (
+    BundleCheckError,
+    CredentialError,
     KaggleAuthError,
     KaggleMetadataError,
     KaggleServerError,
+)
+from builder.publish.checks import bundle_files_to_send
+from builder.publish.kaggle_client import TREE
+from builder.publish.kaggle_plan import (
+    DIGEST_RE,
     PublishPlan,
     PublishResult,
     plan_publish,

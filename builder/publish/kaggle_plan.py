@@ -9,7 +9,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from builder.credentials import CredentialError, refuse_secrets
+from builder.credentials import refuse_secrets
+from builder.errors import CredentialError, KaggleMetadataError
 
 # Kaggle's own limits (the client checks some of them only after uploading).
 from builder.kaggle_rules import (
@@ -24,7 +25,6 @@ from builder.kaggle_rules import (
 )
 from builder.publish.checks import (
     BundleCheckError,
-    PublishError,
     bundle_files_to_send,
     check_bundle,
 )
@@ -35,30 +35,6 @@ from runtime.manifest import Manifest
 #: How the digest is written into version notes and the description, and read back.
 DIGEST_RE = re.compile(r"digest:? sha256:([0-9a-f]{64})")
 _DIGEST_LINE_RE = re.compile(r"^bundle \S+ \S+, digest sha256:[0-9a-f]{64}$", re.MULTILINE)
-
-
-class KaggleMetadataError(PublishError):
-    """Dataset id, title, subtitle or license break Kaggle's rules."""
-
-
-class KaggleAuthError(PublishError):
-    """No usable Kaggle credentials were found."""
-
-
-class KaggleServerError(PublishError):
-    """Kaggle answered with an error (HTTP status or an error field in a 200 reply).
-
-    Attributes:
-        method: the API method that failed, e.g. "CreateDataset".
-        status: the HTTP status, or None for an error carried in a 200 reply.
-        server_message: what the server said.
-    """
-
-    def __init__(self, message: str, *, method: str, status: int | None, server_message: str):
-        super().__init__(message)
-        self.method = method
-        self.status = status
-        self.server_message = server_message
 
 
 @dataclass

@@ -27,6 +27,7 @@ from pathlib import Path
 
 import click
 
+from builder.errors import PackError, UnsafeArchiveError
 from runtime.constants import GENERATED_FILES, MANIFEST_NAME
 from runtime.manifest import ManifestError, check_relative_path
 
@@ -35,14 +36,6 @@ _EPOCH = (1980, 1, 1, 0, 0, 0)
 _CHUNK = 1 << 20
 #: Where Colab users keep bundles on Drive (one of runtime.locate()'s roots).
 COLAB_BUNDLES_DIR = "/content/drive/MyDrive/bundles"
-
-
-class PackError(Exception):
-    """The bundle could not be packed, or an archive could not be unpacked."""
-
-
-class UnsafeArchiveError(PackError):
-    """An archive member would land outside the target folder (or is a link)."""
 
 
 @dataclass
@@ -55,8 +48,9 @@ class PackResult:
 
 def _bundle_files(root: Path) -> list[str]:
     """Every file to pack: those bundle.json lists plus the generated top-level files."""
-    from builder.credentials import CredentialError, refuse_secrets
-    from builder.publish.checks import BundleCheckError, bundle_files_to_send, check_bundle
+    from builder.credentials import refuse_secrets
+    from builder.errors import BundleCheckError, CredentialError
+    from builder.publish.checks import bundle_files_to_send, check_bundle
 
     try:
         manifest = check_bundle(root, action="packed")
@@ -170,7 +164,8 @@ def unpack_bundle(archive: str | os.PathLike, dest: str | os.PathLike, *, quick:
         PackError: not a bundle archive, the target exists, or the unpacked
             files do not match bundle.json (the partial folder is removed).
     """
-    from builder.publish.checks import BundleCheckError, check_bundle
+    from builder.errors import BundleCheckError
+    from builder.publish.checks import check_bundle
 
     archive = Path(archive)
     dest = Path(dest)

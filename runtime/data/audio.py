@@ -11,6 +11,8 @@ import os
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
+from runtime.errors import AudioDecodeError
+
 if TYPE_CHECKING:
     import numpy as np
 
@@ -19,10 +21,6 @@ AUDIO_EXTENSIONS = (".mp3", ".wav", ".flac", ".ogg")
 
 #: Number of audio files decoded in this process (see module docstring).
 DECODE_CALLS = 0
-
-
-class AudioDecodeError(RuntimeError):
-    """An audio file could not be decoded."""
 
 
 def load_audio(

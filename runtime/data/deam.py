@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from runtime.data.audio import AUDIO_EXTENSIONS
+from runtime.errors import DeamLayoutError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -44,10 +45,6 @@ ANNOTATION_GLOB = "static_annotations_averaged_songs_*.csv"
 AUDIO_DIR_NAME = "MEMD_audio"
 PLAIN_LABELS = "labels.csv"
 LABEL_NAMES = ("valence", "arousal")
-
-
-class DeamLayoutError(ValueError):
-    """A data folder is neither the DEAM layout nor the plain layout, or is inconsistent."""
 
 
 @dataclass(frozen=True)

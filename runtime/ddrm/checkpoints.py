@@ -16,9 +16,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-
-class CheckpointError(Exception):
-    """A checkpoint file could not be read, or does not fit the network built for it."""
+from runtime.errors import CheckpointError
 
 
 def load_state_dict(path: str | Path, *, artifact: str = "") -> dict[str, torch.Tensor]:

@@ -15,6 +15,7 @@ import shlex
 from dataclasses import dataclass, field
 
 from runtime.ddrm.key_manifest import PUBLISHED_CLASSIFIER_FLAGS, PUBLISHED_MODEL_FLAGS
+from runtime.errors import FlagError
 
 #: What each configuration resolves, by ref: any artifact id in a spec matches
 #: (bundles/ddrm.toml calls them adm-256-uncond, adm-256-cond, adm-256-classifier and
@@ -24,10 +25,6 @@ ADM_UNCOND = f"{_OPENAI}/256x256_diffusion_uncond.pt"
 ADM_COND = f"{_OPENAI}/256x256_diffusion.pt"
 ADM_CLASSIFIER = f"{_OPENAI}/256x256_classifier.pt"
 CELEBA_DDPM = "google/ddpm-celebahq-256"
-
-
-class FlagError(ValueError):
-    """A --model-flags / --classifier-flags string could not be understood."""
 
 
 @dataclass(frozen=True)

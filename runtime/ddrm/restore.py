@@ -30,14 +30,11 @@ from runtime.ddrm.configs import (
 )
 from runtime.ddrm.degradations import make_operator
 from runtime.ddrm.sampler import EpsFn, NoiseSchedule, classifier_guided, ddrm_sample
+from runtime.errors import RestoreError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 CSV_NAME = "metrics.csv"
 SUMMARY_NAME = "summary.json"
-
-
-class RestoreError(Exception):
-    """A problem with the request (inputs, labels, options); the message says what to change."""
 
 
 @dataclass

@@ -10,14 +10,11 @@ from pathlib import Path
 from typing import Any
 
 from runtime.emotion.recipe import feature_cache, scan_songs, song_dataset
+from runtime.errors import DistillConfigError
 
 STACK_NAME = "emotion-distill"
 STUDENT_KIND = "student"
 LOSS_PARTS_NAME = "loss_parts"
-
-
-class DistillConfigError(ValueError):
-    """Checkpoints or options that do not fit together (features, split, kinds)."""
 
 
 # --- shared set-up ---------------------------------------------------------------

@@ -21,11 +21,9 @@ import torch
 from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
+from runtime.errors import GanConfigError
+
 COND_DIM = 2  # (valence, arousal) in [-1, 1]
-
-
-class GanConfigError(ValueError):
-    """A GAN size or width that the networks cannot be built with."""
 
 
 @dataclass(frozen=True)

@@ -19,13 +19,10 @@ import torch
 from torch import nn
 
 from runtime.emotion.regressor import SpectrogramRegressor
+from runtime.errors import StudentModelError
 
 #: Weight files of a timm Hub repo, in the order timm prefers them.
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
-
-
-class StudentModelError(ValueError):
-    """The student name is not a timm model with pretrained weights."""
 
 
 @dataclass(frozen=True)

@@ -33,38 +33,11 @@ OFFSET_OPTION = click.option("--offset", default=0.0, show_default=True,
 # --- the commands --------------------------------------------------------------
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    """Errors that are the user's to fix: shown as one line, no traceback."""
-    from runtime.data.audio import AudioDecodeError
-    from runtime.data.deam import DeamLayoutError
-    from runtime.errors import BundleRuntimeError
-    from runtime.train.checkpoint import CheckpointError
-    from runtime.train.precision import PrecisionError
-
-    return (
-        AudioDecodeError,
-        DeamLayoutError,
-        BundleRuntimeError,
-        CheckpointError,
-        PrecisionError,
-        OSError,
-    )
-
-
-def run_command(
-    fn: Callable[[], Any],
-    *,
-    more_errors: Callable[[], tuple[type[BaseException], ...]] | None = None,
-) -> Any:
-    """Run a command's work: user errors as one line, the process group left behind.
-
-    Args:
-        fn: the work (``train``, ``evaluate``, ...).
-        more_errors: the calling stack's own user errors, as a function so that
-            their (torch-importing) modules load only when a command runs.
-    """
+def run_command(fn: Callable[[], Any]) -> Any:
+    """Run a command's work (``train``, ``evaluate``, ...): the user's errors (the
+    runtime's, and an unreadable file) as one line, the process group left behind."""
     try:
-        with one_line_errors(*_user_errors(), *(more_errors() if more_errors else ())):
+        with one_line_errors(OSError):
             return fn()
     finally:
         from runtime.train.distributed import cleanup_distributed

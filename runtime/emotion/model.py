@@ -8,6 +8,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from runtime.errors import IncompleteWeightsError
+
 if TYPE_CHECKING:
     import numpy as np
     from torch import nn
@@ -89,10 +91,6 @@ def resolve_model(name: str) -> tuple[Path, dict[str, Any]]:
         runtime.activate()
     resolved = runtime.resolve_with_provenance(name)
     return resolved.path, resolved.provenance
-
-
-class IncompleteWeightsError(RuntimeError):
-    """A backbone checkpoint lacks weights the model needs (they would stay random)."""
 
 
 def from_pretrained_complete(model_class, folder: Path, **kwargs):

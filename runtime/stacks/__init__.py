@@ -16,6 +16,7 @@ from __future__ import annotations
 import importlib
 import pkgutil
 
+from runtime.errors import UnknownStackError
 from runtime.stacks.record import Need, Stack, Use, plain_help, register_stack, registered
 
 __all__ = ["Need", "Stack", "Use", "UnknownStackError", "get_stack", "list_stacks",
@@ -23,11 +24,6 @@ __all__ = ["Need", "Stack", "Use", "UnknownStackError", "get_stack", "list_stack
 
 #: modules of this package that are not stacks
 _NOT_STACKS = frozenset({"main", "record", "launch"})
-
-
-class UnknownStackError(KeyError):
-    def __str__(self) -> str:
-        return f"unknown stack {self.args[0]!r}; known stacks: {', '.join(sorted(list_stacks()))}"
 
 
 def _module_names() -> list[str]:
@@ -49,7 +45,9 @@ def get_stack(name: str) -> Stack:
     try:
         stack = registered()[name]
     except KeyError:
-        raise UnknownStackError(name) from None
+        raise UnknownStackError(
+            f"unknown stack {name!r}; known stacks: {', '.join(sorted(list_stacks()))}"
+        ) from None
     plain_help(stack.cli)
     return stack
 

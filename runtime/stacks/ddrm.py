@@ -121,13 +121,10 @@ def restore_command(as_json: bool, quiet: bool, **options) -> None:
       bundle run ddrm restore --config imagenet-cond --deg color --class-label 1 \\
           --images goldfish/ --out out/color --steps 20 --device cuda
     """
-    from runtime.ddrm.checkpoints import CheckpointError
-    from runtime.ddrm.configs import FlagError
-    from runtime.ddrm.restore import RestoreError, RestoreRequest, restore
-    from runtime.errors import BundleRuntimeError
+    from runtime.ddrm.restore import RestoreRequest, restore
 
     request = RestoreRequest(progress=not quiet, **options)
-    with one_line_errors(RestoreError, CheckpointError, FlagError, BundleRuntimeError):
+    with one_line_errors():
         results = restore(request)
     if as_json:
         from dataclasses import asdict
@@ -155,9 +152,9 @@ def convert_command(src: Path, dst: Path | None) -> None:
     Example:
       bundle run ddrm convert 256x256_diffusion_uncond.pt
     """
-    from runtime.ddrm.checkpoints import CheckpointError, convert_to_safetensors
+    from runtime.ddrm.checkpoints import convert_to_safetensors
 
-    with one_line_errors(CheckpointError):
+    with one_line_errors():
         click.echo(str(convert_to_safetensors(src, dst)))
 
 

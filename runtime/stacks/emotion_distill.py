@@ -24,13 +24,12 @@ train/validation split, so no step ever trains on a validation song.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from typing import Any
 
 import click
 
 from runtime.distill.augment import train_gan
-from runtime.distill.common import STACK_NAME, DistillConfigError
+from runtime.distill.common import STACK_NAME
 from runtime.distill.run import distill, evaluate
 from runtime.emotion.commands import compute_options, run_command
 from runtime.stacks.record import Need, register_stack
@@ -50,18 +49,6 @@ NEEDS = (
 
 
 # --- the commands ------------------------------------------------------------------
-
-
-def _distill_errors() -> tuple[type[BaseException], ...]:
-    """This stack's user errors, besides the emotion stacks' (see ``run_command``)."""
-    from runtime.distill.gan import GanConfigError
-    from runtime.distill.student import StudentModelError
-
-    return DistillConfigError, GanConfigError, StudentModelError
-
-
-def _run(fn: Callable[[], Any]) -> Any:
-    return run_command(fn, more_errors=_distill_errors)
 
 
 def _echo_json(summary: dict[str, Any] | None, as_json: bool) -> None:
@@ -148,7 +135,7 @@ def train_gan_command(**opts: Any) -> None:
       bundle run emotion-distill train-gan --teacher runs/vit/best.pt --data /kaggle/input/deam --out runs/gan
       bundle run emotion-distill train-gan --teacher T --data D --out O --size 128 --g-steps 1 --epochs 100
     """
-    _echo_json(_run(lambda: train_gan(opts)), opts["json"])
+    _echo_json(run_command(lambda: train_gan(opts)), opts["json"])
 
 
 @cli.command("distill")
@@ -209,7 +196,7 @@ def distill_command(**opts: Any) -> None:
           --gan-samples 1000 --feature-weight 0.5 --student mobilevit_xs
       torchrun --nproc_per_node 2 -m runtime.stacks.emotion_distill distill --teacher T --data D --out O
     """
-    _echo_json(_run(lambda: distill(opts)), opts["json"])
+    _echo_json(run_command(lambda: distill(opts)), opts["json"])
 
 
 @cli.command("evaluate")
@@ -238,7 +225,7 @@ def evaluate_command(**opts: Any) -> None:
       bundle run emotion-distill evaluate --teacher runs/vit/best.pt --student runs/student/best.pt \\
           --data /kaggle/input/deam --json
     """
-    report = _run(lambda: evaluate(opts))
+    report = run_command(lambda: evaluate(opts))
     if opts["json"]:
         click.echo(json.dumps(report, indent=1))
         return

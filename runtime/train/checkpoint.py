@@ -9,16 +9,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from runtime.atomic import atomic_write
+from runtime.errors import CheckpointError
 
 if TYPE_CHECKING:
     import torch
     from torch import nn
 
 CHECKPOINT_FORMAT = 1
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint is missing, unreadable or does not fit the model."""
 
 
 @dataclass

@@ -114,14 +114,18 @@ def main_process_log(ctx: Any) -> Callable[[str], None]:
 
 
 @contextlib.contextmanager
-def one_line_errors(*fixable: type[BaseException]) -> Iterator[None]:
-    """Errors of the ``fixable`` classes become one-line CLI errors (no traceback, exit 1).
+def one_line_errors(*also: type[BaseException]) -> Iterator[None]:
+    """The errors a user can fix become one-line CLI errors (no traceback, exit 1): every
+    ``runtime.errors.BundleRuntimeError`` (the runtime's public errors, each naming the
+    file or option and the next step), and those of the classes in ``also``.
 
     Other exceptions pass unchanged: they are bugs, and their traceback helps.
     """
+    from runtime.errors import BundleRuntimeError
+
     try:
         yield
     except click.ClickException:
         raise
-    except fixable as exc:
+    except (BundleRuntimeError, *also) as exc:
         raise click.ClickException(str(exc)) from None

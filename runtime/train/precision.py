@@ -12,15 +12,13 @@ import contextlib
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
+from runtime.errors import PrecisionError
+
 if TYPE_CHECKING:
     import torch
 
 PrecisionName = Literal["auto", "bf16", "fp16", "fp32"]
 PRECISIONS: tuple[str, ...] = ("auto", "bf16", "fp16", "fp32")
-
-
-class PrecisionError(ValueError):
-    """A precision that the device cannot run was requested."""
 
 
 @dataclass

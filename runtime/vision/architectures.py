@@ -342,16 +342,12 @@ def load_encoder_file(path: Path) -> dict[str, Any]:
     Raises:
         CheckpointError: missing file or not an encoder written by masked-ssl.
     """
-    from runtime.train.checkpoint import CheckpointError as CoreCheckpointError
     from runtime.train.checkpoint import safe_torch_load
 
     path = Path(path)
     hint = "Pass the encoder.pt that `bundle run masked-ssl pretrain` writes."
-    try:
-        data = safe_torch_load(path, what="--init-encoder", expected="a masked-ssl encoder.pt",
-                               hint=hint)
-    except CoreCheckpointError as err:
-        raise CheckpointError(str(err)) from None
+    data = safe_torch_load(path, what="--init-encoder", expected="a masked-ssl encoder.pt",
+                           hint=hint)
     if not isinstance(data, dict) or data.get("kind") != "unet-encoder":
         raise CheckpointError(
             f"{path} is not a masked-ssl encoder file (expected the encoder.pt that "

@@ -30,7 +30,6 @@ from runtime.train.options import (
     with_options,
 )
 from runtime.vision.architectures import ARCHITECTURES
-from runtime.vision.errors import VisionError
 from runtime.vision.reports import nan_as_null  # stdlib only at import
 
 # The registry module imports torch only inside its functions, so listing it is cheap.
@@ -63,11 +62,7 @@ def friendly_errors(func: Callable[..., Any]) -> Callable[..., Any]:
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
-        from runtime.errors import BundleRuntimeError
-        from runtime.train.checkpoint import CheckpointError
-        from runtime.train.precision import PrecisionError
-
-        with one_line_errors(VisionError, BundleRuntimeError, CheckpointError, PrecisionError):
+        with one_line_errors():
             return func(*args, **kwargs)
 
     return wrapper

@@ -56,14 +56,10 @@ def load_classifier(
     Raises:
         CheckpointError: missing file, or a checkpoint of another stack.
     """
-    from runtime.train.checkpoint import CheckpointError as CoreCheckpointError
     from runtime.train.checkpoint import load_checkpoint, read_checkpoint
     from runtime.vision.architectures import build_classifier
 
-    try:
-        state = read_checkpoint(path)
-    except CoreCheckpointError as err:
-        raise CheckpointError(str(err)) from err
+    state = read_checkpoint(path)
     config = state.get("config") or {}
     if config.get("stack") != stack:
         raise CheckpointError(
@@ -79,10 +75,7 @@ def load_classifier(
         widths=widths,
         in_channels=int(config.get("in_channels", 3)),
     )
-    try:
-        record = load_checkpoint(path, model=model)
-    except CoreCheckpointError as err:
-        raise CheckpointError(str(err)) from err
+    record = load_checkpoint(path, model=model)
     say_loaded(model, path, config, device, log)
     return LoadedClassifier(model=model, config=config, metrics=record.metrics, path=Path(path))
 

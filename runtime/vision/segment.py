@@ -279,13 +279,9 @@ def _loader(chips: list, bands: str, mean: list[float], std: list[float], batch_
 def load_segmenter(checkpoint: Path, device: Any = None) -> tuple[nn.Module, dict[str, Any]]:
     """The model of a ``--task segment`` checkpoint (no bundle needed) and its config."""
     from runtime.provenance import say_loaded
-    from runtime.train.checkpoint import CheckpointError as CoreCheckpointError
     from runtime.train.checkpoint import load_checkpoint, read_checkpoint
 
-    try:
-        config = read_checkpoint(checkpoint).get("config") or {}
-    except CoreCheckpointError as err:
-        raise CheckpointError(str(err)) from None
+    config = read_checkpoint(checkpoint).get("config") or {}
     if config.get("task") != "segment":
         raise CheckpointError(f"{checkpoint} is not a flood --task segment checkpoint")
     model = build_segmenter(int(config["in_channels"]), tuple(config["widths"]))
