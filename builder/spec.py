@@ -22,7 +22,7 @@ from builder.artifact import ArtifactSpec, Spec
 from builder.credentials import header_problem, redact_url, userinfo_problem
 from builder.errors import SpecError
 from builder.sources import FieldSpec, get_source, known_sources
-from runtime.manifest import ManifestError, check_relative_path
+from runtime.manifest import ManifestError, check_relative_path, read_text
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -325,16 +325,9 @@ def load_spec(path: str | os.PathLike) -> Spec:
         SpecError: the file is missing, not TOML, or fails validation; the one-line
             message names the file, the artifact and the field.
     """
+    text = read_text(os.fspath(path), SpecError, "spec not found")
     try:
-        raw = Path(path).read_bytes()
-    except FileNotFoundError:
-        raise SpecError(f"{path}: spec not found") from None
-    except OSError as e:
-        raise SpecError(f"{path}: cannot read: {e.strerror}") from None
-    try:
-        data = tomllib.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise SpecError(f"{path}: not UTF-8 text") from None
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise SpecError(f"{path}: not valid TOML: {e}") from None
     except RecursionError:

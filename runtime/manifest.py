@@ -373,6 +373,23 @@ def manifest_from_json(data: Any, source: str = MANIFEST_NAME) -> Manifest:
     return manifest
 
 
+def read_text(path: str, error: type[Exception], missing: str) -> str:
+    """The UTF-8 text of a small document (bundle.json, a spec); ``error`` with one line
+    naming ``path`` when it is missing (``missing`` says what to check), unreadable or
+    not UTF-8."""
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        raise error(f"{path}: {missing}") from None
+    except OSError as e:
+        raise error(f"{path}: cannot read: {e.strerror}") from None
+    try:
+        return raw.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise error(f"{path}: not UTF-8 text (byte {e.start})") from None
+
+
 def read_manifest(bundle_dir: str | os.PathLike) -> Manifest:
     """Read and validate `bundle_dir/bundle.json`.
 
@@ -383,17 +400,9 @@ def read_manifest(bundle_dir: str | os.PathLike) -> Manifest:
     # Plain strings and bytes, not pathlib and a text wrapper: activate() reads
     # every attached bundle's manifest (pathlib was a third of this function).
     path = os.path.join(os.fspath(bundle_dir), MANIFEST_NAME)
+    text = read_text(path, ManifestError, "not found; is this a bundle folder?")
     try:
-        with open(path, "rb") as f:
-            raw = f.read()
-    except FileNotFoundError:
-        raise ManifestError(f"{path}: not found; is this a bundle folder?") from None
-    except OSError as e:
-        raise ManifestError(f"{path}: cannot read: {e.strerror}") from None
-    try:
-        data = json.loads(raw.decode("utf-8"))
-    except UnicodeDecodeError as e:
-        raise ManifestError(f"{path}: not UTF-8 text (byte {e.start})") from None
+        data = json.loads(text)
     except json.JSONDecodeError as e:
         raise ManifestError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
     except RecursionError:

@@ -26,9 +26,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from builder.errors import ImageBuildError
 from builder.image.context import assemble_context
 from builder.image.docker import connect, push_image, run_build
-from builder.image.errors import ImageBuildError
 from builder.image.smoke import smoke_check
 from runtime.sizes import human_size
 

@@ -27,13 +27,13 @@ from pathlib import Path, PurePosixPath
 from typing import IO, Any
 
 from builder.credentials import credential_reason
+from builder.errors import ContextError, ImageError
 from builder.extras.runtime_wheels import (
     PROJECT_DISTRIBUTION,
     collect_runtime_wheels,
     project_source_dir,
     wheel_distribution,
 )
-from builder.image.errors import ContextError, ImageError
 
 DOCKERFILE_NAME = "Dockerfile.gpu"
 #: Where the image keeps the bundle: /opt/bundles/NAME (a default runtime search root).

@@ -12,12 +12,12 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from builder import constants
+from builder.errors import DockerUnavailableError, ImageBuildError, PushError
 from builder.image.context import (
     CTX_DOCKERFILE,
     BuildContext,
     ContextError,
 )
-from builder.image.errors import DockerUnavailableError, ImageBuildError, PushError
 
 ANSI_RE = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 

@@ -6,10 +6,10 @@ import json
 import re
 from typing import Any
 
+from builder.errors import SmokeCheckError
 from builder.image.context import (
     IMAGE_BUNDLES_DIR,
 )
-from builder.image.errors import SmokeCheckError
 
 SMOKE_TIMEOUT_S = 300
 

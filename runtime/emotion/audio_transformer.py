@@ -10,7 +10,7 @@ from typing import Any
 import click
 
 from runtime.emotion.commands import OFFSET_OPTION
-from runtime.emotion.model import EmotionStack, backbone_blocks, from_pretrained_complete
+from runtime.emotion.model import EmotionStack, from_pretrained_complete
 
 #: The backbone, by its Hub repo id (any artifact id in a spec matches; the
 #: catalogue's bundles/emotion-ast.toml calls it ast-audioset).
@@ -94,20 +94,9 @@ def features(config: dict[str, Any]):
     return params, ASTFeatures(config["extractor"], audio["offset"], audio["duration"]), None, 0.0
 
 
-STACK = EmotionStack(
-    name="emotion-ast",
-    default_model=DEFAULT_MODEL,
-    prepare=prepare,
-    build=build,
-    features=features,
-    blocks=backbone_blocks,
-    options=[
-        OFFSET_OPTION,
-        click.option(
-            "--seconds",
-            type=float,
-            default=None,
-            help="Seconds of audio per song (default: what the extractor keeps, 10.24 s for AudioSet AST).",
-        ),
-    ],
-)
+STACK = EmotionStack("emotion-ast", DEFAULT_MODEL, prepare, build, features, options=[
+    OFFSET_OPTION,
+    click.option("--seconds", type=float, default=None,
+                 help="Seconds of audio per song (default: what the extractor keeps, 10.24 s "
+                      "for AudioSet AST)."),
+])

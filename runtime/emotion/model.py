@@ -36,6 +36,20 @@ def regression_head(
     return nn.Sequential(*layers)
 
 
+def transformer_blocks(backbone) -> list:
+    """The encoder blocks of a transformers ViT/AST (``layers`` in 5.x, ``encoder.layer`` in 4.x)."""
+    layers = getattr(backbone, "layers", None)
+    if layers is None:
+        layers = backbone.encoder.layer
+    return list(layers)
+
+
+def backbone_blocks(model) -> tuple[list, list]:
+    """``EmotionStack.blocks`` of a transformers ViT/AST backbone: its encoder blocks,
+    and its final LayerNorm (trained whatever ``--train-blocks`` says)."""
+    return transformer_blocks(model.backbone), [model.backbone.layernorm]
+
+
 @dataclass
 class EmotionStack:
     """What one emotion stack adds to the shared recipe.
@@ -52,7 +66,7 @@ class EmotionStack:
             the architecture comes from ``config`` and the weights from a checkpoint.
         features: ``config -> (cache params, compute(path) -> array, frames, pad value)``.
         blocks: ``model -> (transformer blocks, modules always trained)`` for
-            partial fine-tuning.
+            partial fine-tuning (default :func:`backbone_blocks`, for HF encoders).
         options: extra click options of ``train`` (feature parameters).
     """
 
@@ -63,8 +77,8 @@ class EmotionStack:
     features: Callable[
         [dict[str, Any]], tuple[dict, Callable[[Path], np.ndarray], int | None, float]
     ]
-    blocks: Callable[[nn.Module], tuple[list, list]]
     options: list[Callable] = field(default_factory=list)
+    blocks: Callable[[nn.Module], tuple[list, list]] = backbone_blocks
 
 
 def resolve_model(name: str) -> tuple[Path, dict[str, Any]]:
@@ -127,23 +141,6 @@ def from_pretrained_complete(model_class, folder: Path, **kwargs):
               f"({len(unused)} tensor(s) of the checkpoint the stack does not use)",
               file=sys.stderr, flush=True)
     return model
-
-
-def transformer_blocks(backbone) -> list:
-    """The encoder blocks of a transformers ViT/AST (``layers`` in 5.x, ``encoder.layer`` in 4.x)."""
-    layers = getattr(backbone, "layers", None)
-    if layers is None:
-        layers = backbone.encoder.layer
-    return list(layers)
-
-
-def backbone_blocks(model) -> tuple[list, list]:
-    """``EmotionStack.blocks`` of a transformers ViT/AST backbone: its encoder blocks,
-    and its final LayerNorm (trained whatever ``--train-blocks`` says)."""
-    return transformer_blocks(model.backbone), [model.backbone.layernorm]
-
-
-#: ``train --offset``, for stacks whose features start from decoded audio.
 
 
 def provenance_lines(config: dict[str, Any], checkpoint: str | Path | None = None) -> list[str]:

@@ -13,7 +13,7 @@ from typing import Any
 import click
 
 from runtime.emotion.commands import OFFSET_OPTION
-from runtime.emotion.model import EmotionStack, backbone_blocks, from_pretrained_complete
+from runtime.emotion.model import EmotionStack, from_pretrained_complete
 
 #: The backbone, by its Hub repo id (so any artifact id in a spec matches; the
 #: catalogue's bundles/emotion-vit.toml calls it vit-base-in21k and declares the
@@ -99,23 +99,11 @@ def features(config: dict[str, Any]):
     return params.as_dict(), compute, config["frames"], -params.top_db
 
 
-STACK = EmotionStack(
-    name="emotion-vit",
-    default_model=DEFAULT_MODEL,
-    prepare=prepare,
-    build=build,
-    features=features,
-    blocks=backbone_blocks,
-    options=[
-        click.option(
-            "--sample-rate", default=22050, show_default=True, help="Decode audio at this rate."
-        ),
-        click.option("--n-mels", default=128, show_default=True),
-        click.option("--n-fft", default=2048, show_default=True),
-        click.option("--hop-length", default=512, show_default=True),
-        OFFSET_OPTION,
-        click.option(
-            "--seconds", default=30.0, show_default=True, help="Seconds of audio per song."
-        ),
-    ],
-)
+STACK = EmotionStack("emotion-vit", DEFAULT_MODEL, prepare, build, features, options=[
+    click.option("--sample-rate", default=22050, show_default=True, help="Decode audio at this rate."),
+    click.option("--n-mels", default=128, show_default=True),
+    click.option("--n-fft", default=2048, show_default=True),
+    click.option("--hop-length", default=512, show_default=True),
+    OFFSET_OPTION,
+    click.option("--seconds", default=30.0, show_default=True, help="Seconds of audio per song."),
+])

@@ -27,6 +27,8 @@ class TrainingOptions:
     extend it (``runtime.vision.classify.TrainConfig``, ``segment.SegmentConfig``,
     ``pretrain.PretrainConfig``), overriding a default where their recipe differs."""
 
+    #: the run folder: checkpoints, curves, metrics
+    out: Path
     epochs: int = 5
     batch_size: int = 32
     lr: float = 1e-3

@@ -39,7 +39,6 @@ class TrainConfig(TrainingOptions):
     """Options of a training run (the click options of ``train``)."""
 
     data: Path
-    out: Path
     arch: str = "vit_b_16"
     image_size: int | None = None
     pretrained: bool = True

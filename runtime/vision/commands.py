@@ -220,7 +220,7 @@ def _train_segment(kw: dict[str, Any], *, crop: int, progress: bool) -> dict[str
     if source is not None and source.name != "DEFAULT" and kw["arch"] != "unet_cnn":
         raise OptionError(f"--task segment trains the U-Net; --arch {kw['arch']} is for --task classify")
     shared = {**TrainingOptions.pick(kw), "progress": progress}
-    cfg = segment.SegmentConfig(data=kw["data"], out=kw["out"], bands=kw["bands"],
+    cfg = segment.SegmentConfig(data=kw["data"], bands=kw["bands"],
                                 init_encoder=kw["init_encoder"], crop=crop, **shared)
     return segment.train(cfg)
 

@@ -41,7 +41,6 @@ ENCODER_NAME = "encoder.pt"
 class PretrainConfig(TrainingOptions):
     """Options of ``masked-ssl pretrain``."""
 
-    out: Path
     task: str = "masked"
     data: Path | None = None
     series: Path | None = None

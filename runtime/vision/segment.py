@@ -45,7 +45,6 @@ class SegmentConfig(TrainingOptions):
     """Options of ``flood train --task segment``."""
 
     data: Path
-    out: Path
     bands: str = "s1"
     widths: tuple[int, ...] | None = None
     init_encoder: Path | None = None
