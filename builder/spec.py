@@ -22,7 +22,7 @@ from builder.artifact import ArtifactSpec, Spec
 from builder.credentials import header_problem, redact_url, userinfo_problem
 from builder.errors import SpecError
 from builder.sources import FieldSpec, get_source, known_sources
-from runtime.manifest import ManifestError, check_relative_path, read_text
+from runtime.manifest import ManifestError, check_relative_path, read_document
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -325,11 +325,6 @@ def load_spec(path: str | os.PathLike) -> Spec:
         SpecError: the file is missing, not TOML, or fails validation; the one-line
             message names the file, the artifact and the field.
     """
-    text = read_text(os.fspath(path), SpecError, "spec not found")
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise SpecError(f"{path}: not valid TOML: {e}") from None
-    except RecursionError:
-        raise SpecError(f"{path}: not a spec: arrays or tables nested too deeply to read") from None
+    data = read_document(os.fspath(path), SpecError, missing="spec not found", kind="TOML",
+                         parse=tomllib.loads, invalid=tomllib.TOMLDecodeError)
     return parse_spec(data, path)

@@ -32,6 +32,7 @@ from __future__ import annotations
 import json
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -373,10 +374,27 @@ def manifest_from_json(data: Any, source: str = MANIFEST_NAME) -> Manifest:
     return manifest
 
 
+def read_document(path: str, error: type[Exception], *, missing: str, kind: str,
+                  parse: Callable[[str], Any], invalid: type[Exception] | tuple) -> Any:
+    """``parse`` of the UTF-8 text of a small document (bundle.json, a spec).
+
+    Raises:
+        error: one line naming ``path``: missing (``missing`` says what to check),
+            unreadable, not UTF-8, not valid ``kind`` (``parse`` raised ``invalid``),
+            or nested too deeply to read.
+    """
+    text = read_text(path, error, missing)
+    try:
+        return parse(text)
+    except invalid as e:
+        raise error(f"{path}: not valid {kind}: {e}") from None
+    except RecursionError:
+        raise error(f"{path}: not a {kind} document we can read (nested too deeply)") from None
+
+
 def read_text(path: str, error: type[Exception], missing: str) -> str:
-    """The UTF-8 text of a small document (bundle.json, a spec); ``error`` with one line
-    naming ``path`` when it is missing (``missing`` says what to check), unreadable or
-    not UTF-8."""
+    """The UTF-8 text of ``path``; ``error`` with one line naming it when it is missing
+    (``missing`` says what to check), unreadable or not UTF-8."""
     try:
         with open(path, "rb") as f:
             raw = f.read()
@@ -400,13 +418,8 @@ def read_manifest(bundle_dir: str | os.PathLike) -> Manifest:
     # Plain strings and bytes, not pathlib and a text wrapper: activate() reads
     # every attached bundle's manifest (pathlib was a third of this function).
     path = os.path.join(os.fspath(bundle_dir), MANIFEST_NAME)
-    text = read_text(path, ManifestError, "not found; is this a bundle folder?")
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        raise ManifestError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})") from None
-    except RecursionError:
-        raise ManifestError(f"{path}: not a bundle manifest (nested too deeply to read)") from None
+    data = read_document(path, ManifestError, missing="not found; is this a bundle folder?",
+                         kind="JSON", parse=json.loads, invalid=json.JSONDecodeError)
     return manifest_from_json(data, path)
 
 

@@ -13,17 +13,11 @@ loaded with ``from_pretrained``, its pooled output ((CLS + distillation token)
 
 from __future__ import annotations
 
-from runtime.emotion.audio_transformer import DEFAULT_MODEL, STACK
-from runtime.emotion.commands import make_cli
-from runtime.stacks.record import Need, register_stack
+from runtime.emotion.audio_transformer import STACK
+from runtime.stacks._emotion import emotion_stack
 
-cli = register_stack(
-    STACK.name, summary="16 kHz audio -> Audio Spectrogram Transformer -> valence/arousal regression",
-    # train loads the backbone (--model: another artifact, or a local folder); evaluate and
-    # predict rebuild the model from the checkpoint.
-    needs=(Need("backbone", (DEFAULT_MODEL,), ("train",), option="model"),),
-    docs="docs/emotion.md",
-)(make_cli(STACK, doc=__doc__.split("\n\n")[0]))
+cli = emotion_stack(STACK, doc=__doc__,
+                    summary="16 kHz audio -> Audio Spectrogram Transformer -> valence/arousal regression")
 
 if __name__ == "__main__":  # torchrun --nproc_per_node N -m runtime.stacks.emotion_ast [--strict] train ...
     from runtime.stacks.main import module_main

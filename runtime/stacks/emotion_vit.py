@@ -14,17 +14,11 @@ of valence and arousal over the whole validation set.
 
 from __future__ import annotations
 
-from runtime.emotion.commands import make_cli
-from runtime.emotion.vit import DEFAULT_MODEL, STACK
-from runtime.stacks.record import Need, register_stack
+from runtime.emotion.vit import STACK
+from runtime.stacks._emotion import emotion_stack
 
-cli = register_stack(
-    STACK.name, summary="log-mel spectrogram -> ViT -> valence/arousal regression",
-    # train loads the backbone (--model: another artifact, or a local folder); evaluate and
-    # predict rebuild the model from the checkpoint.
-    needs=(Need("backbone", (DEFAULT_MODEL,), ("train",), option="model"),),
-    docs="docs/emotion.md",
-)(make_cli(STACK, doc=__doc__.split("\n\n")[0]))
+cli = emotion_stack(STACK, doc=__doc__,
+                    summary="log-mel spectrogram -> ViT -> valence/arousal regression")
 
 if __name__ == "__main__":  # torchrun --nproc_per_node N -m runtime.stacks.emotion_vit [--strict] train ...
     from runtime.stacks.main import module_main
