@@ -22,6 +22,7 @@ from torch import nn
 from torch.nn.utils.parametrizations import spectral_norm
 
 from runtime.errors import GanConfigError
+from runtime.vision.unet import conv_bn_relu
 
 COND_DIM = 2  # (valence, arousal) in [-1, 1]
 
@@ -60,12 +61,8 @@ class UpBlock(nn.Module):
 
     def __init__(self, c_in: int, c_out: int) -> None:
         super().__init__()
-        self.body = nn.Sequential(
-            nn.Upsample(scale_factor=2, mode="nearest"),
-            nn.Conv2d(c_in, c_out, 3, padding=1, bias=False),
-            nn.BatchNorm2d(c_out),
-            nn.ReLU(inplace=True),
-        )
+        self.body = nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"),
+                                  *conv_bn_relu(c_in, c_out))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.body(x)

@@ -17,19 +17,20 @@ from torch.nn import functional as F
 DEFAULT_WIDTHS: tuple[int, ...] = (16, 32, 64, 128)
 
 
+def conv_bn_relu(in_channels: int, out_channels: int) -> list[nn.Module]:
+    """A 3x3 convolution (same size, no bias), batch norm, ReLU: the layers, to splice
+    into an ``nn.Sequential`` (their indices are the checkpoints' parameter names)."""
+    return [nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
+            nn.BatchNorm2d(out_channels), nn.ReLU(inplace=True)]
+
+
 class ConvBlock(nn.Module):
     """Two 3x3 convolutions, each followed by batch norm and ReLU."""
 
     def __init__(self, in_channels: int, out_channels: int) -> None:
         super().__init__()
-        self.layers = nn.Sequential(
-            nn.Conv2d(in_channels, out_channels, 3, padding=1, bias=False),
-            nn.BatchNorm2d(out_channels),
-            nn.ReLU(inplace=True),
-            nn.Conv2d(out_channels, out_channels, 3, padding=1, bias=False),
-            nn.BatchNorm2d(out_channels),
-            nn.ReLU(inplace=True),
-        )
+        self.layers = nn.Sequential(*conv_bn_relu(in_channels, out_channels),
+                                    *conv_bn_relu(out_channels, out_channels))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(x)
