@@ -201,7 +201,7 @@ def configure_logging(verbosity: int) -> None:
               help="Rewrite URLs starting with FROM to start with TO (repeatable).")
 @click.option("--allow-http", is_flag=True, help="Allow plain http to non-loopback hosts.")
 @click.option("--trust-on-first-use", is_flag=True,
-              help="Accept url artifacts without sha256; record the hash of the first download (warns).")
+              help="Accept url and local artifacts without pins (sha256, files); record the hashes of what is there now (warns).")
 @click.option("--refresh", is_flag=True,
               help="Re-resolve every artifact (e.g. a moved Hub branch) instead of reusing the resolved plan (.NAME.resolved.json).")
 @click.option("--no-progress", is_flag=True, help="No progress bars.")
@@ -257,12 +257,11 @@ def build_command(
         return
     from runtime.sizes import human_size
 
-    for w in report.warnings:
-        if "TRUSTING FIRST USE" not in w:  # already shouted by the build
-            click.echo(f"warning: {w}", err=True)
+    copied = (f"copied {report.copied_files} local file(s), {human_size(report.copied_bytes)}; "
+              if report.copied_files else "")
     click.echo(
         f"{report.bundle_dir}: {report.artifacts} artifact(s), {report.files} file(s), "
-        f"{human_size(report.size)}; fetched {report.fetched_files} file(s), "
+        f"{human_size(report.size)}; {copied}fetched {report.fetched_files} file(s), "
         f"{human_size(report.fetched_bytes)} in {report.seconds:.2f}s; "
         f"{report.retries} retr{'y' if report.retries == 1 else 'ies'}, "
         f"{human_size(report.resumed_bytes)} resumed"

@@ -255,6 +255,45 @@ def test_restore_celeba_from_ddrms_own_checkpoint_under_strict_offline(bundle_fa
         assert a.tobytes() != b.tobytes()
 
 
+def test_the_celeba_hq_ckpt_a_user_holds_goes_in_with_one_local_block(bundle_factory, tmp_path) -> None:
+    """docs/ddrm.md: the copy of celeba_hq.ckpt a user holds, in a bundle with one spec block."""
+    from builder.cli import main
+
+    data, _ = ckpt_bytes()
+    held = tmp_path / "held" / "celeba_hq.ckpt"
+    held.parent.mkdir()
+    held.write_bytes(data)
+    sha = hashlib.sha256(data).hexdigest()
+    bundle = bundle_factory(
+        f"""
+        [bundle]
+        name = "ddrm-own-ckpt"
+        version = "1.0.0"
+        stacks = ["ddrm"]
+
+        [[artifact]]
+        id = "ddrm-celeba-ckpt"
+        source = "local"
+        path = "{held}"
+        sha256 = "{sha}"
+        """
+    )
+    images = tmp_path / "faces"
+    images.mkdir()
+    arr = (torch.rand(40, 48, 3, generator=torch.Generator().manual_seed(5)) * 255).to(torch.uint8).numpy()
+    Image.fromarray(arr).save(images / "face.png")
+    with activated(bundle, strict=True):
+        result = CliRunner().invoke(main, [
+            "run", "--strict", "ddrm", "restore", "--config", "celeba", "--model-artifact", "ddrm-celeba-ckpt",
+            "--deg", "sr4", "--steps", "2", "--images", str(images), "--out", str(tmp_path / "out"),
+            "--device", "cpu", "--quiet"])  # fmt: skip
+    assert result.exit_code == 0, result.output
+    record = json.loads((tmp_path / "out" / "summary.json").read_text())["provenance"]["model"]
+    assert record["artifact"]["id"] == "ddrm-celeba-ckpt" and record["artifact"]["source"] == "local"
+    assert [f["sha256"] for f in record["files"]] == [sha]
+    assert str(held) not in (bundle / "bundle.json").read_text()
+
+
 def test_a_checkpoint_of_another_network_is_refused_by_name(bundle_factory, tmp_path) -> None:
     from builder.cli import main
 

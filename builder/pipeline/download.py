@@ -72,6 +72,43 @@ def verifier(pf: PlannedFile, label: str) -> Callable[[Path], None] | None:
     return None
 
 
+def copy_local(pf: PlannedFile, store: Store, label: str) -> tuple[str, int]:
+    """Copy a ``local`` artifact's file into the store, checked against its pin.
+
+    Returns:
+        (sha256, size) of what was stored.
+
+    Raises:
+        StoreError: the file went missing or is no longer a regular file.
+        IntegrityError: its bytes differ from the pin (changed since it was pinned).
+    """
+    import stat
+
+    from builder.sources.local import local_path
+
+    src = local_path(pf.urls[0])
+    if src is None:
+        raise StoreError(f"{label}: {pf.urls[0]} is not a file of this machine")
+    try:
+        st = os.stat(src)
+    except OSError as e:
+        raise StoreError(f"{label}: cannot read {src}: {e.strerror}; it was there when the "
+                         "build started") from None
+    if not stat.S_ISREG(st.st_mode):
+        raise StoreError(f"{label}: {src} is no longer a regular file")
+    if pf.size is not None and st.st_size != pf.size:
+        raise IntegrityError(f"{label}: {src} is {st.st_size} bytes, the spec says {pf.size}; "
+                             "pin the file you mean (sha256 and size)",
+                             expected=str(pf.size), actual=str(st.st_size))
+    try:
+        sha256 = store.add_file(src, expected_sha256=pf.sha256, move=False)
+    except IntegrityError as e:
+        raise IntegrityError(f"{label}: {src} changed since it was pinned (sha256 {e.actual}, "
+                             f"the spec pins {e.expected}); if the new file is the one you mean, "
+                             f"pin sha256 {e.actual}", expected=e.expected, actual=e.actual) from None
+    return sha256, st.st_size
+
+
 # --- progress -----------------------------------------------------------------
 
 
@@ -189,6 +226,19 @@ def fetch_all(
     def one(art: ArtifactSpec, pf: PlannedFile) -> None:
         label = f"artifact '{art.id}': {pf.path.rsplit('/', 1)[-1]}"
         callback, bar = bars.file_callback(label, pf.size)
+        if get_source(art.source).local_files:
+            try:
+                sha256, size = copy_local(pf, store, label)
+            finally:
+                if bar is not None:
+                    bar.close()
+            if callback is not None:
+                callback(size)
+            settle(pf, sha256, size)
+            with counts_lock:
+                report.copied_files += 1
+                report.copied_bytes += size
+            return
         try:
             result = fetch(
                 pf.urls,

@@ -65,7 +65,7 @@ def _wheelhouse(
         return files
     build_wheelhouse = _import_optional("builder.extras.wheels", "build_wheelhouse")
     if build_wheelhouse is None:
-        report.warnings.append(f"{spec.path}: [wheels] skipped: builder.extras.wheels is not installed")
+        report.warn(f"{spec.path}: [wheels] skipped: builder.extras.wheels is not installed")
         return []
     rels = sorted(set(build_wheelhouse(spec, staging)))
     return _store_wheels(rels, fingerprint, staging, store, new_lock)
@@ -98,7 +98,7 @@ def _runtime_wheelhouse(
         collect_runtime_wheels(wheels_dir, bundle_wheels=[])
     except RuntimeWheelError as e:
         # The manifest check after the build says what this means for the notebook.
-        report.warnings.append(f"{spec.path}: the runtime wheel could not be made: {e}")
+        report.warn(f"{spec.path}: the runtime wheel could not be made: {e}")
         shutil.rmtree(wheels_dir, ignore_errors=True)
         return []
     rels = [f"{WHEELS_DIR}/{wheel.name}" for wheel in sorted(wheels_dir.glob("*.whl"))]
@@ -157,7 +157,7 @@ def _notebooks(spec: Spec, staging: Path, report: BuildReport) -> list[FileEntry
         return []
     write_notebooks = _import_optional("builder.extras.notebooks", "write_notebooks")
     if write_notebooks is None:
-        report.warnings.append(f"{spec.path}: notebooks skipped: builder.extras.notebooks is not installed")
+        report.warn(f"{spec.path}: notebooks skipped: builder.extras.notebooks is not installed")
         return []
     return [layout.file_entry(staging, rel) for rel in sorted(set(write_notebooks(spec, staging)))]
 
@@ -294,7 +294,7 @@ def materialise(
         )
         manifest.digest = manifest.compute_digest()
         if (problem := missing_runtime_wheel(manifest)) is not None:
-            report.warnings.append(problem)
+            report.warn(problem)
         top_level = layout.generated_top_level(manifest, kaggle=spec.kaggle, license=spec.license)
         if previous is not None and _bundle_is_current(
             bundle_dir, previous, manifest, generated, staging, store, top_level

@@ -41,7 +41,7 @@ def resolve_all(
         source = get_source(art.source)
         prints[art.id] = fingerprint(art, source)
         entry = lock.get(art.id)
-        if not refresh and isinstance(entry, dict) and entry.get("fingerprint") == prints[art.id]:
+        if not refresh and source.reuse_plan and isinstance(entry, dict) and entry.get("fingerprint") == prints[art.id]:
             try:
                 plan = ResolvedArtifact.from_json(entry["resolved"])
             except (KeyError, TypeError, ValueError):
@@ -108,9 +108,12 @@ def plan_urls(plans: dict[str, ResolvedArtifact]) -> dict[str, list[str]]:
 
 
 def check_urls(spec: Spec, urls: dict[str, list[str]], policy: FetchPolicy) -> dict[str, str]:
-    """Refuse plain-http URLs (after --mirror rewrites) before anything is fetched."""
+    """Refuse plain-http URLs (after --mirror rewrites) before anything is fetched; only a
+    ``local`` artifact's plan names files of this machine (``file://``), copied, not fetched."""
     errors: dict[str, str] = {}
     for art in spec.artifacts:
+        if get_source(art.source).local_files:
+            continue
         seen: set[str] = set()
         for url in urls.get(art.id, ()):
             rewritten = rewrite_url(url, policy.mirrors)

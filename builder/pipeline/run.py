@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -76,8 +75,7 @@ def build(
         )
         for plan in plans.values():
             for w in plan.warnings:
-                report.warnings.append(w)
-                print(f"warning: {w}", file=sys.stderr)
+                report.warn(w)
         errors.update(check_urls(spec, plan_urls(plans), policy))
         if errors:
             raise_failed(spec, errors)
@@ -108,8 +106,7 @@ def build(
     # What `bundle publish` would refuse, said at build time (after a build that worked:
     # a failed build's own error comes alone).
     for warning in publish_warnings(name=spec.name, kaggle=spec.kaggle, title=spec.title):
-        report.warnings.append(warning)
-        print(f"warning: {spec.path}: {warning}", file=sys.stderr)
+        report.warn(f"{spec.path}: {warning}")
     report.digest = manifest.digest
     report.artifacts = len(manifest.artifacts)
     report.files = len(manifest.all_files())

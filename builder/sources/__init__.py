@@ -1,4 +1,4 @@
-"""Artifact sources, registered by name (``hf``, ``torchvision``, ``timm``, ``url``).
+"""Artifact sources, registered by name (``hf``, ``torchvision``, ``timm``, ``url``, ``local``).
 
 Each source is one module that declares the spec fields it takes and knows how to
 turn an artifact of the spec into a plan: the files to fetch (URLs, expected
@@ -57,6 +57,11 @@ class Source:
     fields: Mapping[str, FieldSpec] = {}
     #: the field that names what is fetched (the artifact's ``ref``; ``bundle ls SPEC`` shows it)
     ref_field: str = ""
+    #: False: resolve on every build (the plan depends on more than the spec: local files)
+    reuse_plan: bool = True
+    #: True: the plan names files of this machine (``file://``), which the build copies;
+    #: no other source's plan may hold such a URL
+    local_files: bool = False
 
     def check(self, options: dict[str, Any]) -> str | None:
         """Source-specific checks of the spec fields (types are already checked).

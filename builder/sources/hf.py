@@ -33,7 +33,7 @@ if TYPE_CHECKING:
     from builder.artifact import ArtifactSpec
 
 _COMMIT_RE = re.compile(r"^[0-9a-f]{40}\Z")
-_REPO_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?\Z")
+REPO_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*(/[A-Za-z0-9][A-Za-z0-9._-]*)?\Z")
 #: tries for the small API calls (model info, tree); file downloads retry in fetch()
 _API_TRIES = 4
 
@@ -338,7 +338,7 @@ class HfSource(HubHostedSource):
     fields = {"repo": FieldSpec(str, required=True, help="ORG/NAME on the Hub"), **HUB_SNAPSHOT_FIELDS}
 
     def check(self, options: dict[str, Any]) -> str | None:
-        if not _REPO_RE.match(options["repo"]):
+        if not REPO_RE.match(options["repo"]):
             return f"field 'repo' must be ORG/NAME, got {options['repo']!r}"
         return revision_field_problem(options)
 
