@@ -67,6 +67,9 @@ class Spec:
     stacks: list[str] = field(default_factory=list)
     description: str = ""
     wheels: dict[str, Any] | None = None
+    #: what made a run bundle (``bundle from-run``): the stack, the command line, the code
+    #: version, the base bundles; copied into bundle.json as ``run``
+    run: dict[str, Any] | None = None
 
     def artifact(self, artifact_id: str) -> ArtifactSpec | None:
         return next((a for a in self.artifacts if a.id == artifact_id), None)

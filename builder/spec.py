@@ -29,7 +29,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - Python 3.10
     import tomli as tomllib
 
-_NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?\Z")
+NAME_RE = re.compile(r"^[a-z0-9](?:[a-z0-9-]*[a-z0-9])?\Z")
 _ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*\Z")
 _VERSION_RE = re.compile(r"^[0-9]+(\.[0-9]+)*([-+.][0-9A-Za-z.+-]+)?\Z")
 _KAGGLE_RE = re.compile(r"^(?:[A-Za-z0-9][A-Za-z0-9_-]*/)?[a-z0-9][a-z0-9-]*[a-z0-9]\Z")
@@ -75,7 +75,7 @@ _WHEELS_FIELDS: dict[str, FieldSpec] = {
     "no_index": FieldSpec(bool, help="use find_links only"),
 }
 
-_TOP_LEVEL = ("bundle", "artifact", "wheels")
+_TOP_LEVEL = ("bundle", "artifact", "wheels", "run")
 
 
 def _type_name(t: type | tuple[type, ...]) -> str:
@@ -123,7 +123,7 @@ def _check_bundle(table: Any, where: str) -> None:
         raise SpecError(f"{where}: a [bundle] table with name and version is required")
     _check_fields(table, _BUNDLE_FIELDS, f"{where}: [bundle]", "")
     name = table["name"]
-    if not _NAME_RE.match(name) or len(name) > 50:
+    if not NAME_RE.match(name) or len(name) > 50:
         raise SpecError(
             f"{where}: [bundle]: field 'name' must be lowercase letters, digits and '-' "
             f"(a Kaggle slug), got {name!r}"
@@ -238,7 +238,8 @@ def parse_spec(data: dict[str, Any], path: str | os.PathLike) -> Spec:
             close = difflib.get_close_matches(key, _TOP_LEVEL, n=1)
             hint = f"; did you mean '{close[0]}'?" if close else ""
             raise SpecError(
-                f"{where}: unknown table [{key}]{hint}; a spec has [bundle], [[artifact]] and [wheels]"
+                f"{where}: unknown table [{key}]{hint}; a spec has [bundle], [[artifact]], [wheels] "
+                "and (written by bundle from-run) [run]"
             )
     bundle = data.get("bundle")
     _check_bundle(bundle, where)
@@ -290,6 +291,9 @@ def parse_spec(data: dict[str, Any], path: str | os.PathLike) -> Spec:
             'source and its fields, e.g. id = "vit", source = "hf", repo = "ORG/NAME"; '
             "docs/build.md) or a [wheels] table"
         )
+    run = data.get("run")
+    if run is not None and not isinstance(run, dict):
+        raise SpecError(f"{where}: [run] must be a table (what bundle from-run writes)")
     name = bundle["name"]
     return Spec(
         name=name,
@@ -301,8 +305,20 @@ def parse_spec(data: dict[str, Any], path: str | os.PathLike) -> Spec:
         description=bundle.get("description", ""),
         artifacts=artifacts,
         wheels=dict(wheels) if wheels is not None else None,
+        run=_plain(run) if run is not None else None,
         path=Path(path),
     )
+
+
+def _plain(value: Any) -> Any:
+    """A TOML value as JSON values (TOML dates become ISO strings)."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_plain(v) for v in value]
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
 
 
 def _default_title(name: str) -> str:

@@ -108,7 +108,7 @@ class Manifest(Record):
 
     _fields = (
         "name", "version", "artifacts", "extra_files", "title", "stacks", "created", "digest",
-        "format",
+        "format", "run",
     )
 
     def __init__(
@@ -122,6 +122,7 @@ class Manifest(Record):
         created: str = "",
         digest: str = "",
         format: int = MANIFEST_FORMAT,
+        run: dict[str, Any] | None = None,
     ) -> None:
         self.name = name
         self.version = version
@@ -132,6 +133,9 @@ class Manifest(Record):
         self.created = created
         self.digest = digest
         self.format = format
+        #: a run bundle's record (bundle from-run): stack, command, code version, the base
+        #: bundles the run loaded; None for a bundle of published models
+        self.run = run
 
     def all_files(self) -> list[FileEntry]:
         """Every file of the bundle, sorted by path (generated top-level files excluded)."""
@@ -159,6 +163,7 @@ class Manifest(Record):
             "created": self.created,
             "artifacts": [a.to_json() for a in self.artifacts],
             "extra_files": [f.to_json() for f in sorted(self.extra_files, key=lambda f: f.path)],
+            **({"run": self.run} if self.run is not None else {}),
         }
 
 
@@ -363,6 +368,7 @@ def manifest_from_json(data: Any, source: str = MANIFEST_NAME) -> Manifest:
         title=_get(data, "title", str, source, optional=True) or "",
         stacks=_str_list(data, "stacks", source),
         created=_get(data, "created", str, source, optional=True) or "",
+        run=_get(data, "run", dict, source, optional=True),
         digest=_get(data, "digest", str, source),
         artifacts=artifacts,
         extra_files=extra,

@@ -291,6 +291,7 @@ def materialise(
             artifacts=artifacts,
             extra_files=extra,
             created=_created(),
+            run=spec.run,
         )
         manifest.digest = manifest.compute_digest()
         if (problem := missing_runtime_wheel(manifest)) is not None:

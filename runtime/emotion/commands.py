@@ -15,6 +15,7 @@ from runtime.data.badfiles import SKIP_HELP, SKIP_OPTION
 from runtime.emotion import recipe
 from runtime.emotion.model import EmotionStack
 from runtime.train.options import (
+    CHECKED_FILE,
     IN_FILE,
     IN_FOLDER,
     OUT_FILE,
@@ -44,6 +45,11 @@ def run_command(fn: Callable[[], Any]) -> Any:
 
         cleanup_distributed()
 
+
+_CHECKPOINT = click.option(
+    "--checkpoint", required=True, type=CHECKED_FILE,
+    help="best.pt written by train, or the id of a checkpoint artifact in an attached bundle "
+         "(bundle from-run).")
 
 #: ``--device``, ``--precision``, ``--batch-size``, ``--cache-dir``, ``--progress``,
 #: ``--skip-bad-files``: how every emotion command computes.
@@ -114,7 +120,7 @@ def make_cli(stack: EmotionStack, *, doc: str) -> click.Group:
     cli.command("train")(train_options(compute_options(train_command)))
 
     @cli.command("evaluate")
-    @click.option("--checkpoint", required=True, type=IN_FILE)
+    @_CHECKPOINT
     @click.option("--data", required=True, type=IN_FOLDER)
     @click.option("--split", type=click.Choice(["val", "train", "all"]), default="val", show_default=True,
                   help="val/train: the split of the checkpoint's seed and fraction.")
@@ -153,7 +159,7 @@ def make_cli(stack: EmotionStack, *, doc: str) -> click.Group:
 
     @cli.command("predict")
     @click.argument("files", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
-    @click.option("--checkpoint", required=True, type=IN_FILE)
+    @_CHECKPOINT
     @click.option("--format", "fmt", type=click.Choice(["json", "csv"]), default="json", show_default=True)
     @click.option("--output", type=OUT_FILE, default=None, help="Write here instead of stdout.")
     @compute_options
@@ -168,7 +174,11 @@ def make_cli(stack: EmotionStack, *, doc: str) -> click.Group:
         Example:
           bundle run STACK predict --checkpoint runs/x/best.pt song1.mp3 songs/ --format csv
         """
-        rows = run_command(lambda: recipe.predict(stack, {**opts, "files": files}))
+        from runtime.provenance import resolve_checkpoint
+
+        found = run_command(lambda: resolve_checkpoint(opts["checkpoint"]))
+        rows, config = run_command(lambda: recipe.predict(stack, {**opts, "files": files,
+                                                                  "checkpoint": found.path}))
         if fmt == "json":
             text = json.dumps(rows, indent=1) + "\n"
         else:
@@ -178,7 +188,12 @@ def make_cli(stack: EmotionStack, *, doc: str) -> click.Group:
             writer.writerows(rows)
             text = buf.getvalue()
         if output:
+            from runtime.provenance import write_beside
+
             output.write_text(text)
+            write_beside(output, {"checkpoint": str(found.path.resolve()),
+                                  "checkpoint_provenance": found.provenance,
+                                  "provenance": config.get("provenance")})
         else:
             click.echo(text, nl=False)
 

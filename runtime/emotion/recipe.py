@@ -262,22 +262,25 @@ def train(stack: EmotionStack, opts: dict[str, Any]) -> dict[str, Any]:
 def evaluate(stack: EmotionStack, opts: dict[str, Any]) -> dict[str, float]:
     """Metrics of a checkpoint on a data folder's validation split (or all of it)."""
     from runtime.data.deam import read_songs, split_songs
+    from runtime.provenance import resolve_checkpoint
     from runtime.train.distributed import setup_distributed
     from runtime.train.precision import choose_precision
 
     policy = choose_precision(opts["device"], opts["precision"])
     ctx = setup_distributed(policy.device)
-    model, config = load_trained(stack, opts["checkpoint"], policy.device)
+    found = resolve_checkpoint(opts["checkpoint"])
+    checkpoint = found.path
+    model, config = load_trained(stack, checkpoint, policy.device)
     say = main_process_log(ctx)
-    for text in provenance_lines(config, opts["checkpoint"]):
+    for text in provenance_lines(config, checkpoint):
         say(text)
     songs = read_songs(opts["data"], label_scale=config.get("label_scale", "auto"))
     train_songs, val_songs = split_songs(
         songs, val_fraction=config["val_fraction"], seed=config["seed"]
     )
     chosen = {"val": val_songs, "train": train_songs, "all": songs}[opts["split"]]
-    cache_dir = opts["cache_dir"] or Path(opts["checkpoint"]).parent / "cache"
-    if not opts["cache_dir"] and not os.access(Path(opts["checkpoint"]).parent, os.W_OK):
+    cache_dir = opts["cache_dir"] or checkpoint.parent / "cache"
+    if not opts["cache_dir"] and not os.access(checkpoint.parent, os.W_OK):
         # A checkpoint on a read-only mount (a Kaggle input): cache in a temporary folder.
         cache_dir = Path(tempfile.mkdtemp(prefix="emotion-evaluate-"))
     cache = feature_cache(stack, config, cache_dir)
@@ -285,12 +288,14 @@ def evaluate(stack: EmotionStack, opts: dict[str, Any]) -> dict[str, float]:
     chosen = [s for s in chosen if Path(s.audio) not in bad]
     loader = eval_loader(song_dataset(stack, config, chosen, cache), ctx, opts["batch_size"], 0)
     metrics = evaluate_model(model, loader, policy, ctx)
-    return metrics | {"checkpoint": str(Path(opts["checkpoint"]).resolve()),
-                      "provenance": config.get("provenance")}
+    return metrics | {"checkpoint": str(checkpoint.resolve()), "provenance": config.get("provenance"),
+                      "checkpoint_provenance": found.provenance}
 
 
-def predict(stack: EmotionStack, opts: dict[str, Any]) -> list[dict[str, Any]]:
-    """Valence and arousal per audio file, in [-1, 1] and on DEAM's 1–9 scale."""
+def predict(stack: EmotionStack, opts: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
+    """Valence and arousal per audio file, in [-1, 1] and on DEAM's 1–9 scale, and the
+    checkpoint's config (its ``provenance``: what the model was trained from).
+    ``opts["checkpoint"]`` is a file; the CLI resolves an artifact id first."""
     import torch
     from torch.utils.data import DataLoader
 
@@ -317,7 +322,7 @@ def predict(stack: EmotionStack, opts: dict[str, Any]) -> list[dict[str, Any]]:
                 with policy.autocast():
                     preds.append(model(move_to_device(features, policy.device)).float().cpu())
     pred = torch.cat(preds)
-    return [
+    rows = [
         {
             "file": str(song.audio),
             "valence": round(v, 6),
@@ -327,3 +332,4 @@ def predict(stack: EmotionStack, opts: dict[str, Any]) -> list[dict[str, Any]]:
         }
         for song, (v, a) in zip(songs, pred.tolist(), strict=True)
     ]
+    return rows, config

@@ -103,6 +103,9 @@ def prepare_run(stack: Stack, ctx: click.Context, args: Sequence[str], *,
     if uses is None:
         return None
     from runtime.errors import NoBundleWarning
+    from runtime.train.checkpoint import note_command
+
+    note_command([*label.split(), *args])  # what checkpoints record as the run's command
 
     act, caught = _activate(strict=strict, require_bundle=False)
     for w in caught:

@@ -97,10 +97,49 @@ def save_checkpoint(
         "best": None if best is None else float(best),
         "history": [{k: _number(v) for k, v in row.items()} for row in history or []],
         "torch_rng": torch.get_rng_state() if resumable else None,
+        "run": run_record(),
     }
     with atomic_write(path, prefix=f".{path.name}.") as fh:
         torch.save(state, fh)
     return path
+
+
+_RUN: dict[str, Any] = {}
+_COMMAND: list[str] = []
+
+
+def note_command(argv: list[str]) -> None:
+    """The command line as the user typed it (``bundle run STACK train ...``), noted by the
+    launchers; without it, a checkpoint records ``sys.argv``."""
+    _COMMAND[:] = [str(a) for a in argv]
+    _RUN.clear()
+
+
+def run_record() -> dict[str, Any]:
+    """What made this process's checkpoints: the command line (URL secrets redacted), the
+    code version and when it started; ``bundle from-run`` copies it into the run bundle."""
+    if not _RUN:
+        import platform
+        import sys
+        import time
+        from importlib.metadata import PackageNotFoundError, version
+
+        import torch
+
+        from runtime.redact import redact_url
+
+        try:
+            ours = version("offline-bundle")
+        except PackageNotFoundError:
+            ours = "unknown"
+        _RUN.update({
+            "command": [str(redact_url(arg)) for arg in (_COMMAND or sys.argv)],
+            "offline_bundle": ours,
+            "python": platform.python_version(),
+            "torch": str(torch.__version__),
+            "started": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        })
+    return dict(_RUN)
 
 
 def _number(value: Any) -> int | float:

@@ -228,17 +228,20 @@ def _train_segment(kw: dict[str, Any], *, crop: int, progress: bool) -> dict[str
 def checkpoint_task(path: Path) -> str | None:
     """The ``task`` a checkpoint was trained for (None when it cannot be read: the command's
     own loading then says why)."""
-    from runtime.train.checkpoint import CheckpointError, read_checkpoint
+    from runtime.errors import BundleRuntimeError
+    from runtime.provenance import resolve_checkpoint
+    from runtime.train.checkpoint import read_checkpoint
 
     try:
-        return (read_checkpoint(path).get("config") or {}).get("task")
-    except CheckpointError:
+        return (read_checkpoint(resolve_checkpoint(path).path).get("config") or {}).get("task")
+    except BundleRuntimeError:
         return None
 
 
 _checkpoint_option = click.option(
     "--checkpoint", type=CHECKED_FILE, required=True,
-    help="best.pt written by train.",
+    help="best.pt written by train, or the id of a checkpoint artifact in an attached bundle "
+         "(bundle from-run).",
 )
 
 
@@ -333,9 +336,7 @@ def make_predict_command(stack: str) -> click.Command:
             return
         preds = inference.predict(checkpoint, inputs, stack=stack, batch_size=batch_size,
                                   device=device, threshold=threshold,
-                                  skip_bad_files=skip_bad_files)
-        if out is not None:
-            inference.write_predictions_csv(preds, out)
+                                  skip_bad_files=skip_bad_files, out=out)
         text = "\n".join(f"{p.label}\t{p.confidence:.3f}\t{p.path}" for p in preds)
         emit([p.to_json() for p in preds], as_json, text)
 

@@ -34,6 +34,9 @@ class LoadedClassifier:
     config: dict[str, Any]
     metrics: dict[str, float]
     path: Path
+    #: where the checkpoint came from (runtime.provenance: a file's sha256, or the bundle
+    #: and artifact it was resolved from)
+    origin: dict[str, Any] | None = None
 
     @property
     def task(self) -> Task:
@@ -53,12 +56,19 @@ def load_classifier(
 ) -> LoadedClassifier:
     """Rebuild the model of a ``train`` checkpoint (no pretrained weights needed).
 
+    ``path`` is the file, or the id of a checkpoint artifact of the attached bundles
+    (runtime.provenance.resolve_checkpoint).
+
     Raises:
         CheckpointError: missing file, or a checkpoint of another stack.
+        ArtifactNotFoundError: no such file, nor an artifact of that name.
     """
+    from runtime.provenance import resolve_checkpoint
     from runtime.train.checkpoint import load_checkpoint, read_checkpoint
     from runtime.vision.architectures import build_classifier
 
+    found = resolve_checkpoint(path)
+    path = found.path
     state = read_checkpoint(path)
     config = state.get("config") or {}
     if config.get("stack") != stack:
@@ -77,7 +87,8 @@ def load_classifier(
     )
     record = load_checkpoint(path, model=model)
     say_loaded(model, path, config, device, log)
-    return LoadedClassifier(model=model, config=config, metrics=record.metrics, path=Path(path))
+    return LoadedClassifier(model=model, config=config, metrics=record.metrics, path=Path(path),
+                            origin=found.provenance)
 
 
 def evaluate(
@@ -135,8 +146,9 @@ def evaluate(
         threshold = loaded.threshold if loaded.threshold is not None else 0.5
     metrics, counts = score(task, logits, targets, int(cfg["num_outputs"]), threshold=threshold)
     write_confusion_matrix(counts, report_labels(task, cfg["classes"]), out)
-    summary = {"checkpoint": str(Path(checkpoint).resolve()), "data": str(data),
-               "samples": len(dataset), **metrics, "provenance": cfg.get("provenance")}
+    summary = {"checkpoint": str(loaded.path.resolve()), "data": str(data),
+               "samples": len(dataset), **metrics, "provenance": cfg.get("provenance"),
+               "checkpoint_provenance": loaded.origin}
     write_json(Path(out) / METRICS_NAME, summary)
     return summary
 
@@ -174,7 +186,7 @@ def _evaluate_chips(loaded: LoadedClassifier, data: Path, out: Path, *, batch_si
         splits[name] = {"samples": len(tiles), **metrics}
     summary = {"checkpoint": str(Path(loaded.path).resolve()), "data": str(data),
                "split_source": dataset.split_source, "splits": splits,
-               "provenance": cfg.get("provenance")}
+               "provenance": cfg.get("provenance"), "checkpoint_provenance": loaded.origin}
     write_json(Path(out) / METRICS_NAME, summary)
     return summary
 
@@ -201,11 +213,14 @@ def predict(
     device: str = "auto",
     threshold: float | None = None,
     skip_bad_files: bool = False,
+    out: Path | None = None,
 ) -> list[Prediction]:
     """Predict the class of every image in `inputs` (files or folders).
 
     Binary checkpoints call an image positive when its probability reaches the
     threshold (default: the one chosen on validation and stored in the checkpoint).
+    With ``out``, the predictions are written there as CSV, and ``OUT.provenance.json``
+    beside it says which checkpoint (file sha256, or bundle and artifact) made them.
     """
     import torch
     from torch.utils.data import DataLoader
@@ -219,8 +234,9 @@ def predict(
     if threshold is None:
         threshold = loaded.threshold
     if cfg.get("data_layout") == "sen1floods11":
-        return _predict_chips(loaded, inputs, device=dev, threshold=threshold,
-                              skip_bad_files=skip_bad_files)
+        results = _predict_chips(loaded, inputs, device=dev, threshold=threshold,
+                                 skip_bad_files=skip_bad_files)
+        return _written(results, loaded, out)
     transform = image_transform(int(cfg["image_size"]), cfg["mean"], cfg["std"])
     files = ImageFiles(checked(gather_images(inputs), skip_bad_files=skip_bad_files, log=log,
                                action="predict"),
@@ -232,6 +248,17 @@ def predict(
             logits = loaded.model(images.to(dev)).float().cpu()
             for row, path in zip(logits, paths, strict=True):
                 results.append(_prediction(loaded.task, row, path, classes, threshold))
+    return _written(results, loaded, out)
+
+
+def _written(results: list[Prediction], loaded: LoadedClassifier, out: Path | None) -> list[Prediction]:
+    if out is not None:
+        from runtime.provenance import write_beside
+
+        write_predictions_csv(results, out)
+        write_beside(out, {"checkpoint": str(loaded.path.resolve()),
+                           "checkpoint_provenance": loaded.origin,
+                           "provenance": loaded.config.get("provenance")})
     return results
 
 

@@ -275,18 +275,22 @@ def _loader(chips: list, bands: str, mean: list[float], std: list[float], batch_
     return DataLoader(dataset, batch_size=batch_size, sampler=ShardedEvalSampler(len(dataset), ctx))
 
 
-def load_segmenter(checkpoint: Path, device: Any = None) -> tuple[nn.Module, dict[str, Any]]:
-    """The model of a ``--task segment`` checkpoint (no bundle needed) and its config."""
-    from runtime.provenance import say_loaded
+def load_segmenter(checkpoint: Path, device: Any = None) -> tuple[nn.Module, dict[str, Any], Any]:
+    """The model of a ``--task segment`` checkpoint (a file, or the id of a checkpoint
+    artifact of the attached bundles), its config, and the resolved checkpoint (``.path``,
+    ``.provenance``)."""
+    from runtime.provenance import resolve_checkpoint, say_loaded
     from runtime.train.checkpoint import load_checkpoint, read_checkpoint
 
+    found = resolve_checkpoint(checkpoint)
+    checkpoint = found.path
     config = read_checkpoint(checkpoint).get("config") or {}
     if config.get("task") != "segment":
         raise CheckpointError(f"{checkpoint} is not a flood --task segment checkpoint")
     model = build_segmenter(int(config["in_channels"]), tuple(config["widths"]))
     load_checkpoint(checkpoint, model=model)
     say_loaded(model, checkpoint, config, device, log)
-    return model, config
+    return model, config, found
 
 
 def _threshold(config: dict[str, Any], threshold: float | None) -> float:
@@ -312,7 +316,7 @@ def evaluate(checkpoint: Path, data: Path, out: Path, *, batch_size: int = 4,
     from runtime.vision.reports import write_json
 
     dev = choose_device(device)
-    model, config = load_segmenter(checkpoint, dev)
+    model, config, found = load_segmenter(checkpoint, dev)
     cut = _threshold(config, threshold)
     dataset = s1f.load(data, bands=config["bands"])
     held_out = {name: chips for name, chips in dataset.splits.items() if name != "train" and chips}
@@ -323,9 +327,9 @@ def evaluate(checkpoint: Path, data: Path, out: Path, *, batch_size: int = 4,
                                                config["band_std"], batch_size, SINGLE_PROCESS),
                                 policy, SINGLE_PROCESS, cut)
               for name, chips in held_out.items() if chips}
-    summary = {"checkpoint": str(Path(checkpoint).resolve()), "data": str(data),
+    summary = {"checkpoint": str(found.path.resolve()), "data": str(data),
                "split_source": dataset.split_source, "threshold": cut, "splits": splits,
-               "provenance": config.get("provenance")}
+               "provenance": config.get("provenance"), "checkpoint_provenance": found.provenance}
     write_json(Path(out) / METRICS_NAME, summary)
     return summary
 
@@ -408,7 +412,7 @@ def predict(checkpoint: Path, inputs: list[Path], out: Path, *, device: str = "a
     from runtime.vision.geotiff import read_raster, write_mask
 
     dev = choose_device(device)
-    model, config = load_segmenter(checkpoint, dev)
+    model, config, found = load_segmenter(checkpoint, dev)
     cut = _threshold(config, threshold)
     bands = config["bands"]
     chips = readable_chips(inputs, bands, skip_bad_files=skip_bad_files)
@@ -429,6 +433,12 @@ def predict(checkpoint: Path, inputs: list[Path], out: Path, *, device: str = "a
                         "threshold": cut,
                         "water_fraction": float((mask == WATER).sum()) / max(1, int((mask != NO_DATA).sum())),
                         "mask": str(tif), "overlay": str(png)})
+    if records:
+        from runtime.provenance import write_beside
+
+        write_beside(out, {"checkpoint": str(found.path.resolve()),
+                           "checkpoint_provenance": found.provenance,
+                           "provenance": config.get("provenance")})
     return records
 
 
