@@ -94,12 +94,13 @@ CHECKPOINT_NAME = "best.pt"
 _local_checkpoints: dict[tuple[str, int, int], dict[str, Any]] = {}
 
 
-def resolve_checkpoint(value: str | os.PathLike, *, option: str = "--checkpoint") -> Resolved:
+def resolve_checkpoint(value: str | os.PathLike, *, option: str = "--checkpoint",
+                       filename: str = CHECKPOINT_NAME) -> Resolved:
     """The checkpoint a command was given, and its provenance record.
 
     ``value`` is a file (used as it is, its sha256 recorded), or the id or ref of an
     artifact of the attached bundles: a checkpoint file, or a folder holding
-    ``best.pt`` (what ``bundle from-run`` bundles). Under ``activate(strict=True)`` the
+    ``filename`` (``best.pt``; a run bundle made by ``bundle from-run`` is such a folder). Under ``activate(strict=True)`` the
     artifact comes from the bundles like any model.
 
     Raises:
@@ -126,19 +127,19 @@ def resolve_checkpoint(value: str | os.PathLike, *, option: str = "--checkpoint"
         if path.suffix or "/" in text or os.sep in text:
             raise CheckpointError(
                 f"{option} {text}: no such file, and no attached bundle holds an artifact of "
-                f"that name; pass the {CHECKPOINT_NAME} that train wrote, or the id of a "
+                f"that name; pass the {filename} that train wrote, or the id of a "
                 "checkpoint artifact in an attached bundle (bundle ls)"
             ) from None
         raise
     found = resolved.path
     if found.is_dir():
-        if not (found / CHECKPOINT_NAME).is_file():
+        if not (found / filename).is_file():
             raise CheckpointError(
                 f"{option} {text}: artifact {resolved.provenance['artifact']['id']} of bundle "
-                f"{resolved.provenance['bundle']['name']} is a folder without {CHECKPOINT_NAME}; "
+                f"{resolved.provenance['bundle']['name']} is a folder without {filename}; "
                 "pass the id of a checkpoint artifact"
             )
-        found = found / CHECKPOINT_NAME
+        found = found / filename
     return Resolved(found, resolved.provenance)
 
 

@@ -111,6 +111,21 @@ def test_landcover_run_bundle_predicts_and_evaluates_offline_as_the_training_mac
     record = json.loads((tmp_path / "there.csv.provenance.json").read_text())
     assert record["checkpoint_provenance"]["bundle"]["name"] == "landcover-tiles"
 
+    # The run bundle's notebook is an inference notebook: its last cell, pointed at the data
+    # and a working folder, predicts the same.
+    notebook = json.loads((bundle / "notebooks" / "landcover.ipynb").read_text())
+    cell = "".join(notebook["cells"][-1]["source"])
+    assert "--checkpoint {checkpoint}" in cell and "'landcover-tiles'" in cell
+    working = tmp_path / "working"
+    cell = cell.replace("DATA = '/kaggle/input/YOUR-DATA'", f"DATA = {str(tiles)!r}")
+    cell = cell.replace("OUT = '/kaggle/working'", f"OUT = {str(working)!r}")
+    script = ("import os, subprocess, sys\nSTACK = 'landcover'\n"
+              "def sh(*cmd):\n    subprocess.run(cmd, check=True)\n" + cell)
+    proc = offline("-c", script, bundles=[bundle], cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(here) as a, open(working / "predictions.csv") as b:
+        assert list(csv.reader(a)) == list(csv.reader(b))
+
     proc = offline("-m", "runtime.stacks.landcover", "--strict", "evaluate", "--checkpoint",
                    "landcover-tiles", "--data", str(tiles), "--out", str(tmp_path / "eval"),
                    "--json", bundles=[bundle], cwd=tmp_path)
@@ -137,3 +152,34 @@ def test_from_run_refuses_a_folder_without_a_checkpoint(tmp_path):
     result = CliRunner().invoke(main, ["from-run", str(tmp_path / "run"), "--out", str(tmp_path / "d")])
     assert result.exit_code == 1
     assert "no best.pt or generator.pt; pass the --out folder of `bundle run STACK train`" in result.output
+
+
+def _fake_run(run_dir: Path, val_acc: float) -> None:
+    """A landcover run's outputs as train writes them (a unet_cnn, untrained: the bytes of
+    a real checkpoint are what matters here, not the skill)."""
+    from runtime.train.checkpoint import save_checkpoint
+    from runtime.vision.architectures import build_classifier
+
+    model = build_classifier("unet_cnn", num_outputs=2, image_size=32, pretrained=False)
+    save_checkpoint(run_dir / "best.pt", model=model, metrics={"val_acc": val_acc}, resumable=False,
+                    config={"stack": "landcover", "arch": "unet_cnn", "num_outputs": 2,
+                            "image_size": 32, "provenance": {"model": None}})
+    (run_dir / "metrics.json").write_text(json.dumps({"val_acc": val_acc}))
+
+
+def test_a_new_run_of_the_same_name_is_a_new_version_with_its_metrics_in_the_notes(
+    kaggle_env, tmp_path
+):
+    from builder.publish.kaggle import publish
+
+    _fake_run(tmp_path / "run1", 0.75)
+    first = from_run(tmp_path / "run1", "landcover-tiles", tmp_path / "a")
+    assert publish(first, quiet=True).action == "create"
+
+    _fake_run(tmp_path / "run2", 0.875)
+    second = from_run(tmp_path / "run2", "landcover-tiles", tmp_path / "b")
+    result = publish(second, quiet=True)
+    assert result.action == "version"
+    versions = [c for c in kaggle_env.calls if c.method == "CreateDatasetVersion"]
+    notes = versions[-1].body["body"]["versionNotes"]
+    assert "landcover run: val_acc 0.875" in notes and read_manifest(second).digest in notes

@@ -127,6 +127,21 @@ sh(BUNDLE_CLI, "run", STACK, "--help")
 """
 
 
+_INFER = """\
+# Inference with the model this run bundle carries (made by `bundle from-run`), internet off.
+# Attach the data with Add Input and point DATA at it; outputs go to /kaggle/working.
+# The run was trained from: {bases}
+# (attach those bundles too when the stack loads them at inference).
+import shlex, shutil
+
+DATA = {data!r}
+OUT = {out!r}
+os.makedirs(OUT, exist_ok=True)
+BUNDLE_CLI = shutil.which("bundle") or os.path.join(os.path.dirname(sys.executable), "bundle")
+sh(BUNDLE_CLI, "run", "--strict", STACK, *shlex.split({command!r}.format(checkpoint={name!r}, data=shlex.quote(DATA), out=shlex.quote(OUT))))
+"""
+
+
 def _stack_artifacts(stack: str, spec: Any) -> list[str]:
     """What the notebook shows: everything the stack may load (its record's needs, so a
     missing one is reported right there), then every other artifact the bundle carries."""
@@ -141,6 +156,16 @@ def _stack_artifacts(stack: str, spec: Any) -> list[str]:
         if art.id not in names:
             names.append(art.id)
     return names
+
+
+def _inference_command(stack: str) -> str:
+    """The stack record's inference command ("" when it has none or is not importable)."""
+    try:
+        from runtime.stacks import UnknownStackError, get_stack
+
+        return get_stack(stack).inference
+    except (ImportError, UnknownStackError):
+        return ""
 
 
 def starter_notebook(spec: Any, stack: str) -> Any:
@@ -169,7 +194,15 @@ def starter_notebook(spec: Any, stack: str) -> Any:
     nb.cells = [v4.new_markdown_cell(_INTRO.format(**values))]
     find = _FIND.format(**values) + inspect.getsource(find_bundles).rstrip() + _FIND_END.format(**values)
     nb.cells += [v4.new_code_cell(find)]
-    nb.cells += [v4.new_code_cell(t.format(**values)) for t in (_INSTALL, _ACTIVATE, _RESOLVE, _RUN)]
+    last = _RUN
+    inference = _inference_command(stack) if getattr(spec, "run", None) else ""
+    if inference:
+        bases = [f"{b.get('bundle') or b.get('local')} ({b.get('role')})"
+                 for b in spec.run.get("base", [])]
+        values.update(data="/kaggle/input/YOUR-DATA", out="/kaggle/working",
+                      command=inference, bases=", ".join(bases) or "no bundle (from scratch)")
+        last = _INFER
+    nb.cells += [v4.new_code_cell(t.format(**values)) for t in (_INSTALL, _ACTIVATE, _RESOLVE, last)]
     # Stable cell ids: the same spec writes the same bytes (the bundle digest stays put).
     for i, cell in enumerate(nb.cells):
         cell["id"] = f"{stack}-{i}"

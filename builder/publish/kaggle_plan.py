@@ -191,6 +191,14 @@ def _read_bundle_metadata(root: Path) -> dict[str, Any]:
     return data
 
 
+def _run_metrics(manifest: Manifest, most: int = 6) -> str:
+    """A run bundle's metrics for the version notes ("val_acc 0.9123, ..."), "" otherwise."""
+    metrics = (manifest.run or {}).get("metrics") or {}
+    shown = [f"{k} {v:.4g}" for k, v in metrics.items()
+             if isinstance(v, (int, float)) and not isinstance(v, bool)][:most]
+    return f"{manifest.run.get('stack', 'run')} run: " + ", ".join(shown) if shown else ""
+
+
 def _digest_line(manifest: Manifest) -> str:
     return f"bundle {manifest.name} {manifest.version}, digest sha256:{manifest.digest}"
 
@@ -245,6 +253,8 @@ def plan_publish(
         metadata["keywords"] = meta["keywords"]
     check_metadata(metadata, where)
     notes = f"{message.strip()} ({digest_line})" if message and message.strip() else digest_line
+    if (metrics := _run_metrics(manifest)):
+        notes = f"{metrics}; {notes}"  # a run bundle: each new run a version, its scores in the notes
     # Defense in depth: no byte that goes to Kaggle holds a credential of this machine.
     try:
         refuse_secrets(

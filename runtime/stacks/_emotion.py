@@ -20,4 +20,5 @@ def emotion_stack(stack: EmotionStack, *, summary: str, doc: str) -> click.Group
         stack.name, summary=summary,
         needs=(Need("backbone", (stack.default_model,), ("train",), option="model"),),
         docs="docs/emotion.md",
+        inference="predict --checkpoint {checkpoint} {data} --format csv --output {out}/predictions.csv",
     )(make_cli(stack, doc=doc.split("\n\n")[0]))

@@ -24,6 +24,7 @@ train/validation split, so no step ever trains on a validation song.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 import click
@@ -33,7 +34,14 @@ from runtime.distill.common import STACK_NAME
 from runtime.distill.run import distill, evaluate
 from runtime.emotion.commands import compute_options, run_command
 from runtime.stacks.record import Need, register_stack
-from runtime.train.options import IN_FILE, IN_FOLDER, OUT_FOLDER, is_main_process, with_options
+from runtime.train.options import (
+    CHECKED_FILE,
+    IN_FILE,
+    IN_FOLDER,
+    OUT_FOLDER,
+    is_main_process,
+    with_options,
+)
 
 #: The student's pretrained weights, by timm name (bundles/emotion-distill.toml calls
 #: the artifact mobilevit-s). The teacher checkpoint carries all its weights; the ViT
@@ -59,9 +67,25 @@ def _echo_json(summary: dict[str, Any] | None, as_json: bool) -> None:
 _TEACHER = click.option(
     "--teacher",
     required=True,
-    type=IN_FILE,
-    help="best.pt of `bundle run emotion-vit train`: features, split and (distill) teacher.",
+    type=CHECKED_FILE,
+    help="best.pt of `bundle run emotion-vit train` (or its run bundle's name): features, "
+         "split and (distill) teacher.",
 )
+
+
+def _checkpoints(opts: dict[str, Any]) -> dict[str, Any]:
+    """--teacher, --student (a checkpoint) and --gan as files: each may also name a run
+    bundle's artifact (bundle from-run), resolved from the attached bundles."""
+    from runtime.provenance import resolve_checkpoint
+
+    resolved = dict(opts)
+    for option, filename in (("teacher", "best.pt"), ("gan", "generator.pt")):
+        if resolved.get(option) is not None:
+            resolved[option] = resolve_checkpoint(resolved[option], option=f"--{option}",
+                                                  filename=filename).path
+    if isinstance(resolved.get("student"), Path):
+        resolved["student"] = resolve_checkpoint(resolved["student"], option="--student").path
+    return resolved
 _DATA = click.option(
     "--data",
     required=True,
@@ -110,7 +134,9 @@ Example:
 
 
 @register_stack(STACK_NAME, summary="spectrogram GAN augmentation, emotion-vit teacher -> MobileViT student",
-                needs=NEEDS, docs="docs/distill.md")
+                needs=NEEDS, docs="docs/distill.md",
+                inference="evaluate --teacher TEACHER_RUN_BUNDLE --student {checkpoint} --data {data} "
+                          "--out {out}/distill")
 @click.group(name=STACK_NAME, help=GROUP_HELP)
 def cli() -> None:
     pass
@@ -135,7 +161,7 @@ def train_gan_command(**opts: Any) -> None:
       bundle run emotion-distill train-gan --teacher runs/vit/best.pt --data /kaggle/input/deam --out runs/gan
       bundle run emotion-distill train-gan --teacher T --data D --out O --size 128 --g-steps 1 --epochs 100
     """
-    _echo_json(run_command(lambda: train_gan(opts)), opts["json"])
+    _echo_json(run_command(lambda: train_gan(_checkpoints(opts))), opts["json"])
 
 
 @cli.command("distill")
@@ -148,7 +174,7 @@ def train_gan_command(**opts: Any) -> None:
               help="Student weights from the bundle (an error if it lacks them), or random on purpose.")
 @click.option("--image-size", type=int, default=None,
               help="Student input size (default: the timm model's, 256 for MobileViT).")
-@click.option("--gan", type=IN_FILE, default=None,
+@click.option("--gan", type=CHECKED_FILE, default=None,
               help="generator.pt of train-gan: add its samples to the training set.")
 @click.option("--gan-samples", type=int, default=None,
               help="How many GAN samples (default: as many as training songs).")
@@ -196,15 +222,17 @@ def distill_command(**opts: Any) -> None:
           --gan-samples 1000 --feature-weight 0.5 --student mobilevit_xs
       torchrun --nproc_per_node 2 -m runtime.stacks.emotion_distill distill --teacher T --data D --out O
     """
-    _echo_json(run_command(lambda: distill(opts)), opts["json"])
+    _echo_json(run_command(lambda: distill(_checkpoints(opts))), opts["json"])
 
 
 @cli.command("evaluate")
 @_TEACHER
-@click.option("--student", required=True, type=IN_FILE, help="best.pt of distill.")
+@click.option("--student", required=True, type=CHECKED_FILE,
+              help="best.pt of distill (or its run bundle's name).")
 @_DATA
 @click.option("--out", type=OUT_FOLDER, default=None,
-              help="Where the report goes (default: next to the student checkpoint).")
+              help="Where the report goes (default: next to the student checkpoint; give one "
+                   "when the student comes from a read-only bundle).")
 @click.option("--split", type=click.Choice(["val", "train", "all"]), default="val", show_default=True,
               help="Songs of the teacher's split to compare on.")
 @click.option("--latency-runs", default=20, show_default=True,
@@ -225,7 +253,7 @@ def evaluate_command(**opts: Any) -> None:
       bundle run emotion-distill evaluate --teacher runs/vit/best.pt --student runs/student/best.pt \\
           --data /kaggle/input/deam --json
     """
-    report = run_command(lambda: evaluate(opts))
+    report = run_command(lambda: evaluate(_checkpoints(opts)))
     if opts["json"]:
         click.echo(json.dumps(report, indent=1))
         return

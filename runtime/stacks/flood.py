@@ -39,7 +39,9 @@ from runtime.vision.commands import (
 STACK = "flood"
 
 @register_stack(STACK, summary="binary flood detection on tiles, and Sen1Floods11 water maps and chip labels",
-                needs=backbone_needs("vit_b_16", tasks=True), docs="docs/vision.md")
+                needs=backbone_needs("vit_b_16", tasks=True), docs="docs/vision.md",
+                # a --task segment checkpoint writes NAME_WaterMask.tif into --out (a folder)
+                inference="predict --checkpoint {checkpoint} {data} --out {out}/predictions")
 @click.group(STACK, help=__doc__)
 def cli() -> None:
     pass

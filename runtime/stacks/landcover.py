@@ -32,7 +32,8 @@ from runtime.vision.commands import (
 STACK = "landcover"
 
 @register_stack(STACK, summary="10-class land-cover classification with attention maps",
-                needs=backbone_needs("vit_b_16"), docs="docs/vision.md")
+                needs=backbone_needs("vit_b_16"), docs="docs/vision.md",
+                inference="predict --checkpoint {checkpoint} {data} --out {out}/predictions.csv")
 @click.group(STACK, help=__doc__)
 def cli() -> None:
     pass

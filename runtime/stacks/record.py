@@ -95,6 +95,10 @@ class Stack:
         one_of_optional: ``bundle doctor``: a run always picks one of the non-default needs
             (ddrm's ``--config``), so at least one must be complete.
         docs: the docs page, relative to the repository.
+        inference: the command a run bundle's notebook runs with the trained model:
+            arguments after ``bundle run NAME``, with ``{checkpoint}`` (the run bundle's
+            name), ``{data}`` (the inputs) and ``{out}`` (under /kaggle/working); "" for
+            a stack whose runs are not used for inference on their own.
     """
 
     name: str
@@ -103,6 +107,7 @@ class Stack:
     needs: tuple[Need, ...] = ()
     one_of_optional: bool = False
     docs: str = ""
+    inference: str = ""
 
     @property
     def spec(self) -> str:
@@ -161,7 +166,7 @@ def plain_help(group: click.Command) -> click.Command:
 
 
 def register_stack(name: str, *, summary: str, needs: tuple[Need, ...] = (),
-                   one_of_optional: bool = False, docs: str = "",
+                   one_of_optional: bool = False, docs: str = "", inference: str = "",
                    ) -> Callable[[click.Group], click.Group]:
     """Decorator for a stack's click group: records the stack under ``name``.
 
@@ -171,7 +176,8 @@ def register_stack(name: str, *, summary: str, needs: tuple[Need, ...] = (),
 
     def decorate(group: click.Group) -> click.Group:
         _REGISTRY[name] = Stack(name=name, cli=group, summary=summary, needs=tuple(needs),
-                                one_of_optional=one_of_optional, docs=docs)
+                                one_of_optional=one_of_optional, docs=docs,
+                                inference=inference)
         return group
 
     return decorate

@@ -337,14 +337,16 @@ def build_classifier(
 
 
 def load_encoder_file(path: Path) -> dict[str, Any]:
-    """Read a masked-ssl ``encoder.pt`` (``{"kind", "widths", "in_channels", "state_dict"}``).
+    """Read a masked-ssl ``encoder.pt`` (``{"kind", "widths", "in_channels", "state_dict"}``):
+    a file, or the name of a masked-ssl run bundle (bundle from-run) that holds one.
 
     Raises:
         CheckpointError: missing file or not an encoder written by masked-ssl.
     """
+    from runtime.provenance import resolve_checkpoint
     from runtime.train.checkpoint import safe_torch_load
 
-    path = Path(path)
+    path = resolve_checkpoint(path, option="--init-encoder", filename="encoder.pt").path
     hint = "Pass the encoder.pt that `bundle run masked-ssl pretrain` writes."
     data = safe_torch_load(path, what="--init-encoder", expected="a masked-ssl encoder.pt",
                            hint=hint)
