@@ -26,7 +26,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
              "Write a spec with every artifact a stack loads (bundle init --stack NAME)."),
     "add": ("builder.extras.authoring:add_command",
             "Append a checked [[artifact]] block for a Hub repo, timm model, torchvision enum or URL."),
-    "from-run": ("builder.extras.from_run:from_run_command",
+    "from-run": ("builder.runs:from_run_command",
                  "Make a bundle of a training run's outputs (best.pt, weights, metrics) for offline inference."),
     "verify": ("builder.cli:verify_command", "Check every file of a bundle folder against its bundle.json."),
     "ls": ("builder.cli:ls_command", "List the bundles found, or the artifacts of a bundle folder or spec."),

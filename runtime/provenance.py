@@ -89,60 +89,6 @@ def of_local(path: str | os.PathLike) -> dict[str, Any]:
     return record
 
 
-#: What ``--checkpoint`` takes in a folder artifact (a run bundle's model folder).
-CHECKPOINT_NAME = "best.pt"
-_local_checkpoints: dict[tuple[str, int, int], dict[str, Any]] = {}
-
-
-def resolve_checkpoint(value: str | os.PathLike, *, option: str = "--checkpoint",
-                       filename: str = CHECKPOINT_NAME) -> Resolved:
-    """The checkpoint a command was given, and its provenance record.
-
-    ``value`` is a file (used as it is, its sha256 recorded), or the id or ref of an
-    artifact of the attached bundles: a checkpoint file, or a folder holding
-    ``filename`` (``best.pt``; a run bundle made by ``bundle from-run`` is such a folder). Under ``activate(strict=True)`` the
-    artifact comes from the bundles like any model.
-
-    Raises:
-        runtime.errors.CheckpointError: ``value`` looks like a file path and is neither a
-            file nor an artifact, or names a folder artifact without ``best.pt``.
-        runtime.errors.ArtifactNotFoundError: no attached bundle holds an artifact of that
-            name (the message lists what they hold).
-    """
-    from runtime.errors import ArtifactNotFoundError, CheckpointError
-    from runtime.resolve import resolve_with_provenance
-
-    text = os.fspath(value)
-    path = Path(text).expanduser()
-    if path.is_file():
-        # A command may resolve its checkpoint twice (which task? then load): hash once.
-        st = path.stat()
-        key = (os.path.realpath(path), st.st_size, st.st_mtime_ns)
-        if key not in _local_checkpoints:
-            _local_checkpoints[key] = of_local(path)
-        return Resolved(path, _local_checkpoints[key])
-    try:
-        resolved = resolve_with_provenance(text)
-    except ArtifactNotFoundError:
-        if path.suffix or "/" in text or os.sep in text:
-            raise CheckpointError(
-                f"{option} {text}: no such file, and no attached bundle holds an artifact of "
-                f"that name; pass the {filename} that train wrote, or the id of a "
-                "checkpoint artifact in an attached bundle (bundle ls)"
-            ) from None
-        raise
-    found = resolved.path
-    if found.is_dir():
-        if not (found / filename).is_file():
-            raise CheckpointError(
-                f"{option} {text}: artifact {resolved.provenance['artifact']['id']} of bundle "
-                f"{resolved.provenance['bundle']['name']} is a folder without {filename}; "
-                "pass the id of a checkpoint artifact"
-            )
-        found = found / filename
-    return Resolved(found, resolved.provenance)
-
-
 def write_beside(output: str | os.PathLike, record: dict[str, Any]) -> Path:
     """``OUTPUT.provenance.json``: where an output that cannot hold it (a CSV, a folder of
     masks) came from. Returns its path."""

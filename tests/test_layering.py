@@ -29,7 +29,8 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("builder sources, spec, bundle folder, extras",
      ("builder.sources", "builder.spec", "builder.layout", "builder.verify", "builder.extras")),
     ("builder pipeline (bundle build)", ("builder.pipeline",)),
-    ("builder publish, image and capture", ("builder.publish", "builder.image", "builder.capture")),
+    ("builder publish, image, capture and run bundles",
+     ("builder.publish", "builder.image", "builder.capture", "builder.runs")),
     ("builder command line", ("builder.cli", "builder.__main__")),
 ]
 

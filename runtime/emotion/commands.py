@@ -174,7 +174,7 @@ def make_cli(stack: EmotionStack, *, doc: str) -> click.Group:
         Example:
           bundle run STACK predict --checkpoint runs/x/best.pt song1.mp3 songs/ --format csv
         """
-        from runtime.provenance import resolve_checkpoint
+        from runtime.resolve import resolve_checkpoint
 
         found = run_command(lambda: resolve_checkpoint(opts["checkpoint"]))
         rows, config = run_command(lambda: recipe.predict(stack, {**opts, "files": files,

@@ -262,7 +262,7 @@ def train(stack: EmotionStack, opts: dict[str, Any]) -> dict[str, Any]:
 def evaluate(stack: EmotionStack, opts: dict[str, Any]) -> dict[str, float]:
     """Metrics of a checkpoint on a data folder's validation split (or all of it)."""
     from runtime.data.deam import read_songs, split_songs
-    from runtime.provenance import resolve_checkpoint
+    from runtime.resolve import resolve_checkpoint
     from runtime.train.distributed import setup_distributed
     from runtime.train.precision import choose_precision
 

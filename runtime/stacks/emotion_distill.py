@@ -76,7 +76,7 @@ _TEACHER = click.option(
 def _checkpoints(opts: dict[str, Any]) -> dict[str, Any]:
     """--teacher, --student (a checkpoint) and --gan as files: each may also name a run
     bundle's artifact (bundle from-run), resolved from the attached bundles."""
-    from runtime.provenance import resolve_checkpoint
+    from runtime.resolve import resolve_checkpoint
 
     resolved = dict(opts)
     for option, filename in (("teacher", "best.pt"), ("gan", "generator.pt")):

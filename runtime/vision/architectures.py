@@ -343,7 +343,7 @@ def load_encoder_file(path: Path) -> dict[str, Any]:
     Raises:
         CheckpointError: missing file or not an encoder written by masked-ssl.
     """
-    from runtime.provenance import resolve_checkpoint
+    from runtime.resolve import resolve_checkpoint
     from runtime.train.checkpoint import safe_torch_load
 
     path = resolve_checkpoint(path, option="--init-encoder", filename="encoder.pt").path

@@ -229,7 +229,7 @@ def checkpoint_task(path: Path) -> str | None:
     """The ``task`` a checkpoint was trained for (None when it cannot be read: the command's
     own loading then says why)."""
     from runtime.errors import BundleRuntimeError
-    from runtime.provenance import resolve_checkpoint
+    from runtime.resolve import resolve_checkpoint
     from runtime.train.checkpoint import read_checkpoint
 
     try:

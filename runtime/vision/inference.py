@@ -63,7 +63,7 @@ def load_classifier(
         CheckpointError: missing file, or a checkpoint of another stack.
         ArtifactNotFoundError: no such file, nor an artifact of that name.
     """
-    from runtime.provenance import resolve_checkpoint
+    from runtime.resolve import resolve_checkpoint
     from runtime.train.checkpoint import load_checkpoint, read_checkpoint
     from runtime.vision.architectures import build_classifier
 

@@ -279,7 +279,8 @@ def load_segmenter(checkpoint: Path, device: Any = None) -> tuple[nn.Module, dic
     """The model of a ``--task segment`` checkpoint (a file, or the id of a checkpoint
     artifact of the attached bundles), its config, and the resolved checkpoint (``.path``,
     ``.provenance``)."""
-    from runtime.provenance import resolve_checkpoint, say_loaded
+    from runtime.provenance import say_loaded
+    from runtime.resolve import resolve_checkpoint
     from runtime.train.checkpoint import load_checkpoint, read_checkpoint
 
     found = resolve_checkpoint(checkpoint)
