@@ -148,10 +148,7 @@ class LocalSource(Source):
 
     def _file(self, artifact: ArtifactSpec, src: Path, ctx: ResolveContext) -> ResolvedArtifact:
         here = f"artifact '{artifact.id}'"
-        for name in ("files", "repo", "include", "exclude"):
-            if artifact.get(name) is not None:
-                raise BuildError(f"{here}: field '{name}' is for a folder; {src} is a file",
-                                 artifact=artifact.id)
+        _refuse_fields(artifact, ("files", "repo", "include", "exclude"), f"is for a folder; {src} is a file")
         _refuse_credential(here, src.name, src)
         sha256, warnings = artifact.sha256, []
         if sha256 is None:
@@ -176,10 +173,7 @@ class LocalSource(Source):
 
     def _folder(self, artifact: ArtifactSpec, src: Path, ctx: ResolveContext) -> ResolvedArtifact:
         here = f"artifact '{artifact.id}'"
-        for name in ("sha256", "size", "filename", "torch_hub"):
-            if artifact.get(name) is not None:
-                raise BuildError(f"{here}: field '{name}' is for a file; {src} is a folder",
-                                 artifact=artifact.id)
+        _refuse_fields(artifact, ("sha256", "size", "filename", "torch_hub"), f"is for a file; {src} is a folder")
         found = _walk(here, src, artifact.include, artifact.exclude)
         if not found:
             raise BuildError(f"{here}: field 'path': {src} holds no files"
@@ -266,6 +260,13 @@ def _walk(here: str, root: Path, include: list[str] | None,
             _refuse_credential(here, name, full)
             found[rel] = full
     return found
+
+
+def _refuse_fields(artifact: ArtifactSpec, names: tuple[str, ...], why: str) -> None:
+    """The spec set a field that does not apply to what ``path`` turned out to be."""
+    for name in names:
+        if artifact.get(name) is not None:
+            raise BuildError(f"artifact '{artifact.id}': field '{name}' {why}", artifact=artifact.id)
 
 
 def _refuse_credential(here: str, name: str, path: Path) -> None:
