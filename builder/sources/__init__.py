@@ -19,7 +19,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-__all__ = ["FieldSpec", "GeneratedFile", "HUB_SNAPSHOT_FIELDS", "PlannedFile", "ResolveContext",
+__all__ = ["FieldSpec", "GeneratedFile", "HUB_SNAPSHOT_FIELDS", "PlannedFile", "ResolveContext", "TORCH_HUB_FIELD",
            "ResolvedArtifact", "Source", "URL_FILE_FIELDS", "get_source", "known_sources",
            "register_source"]
 
@@ -101,11 +101,14 @@ class Source:
 
 #: The fields of a file fetched from a URL and checked: pinned hash, size, other URLs.
 URL_FILE_FIELDS: dict[str, FieldSpec] = {
-    "sha256": FieldSpec(str, help="sha256 of the file (pins it; a url source needs it unless "
+    "sha256": FieldSpec(str, help="sha256 of the file (pins it; required unless "
                                   "--trust-on-first-use)"),
     "size": FieldSpec(int, help="expected size in bytes"),
     "mirrors": FieldSpec(list, help="other URLs serving the same bytes, tried in order"),
 }
+#: Where one file goes in the bundle (url and local sources).
+TORCH_HUB_FIELD = FieldSpec(bool, help="keep the file in torch/hub/checkpoints/ (where "
+                            "torch.hub.load_state_dict_from_url finds it offline)")
 #: The fields of a snapshot of a Hub repo: which revision, which files.
 HUB_SNAPSHOT_FIELDS: dict[str, FieldSpec] = {
     "revision": FieldSpec(str, help='branch, tag or commit (default "main")'),

@@ -48,7 +48,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from builder.errors import BuildError
-from builder.sources import HUB_SNAPSHOT_FIELDS, FieldSpec, Source, register_source
+from builder.sources import (
+    HUB_SNAPSHOT_FIELDS,
+    TORCH_HUB_FIELD,
+    URL_FILE_FIELDS,
+    FieldSpec,
+    Source,
+    register_source,
+)
 from builder.sources.hf import REPO_RE, repo_folder
 from builder.sources.records import GeneratedFile, PlannedFile, ResolveContext, ResolvedArtifact
 from runtime.constants import FILES_DIR, TORCH_CHECKPOINTS_DIR
@@ -100,14 +107,13 @@ class LocalSource(Source):
     fields = {
         "path": FieldSpec(str, required=True, help="file or folder on this machine, relative "
                           "to the spec (or absolute, or ~/...)"),
-        "sha256": FieldSpec(str, help="sha256 of the file (a file's pin)"),
-        "size": FieldSpec(int, help="expected size of the file in bytes"),
+        "sha256": URL_FILE_FIELDS["sha256"],
+        "size": URL_FILE_FIELDS["size"],
         "files": FieldSpec(dict, help='a folder\'s pins: { "PATH/IN/FOLDER" = "<sha256>", ... }'),
         "include": HUB_SNAPSHOT_FIELDS["include"],
         "exclude": HUB_SNAPSHOT_FIELDS["exclude"],
         "filename": FieldSpec(str, help="a file's name in the bundle (default: its own name)"),
-        "torch_hub": FieldSpec(bool, help="keep the file in torch/hub/checkpoints/ (where "
-                               "torch.hub.load_state_dict_from_url finds it offline)"),
+        "torch_hub": TORCH_HUB_FIELD,
         "repo": FieldSpec(str, help="a folder's Hub repo id ORG/NAME: laid out as the Hub "
                           "cache, so from_pretrained(ORG/NAME) finds it"),
     }

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING
 
 from builder.credentials import redact_url, url_without_query
 from builder.errors import BuildError
-from builder.sources import URL_FILE_FIELDS, FieldSpec, Source, register_source
+from builder.sources import TORCH_HUB_FIELD, URL_FILE_FIELDS, FieldSpec, Source, register_source
 from builder.sources.records import PlannedFile, ResolveContext, ResolvedArtifact
 from runtime.constants import FILES_DIR, TORCH_CHECKPOINTS_DIR
 
@@ -49,8 +49,7 @@ class UrlSource(Source):
         "filename": FieldSpec(str, help="file name in the bundle (default: from the URL)"),
         "headers": FieldSpec(dict, help='request headers for the url\'s host, values from the '
                              'environment: { Authorization = "env:MY_TOKEN" }'),
-        "torch_hub": FieldSpec(bool, help="keep the file in torch/hub/checkpoints/ (where "
-                               "torch.hub.load_state_dict_from_url(url) finds it offline)"),
+        "torch_hub": TORCH_HUB_FIELD,
     }
 
     def check(self, options: dict) -> str | None:
