@@ -303,6 +303,11 @@ def from_run_command(run_dir: Path, name: str | None, version: str | None, out_d
                                 store_dir=store_dir, progress=not no_progress)
     except BuildError as e:
         raise click.ClickException(str(e)) from None
+    except ImportError as e:
+        raise click.ClickException(
+            f"bundle from-run reads the checkpoint with torch and exports its weights with "
+            f"safetensors (and transformers, for a Hugging Face backbone); {e.name or e} is not "
+            "installed: pip install 'offline-bundle[build,stacks]'") from None
     if as_json:
         click.echo(json.dumps({**report.to_json(), "spec": str(spec)}, indent=2))
         return
