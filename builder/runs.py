@@ -36,6 +36,7 @@ from typing import Any
 import click
 
 from builder.errors import BuildError
+from builder.sources.local import pin_of
 
 #: checkpoints that identify a run folder, in the order they are looked for
 RUN_CHECKPOINTS = ("best.pt", "generator.pt")
@@ -69,12 +70,6 @@ def _toml(value: Any) -> str:
         return "{ " + ", ".join(f"{json.dumps(str(k))} = {_toml(v)}"
                                 for k, v in value.items() if v is not None) + " }"
     return json.dumps(str(value))
-
-
-def _sha256(path: Path) -> str:
-    from builder.store import HASH_CHUNK, sha256_file
-
-    return sha256_file(path, chunk_size=HASH_CHUNK)
 
 
 def _base_bundles(config: dict[str, Any]) -> list[dict[str, Any]]:
@@ -123,24 +118,32 @@ def _export_backbone(state: dict[str, Any], config: dict[str, Any], folder: Path
     return True
 
 
-def export_run(run_dir: Path, staging: Path) -> tuple[dict[str, Any], dict[str, Any]]:
-    """Write the run's bundle files into ``staging/model/``.
-
-    Returns:
-        (the checkpoint's config, the ``run`` record for bundle.json).
+def run_checkpoint(run_dir: Path) -> Path:
+    """The checkpoint that makes ``run_dir`` a run folder.
 
     Raises:
-        BuildError: no checkpoint in ``run_dir``, or one that cannot be read.
+        BuildError: not a folder, or none of RUN_CHECKPOINTS in it.
+    """
+    if not run_dir.is_dir():
+        raise BuildError(f"{run_dir}: not a folder; pass the --out folder of `bundle run STACK train`")
+    checkpoint = next((run_dir / n for n in RUN_CHECKPOINTS if (run_dir / n).is_file()), None)
+    if checkpoint is None:
+        raise BuildError(f"{run_dir}: no {' or '.join(RUN_CHECKPOINTS)}; pass the --out folder "
+                         "of `bundle run STACK train` (or of train-gan)")
+    return checkpoint
+
+
+def export_run(run_dir: Path, checkpoint: Path, staging: Path) -> dict[str, Any]:
+    """Write the run's bundle files into ``staging/model/``; the ``run`` record for bundle.json.
+
+    Raises:
+        BuildError: a checkpoint that cannot be read, or that names no stack.
     """
     from safetensors.torch import save_file
 
     from runtime.errors import CheckpointError
     from runtime.train.checkpoint import read_checkpoint
 
-    checkpoint = next((run_dir / n for n in RUN_CHECKPOINTS if (run_dir / n).is_file()), None)
-    if checkpoint is None:
-        raise BuildError(f"{run_dir}: no {' or '.join(RUN_CHECKPOINTS)}; pass the --out folder "
-                         "of `bundle run STACK train` (or of train-gan)")
     try:
         state = read_checkpoint(checkpoint)
     except CheckpointError as e:
@@ -151,8 +154,6 @@ def export_run(run_dir: Path, staging: Path) -> tuple[dict[str, Any], dict[str, 
         raise BuildError(f"{checkpoint}: its config names no stack; it was not written by "
                          "`bundle run STACK train`")
     model_dir = staging / "model"
-    if model_dir.exists():
-        shutil.rmtree(model_dir)
     model_dir.mkdir(parents=True)
     shutil.copy2(checkpoint, model_dir / checkpoint.name)
     tensors = {k: v.detach().contiguous().clone() for k, v in state["model"].items()}
@@ -172,7 +173,7 @@ def export_run(run_dir: Path, staging: Path) -> tuple[dict[str, Any], dict[str, 
     run = {
         "stack": stack,
         "checkpoint": checkpoint.name,
-        "checkpoint_sha256": _sha256(checkpoint),
+        "checkpoint_sha256": pin_of(checkpoint),
         "epoch": state.get("epoch"),
         "metrics": {k: v for k, v in (state.get("metrics") or {}).items()
                     if isinstance(v, (int, float))},
@@ -184,7 +185,7 @@ def export_run(run_dir: Path, staging: Path) -> tuple[dict[str, Any], dict[str, 
         "exported_by": ours,
         "base": _base_bundles(config),
     }
-    return config, {k: v for k, v in run.items() if v is not None}
+    return {k: v for k, v in run.items() if v is not None}
 
 
 def write_run_spec(staging: Path, *, name: str, version: str, run: dict[str, Any],
@@ -192,7 +193,7 @@ def write_run_spec(staging: Path, *, name: str, version: str, run: dict[str, Any
     """The spec of the run bundle: one local folder artifact, every file pinned, and [run]."""
     model_dir = staging / "model"
     stack = run["stack"]
-    pins = {p.relative_to(model_dir).as_posix(): _sha256(p)
+    pins = {p.relative_to(model_dir).as_posix(): pin_of(p)
             for p in sorted(model_dir.rglob("*")) if p.is_file()}
     lines = [
         f"# The outputs of a `bundle run {stack}` training run, written by bundle from-run.",
@@ -239,20 +240,20 @@ def from_run(run_dir: str | Path, *, out_dir: str | Path, name: str | None = Non
     from builder.spec import NAME_RE
 
     run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise BuildError(f"{run_dir}: not a folder; pass the --out folder of `bundle run STACK train`")
-    checkpoint = next((run_dir / n for n in RUN_CHECKPOINTS if (run_dir / n).is_file()), None)
-    if checkpoint is None:
-        raise BuildError(f"{run_dir}: no {' or '.join(RUN_CHECKPOINTS)}; pass the --out folder "
-                         "of `bundle run STACK train` (or of train-gan)")
+    checkpoint = run_checkpoint(run_dir)
+    if name is not None and not NAME_RE.match(name):
+        raise BuildError(f"--name {name!r}: a bundle name is [a-z0-9-], starting with a letter or digit")
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
+    # Exported into a scratch folder first: a failed export leaves nothing behind.
     staging = out / ".from-run-staging"
-    staging.mkdir(exist_ok=True)
-    _config, run = export_run(run_dir, staging)
+    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        run = export_run(run_dir, checkpoint, staging)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
     name = name or default_name(run["stack"], run_dir)
-    if not NAME_RE.match(name):
-        raise BuildError(f"--name {name!r}: a bundle name is [a-z0-9-], starting with a letter or digit")
     if version is None:
         stamp = _dt.datetime.fromtimestamp(checkpoint.stat().st_mtime, tz=_dt.timezone.utc)
         version = stamp.strftime("%Y.%m%d.%H%M%S")

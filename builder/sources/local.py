@@ -80,7 +80,8 @@ def local_path(url: str) -> Path | None:
     return Path(url[len(LOCAL_SCHEME):]) if url.startswith(LOCAL_SCHEME) else None
 
 
-def _sha256(path: Path) -> str:
+def pin_of(path: Path) -> str:
+    """The sha256 a spec pins ``path`` with."""
     from builder.store import HASH_CHUNK, sha256_file
 
     return sha256_file(path, chunk_size=HASH_CHUNK)
@@ -161,7 +162,7 @@ class LocalSource(Source):
             if not ctx.trust_on_first_use:
                 raise BuildError(
                     f"{here}: field 'sha256' is required for a local file; if {src} is the file "
-                    f"you mean, add sha256 = \"{_sha256(src)}\" (its hash now), or build with "
+                    f"you mean, add sha256 = \"{pin_of(src)}\" (its hash now), or build with "
                     "--trust-on-first-use", artifact=artifact.id)
             warnings.append(f"{here}: TRUSTING FIRST USE of {src}: no sha256 in the spec; the "
                             "hash of the file as it is now is recorded in bundle.json; pin it "
@@ -201,7 +202,7 @@ class LocalSource(Source):
         else:
             # Hashed now: the error shows the pins to add; with --trust-on-first-use the
             # copy is checked against them (a file changing during the build is refused).
-            digests = {rel: _sha256(real) for rel, real in found.items()}
+            digests = {rel: pin_of(real) for rel, real in found.items()}
             if not ctx.trust_on_first_use:
                 raise BuildError(f"{here}: field 'files' is required for a local folder; if "
                                  f"{src} holds what you mean, add {_pins(digests)}, or build "

@@ -174,11 +174,7 @@ def make_cli(stack: EmotionStack, *, doc: str) -> click.Group:
         Example:
           bundle run STACK predict --checkpoint runs/x/best.pt song1.mp3 songs/ --format csv
         """
-        from runtime.resolve import resolve_checkpoint
-
-        found = run_command(lambda: resolve_checkpoint(opts["checkpoint"]))
-        rows, config = run_command(lambda: recipe.predict(stack, {**opts, "files": files,
-                                                                  "checkpoint": found.path}))
+        rows, origin = run_command(lambda: recipe.predict(stack, {**opts, "files": files}))
         if fmt == "json":
             text = json.dumps(rows, indent=1) + "\n"
         else:
@@ -191,9 +187,7 @@ def make_cli(stack: EmotionStack, *, doc: str) -> click.Group:
             from runtime.provenance import write_beside
 
             output.write_text(text)
-            write_beside(output, {"checkpoint": str(found.path.resolve()),
-                                  "checkpoint_provenance": found.provenance,
-                                  "provenance": config.get("provenance")})
+            write_beside(output, origin)
         else:
             click.echo(text, nl=False)
 

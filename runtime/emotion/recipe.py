@@ -293,20 +293,22 @@ def evaluate(stack: EmotionStack, opts: dict[str, Any]) -> dict[str, float]:
 
 
 def predict(stack: EmotionStack, opts: dict[str, Any]) -> tuple[list[dict[str, Any]], dict[str, Any]]:
-    """Valence and arousal per audio file, in [-1, 1] and on DEAM's 1–9 scale, and the
-    checkpoint's config (its ``provenance``: what the model was trained from).
-    ``opts["checkpoint"]`` is a file; the CLI resolves an artifact id first."""
+    """Valence and arousal per audio file, in [-1, 1] and on DEAM's 1–9 scale, and where
+    they came from: the checkpoint (a file, or a run bundle's artifact), its provenance
+    and the provenance of what it was trained from."""
     import torch
     from torch.utils.data import DataLoader
 
     from runtime.data.deam import songs_from_files
+    from runtime.resolve import resolve_checkpoint
     from runtime.train.distributed import SINGLE_PROCESS
     from runtime.train.loop import move_to_device
     from runtime.train.precision import choose_precision
 
     policy = choose_precision(opts["device"], opts["precision"])
-    model, config = load_trained(stack, opts["checkpoint"], policy.device)
-    for text in provenance_lines(config, opts["checkpoint"]):
+    found = resolve_checkpoint(opts["checkpoint"])
+    model, config = load_trained(stack, found.path, policy.device)
+    for text in provenance_lines(config, found.path):
         click.echo(text, err=True)
     songs = songs_from_files(opts["files"])
     with tempfile.TemporaryDirectory(prefix="emotion-predict-") as tmp:
@@ -332,4 +334,5 @@ def predict(stack: EmotionStack, opts: dict[str, Any]) -> tuple[list[dict[str, A
         }
         for song, (v, a) in zip(songs, pred.tolist(), strict=True)
     ]
-    return rows, config
+    return rows, {"checkpoint": str(found.path.resolve()), "checkpoint_provenance": found.provenance,
+                  "provenance": config.get("provenance")}
